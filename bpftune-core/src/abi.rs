@@ -1,0 +1,258 @@
+//! The stable, versioned ABI between the daemon and tuner `.so` files.
+//!
+//! Everything that crosses the boundary is declared here with
+//! `#[derive(StableAbi)]`, so abi_stable checks the whole type graph's layout
+//! (and this crate's version) before the daemon calls anything. Nothing from
+//! libbpf-rs crosses: the daemon passes fds and ids, the tuner owns its BPF.
+//!
+//! Tuner authors do not use this module directly: [`crate::sdk`] wraps it in
+//! a trait and an export macro that catch panics at every entry point.
+
+use std::ffi::c_void;
+
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+};
+
+/// Bumped on any change to the meaning (not just layout) of the interface.
+/// Layout changes are caught by abi_stable; this catches semantic ones.
+pub const BPFTUNE_ABI_VERSION: u32 = 1;
+
+/// Syslog-compatible severities (same numbers as `<syslog.h>`).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Err = 3,
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
+
+/// What kind of BPF the running kernel supports (see `support`).
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SupportLevel {
+    None = 0,
+    NoBtf = 1,
+    Legacy = 2,
+    Normal = 3,
+}
+
+/// A tunable is either a sysctl or something changed another way (netlink,
+/// per-socket options) that is only logged and counted.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunableKind {
+    Sysctl = 0,
+    Other = 1,
+}
+
+/// Flags of a tunable; a type of its own so they cannot be confused with the
+/// kind (the original's `tcp_syncookies` bug).
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunableFlags(pub u32);
+
+impl TunableFlags {
+    pub const NONE: Self = Self(0);
+    /// Per network namespace: written in the event's namespace.
+    pub const NAMESPACED: Self = Self(0x1);
+    /// A missing sysctl is tolerated (e.g. IPv6 disabled).
+    pub const OPTIONAL: Self = Self(0x2);
+    /// The value is a string, not integers.
+    pub const STRING: Self = Self(0x4);
+
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// One row of a tuner's tunable table.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct TunableDesc {
+    pub name: RStr<'static>,
+    pub kind: TunableKind,
+    pub flags: TunableFlags,
+    pub num_values: u8,
+}
+
+/// One row of a tuner's scenario table: a short name and the "why".
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct ScenarioDesc {
+    pub name: RStr<'static>,
+    pub description: RStr<'static>,
+}
+
+/// One strategy: a named set of BPF programs, evaluated on a timer.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct StrategyDesc {
+    pub name: RStr<'static>,
+    pub description: RStr<'static>,
+    /// Seconds between evaluations while this strategy is active; 0 = never.
+    pub timeout_secs: u32,
+}
+
+/// What a tuner declares about itself; read before `init`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct TunerDescriptor {
+    pub abi_version: u32,
+    /// Short name, e.g. `tcp_buffer`.
+    pub name: RStr<'static>,
+    pub tunables: RSlice<'static, TunableDesc>,
+    pub scenarios: RSlice<'static, ScenarioDesc>,
+    pub strategies: RSlice<'static, StrategyDesc>,
+    /// If non-zero, the daemon calls `tick` this often (milliseconds).
+    pub tick_ms: u32,
+}
+
+/// Opaque pointer to the daemon's per-tuner binding; only the daemon
+/// dereferences it.
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct HostHandle(pub *const c_void);
+
+/// Opaque pointer to a tuner instance; only the tuner dereferences it.
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct InstanceHandle(pub *mut c_void);
+
+/// A sysctl value as read: integers, or a string for STRING tunables.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysctlValue {
+    pub ints: RVec<i64>,
+    pub text: RString,
+    pub is_string: bool,
+}
+
+/// A request to change one tunable, with the reason to log.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct WriteRequest<'a> {
+    pub tunable: u32,
+    pub scenario: u32,
+    pub netns_cookie: u64,
+    pub values: RSlice<'a, i64>,
+    pub text: RStr<'a>,
+    pub reason: RStr<'a>,
+}
+
+/// What happened to a [`WriteRequest`].
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The value changed; logged and counted.
+    Written = 0,
+    /// Already at that value: nothing written, logged or counted.
+    Unchanged = 1,
+    /// The tuner is disabled (administrator override) in that namespace.
+    SkippedManual = 2,
+    /// Advise mode: logged as advice, nothing written.
+    Advised = 3,
+    /// The namespace no longer exists.
+    NetnsGone = 4,
+}
+
+/// Daemon services a tuner may call. Every function catches its own panics.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostVtableRef)))]
+#[sabi(missing_field(panic))]
+pub struct HostVtable {
+    pub log: extern "C" fn(host: HostHandle, level: LogLevel, msg: RStr<'_>),
+    /// Read a sysctl in the namespace with that cookie (global if 0 or the
+    /// global cookie).
+    pub sysctl_read: extern "C" fn(
+        host: HostHandle,
+        netns_cookie: u64,
+        name: RStr<'_>,
+        string: bool,
+    ) -> RResult<SysctlValue, RString>,
+    /// Change a declared tunable, logging the Scenario/Due-to lines.
+    pub tunable_write:
+        extern "C" fn(host: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString>,
+    /// Log and count a change made some other way (netlink, per socket).
+    pub tunable_update: extern "C" fn(
+        host: HostHandle,
+        tunable: u32,
+        scenario: u32,
+        netns_cookie: u64,
+        reason: RStr<'_>,
+    ) -> WriteOutcome,
+    /// An administrator (pid) wrote sysctl `name` in that namespace: the
+    /// daemon disables every tuner owning it there.
+    pub admin_override: extern "C" fn(host: HostHandle, pid: i32, netns_cookie: u64, name: RStr<'_>),
+    /// Make sure the daemon can act in the namespace with that cookie (it
+    /// was seen in an event carrying `netns_inum`).
+    #[sabi(last_prefix_field)]
+    pub netns_seen: extern "C" fn(host: HostHandle, netns_cookie: u64, netns_inum: u32),
+}
+
+/// Everything `init` receives. Plain data plus the host vtable.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct HostContext {
+    pub tuner_id: u32,
+    /// The shared ring buffer map: `reuse_fd` it before loading.
+    pub ringbuf_fd: i32,
+    /// The shared counters map (ring buffer drops): `reuse_fd` it too.
+    pub stats_map_fd: i32,
+    /// cgroup v2 directory for sockops / sysctl programs.
+    pub cgroup_fd: i32,
+    /// 0..=4 as given with `-r`.
+    pub learning_rate: u32,
+    pub support: SupportLevel,
+    pub debug: bool,
+    pub daemon_pid: u32,
+    pub global_netns_cookie: u64,
+    pub netns_cookie_supported: bool,
+    /// Index into the descriptor's strategies (0 if it has none).
+    pub strategy_id: u32,
+    pub host: HostHandle,
+    pub vtable: HostVtableRef,
+}
+
+/// The root module every tuner `.so` exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = TunerModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct TunerModule {
+    pub descriptor: extern "C" fn() -> TunerDescriptor,
+    pub init: extern "C" fn(ctx: &HostContext) -> RResult<InstanceHandle, RString>,
+    pub event_handler: extern "C" fn(instance: InstanceHandle, event: RSlice<'_, u8>) -> RResult<(), RString>,
+    /// Finalise and free the instance; it must not be used afterwards.
+    pub fini: extern "C" fn(instance: InstanceHandle) -> RResult<(), RString>,
+    /// Lines for the summary; empty to use the daemon's generic summary.
+    pub summarize: extern "C" fn(instance: InstanceHandle) -> RResult<RVec<RString>, RString>,
+    pub tick: extern "C" fn(instance: InstanceHandle) -> RResult<(), RString>,
+    /// Score strategy `strategy` (index into the descriptor's strategies);
+    /// the highest score wins.
+    #[sabi(last_prefix_field)]
+    pub evaluate: extern "C" fn(instance: InstanceHandle, strategy: u32) -> RResult<f64, RString>,
+}
+
+impl RootModule for TunerModuleRef {
+    declare_root_module_statics! {TunerModuleRef}
+    const BASE_NAME: &'static str = "bpftune_tuner";
+    const NAME: &'static str = "bpftune tuner";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+// SAFETY: the handles are only dereferenced by their owners (daemon or tuner)
+// on the daemon's main thread; the types only carry them.
+unsafe impl Send for HostHandle {}
+// SAFETY: as above.
+unsafe impl Sync for HostHandle {}

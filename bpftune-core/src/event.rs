@@ -1,0 +1,152 @@
+//! The event every BPF program posts to the shared ring buffer, as a Rust
+//! type generated from `bpf-common/include/bpftune.bpf.h` by libbpf-cargo
+//! (via the core probe object), wrapped in safe accessors.
+
+use crate::probe_skel::types::bpftune_event;
+
+/// Size in bytes of one event on the ring buffer.
+pub const EVENT_SIZE: usize = std::mem::size_of::<bpftune_event>();
+
+/// Cookie meaning "namespace unknown" (`BPFTUNE_NETNS_UNKNOWN`).
+pub const NETNS_UNKNOWN: u64 = u64::MAX;
+
+/// One sysctl change a BPF program asks for (payload slot 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SysctlUpdate {
+    pub tunable: u32,
+    pub old: [i64; 3],
+    pub new: [i64; 3],
+}
+
+/// A decoded event.
+#[derive(Clone, Copy)]
+pub struct Event {
+    raw: bpftune_event,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("tuner_id", &self.tuner_id())
+            .field("scenario_id", &self.scenario_id())
+            .field("netns_cookie", &self.netns_cookie())
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl Event {
+    /// Decode `bytes` if it is exactly one event.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != EVENT_SIZE {
+            return None;
+        }
+        // SAFETY: the length matches and bpftune_event is plain old data made
+        // only of integers and byte arrays, so every bit pattern is valid;
+        // read_unaligned copes with the ring buffer's alignment.
+        let raw = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<bpftune_event>()) };
+        Some(Self { raw })
+    }
+
+    /// The raw bytes, e.g. to pass across the plugin boundary.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: bpftune_event is plain old data of EVENT_SIZE bytes with no
+        // padding that could be uninitialised (explicit pad fields).
+        unsafe { std::slice::from_raw_parts((&self.raw as *const bpftune_event).cast::<u8>(), EVENT_SIZE) }
+    }
+
+    /// Build an event (tests and tools).
+    pub fn new(tuner_id: u32, scenario_id: u32, netns_cookie: u64, pid: i32) -> Self {
+        let mut raw = bpftune_event::default();
+        raw.tuner_id = tuner_id;
+        raw.scenario_id = scenario_id;
+        raw.netns_cookie = netns_cookie;
+        raw.pid = pid;
+        Self { raw }
+    }
+
+    pub fn tuner_id(&self) -> u32 {
+        self.raw.tuner_id
+    }
+    pub fn scenario_id(&self) -> u32 {
+        self.raw.scenario_id
+    }
+    pub fn netns_cookie(&self) -> u64 {
+        self.raw.netns_cookie
+    }
+    pub fn pid(&self) -> i32 {
+        self.raw.pid
+    }
+    pub fn netns_inum(&self) -> u32 {
+        self.raw.netns_inum
+    }
+
+    /// The sysctl update in payload slot 0.
+    pub fn update(&self) -> SysctlUpdate {
+        // SAFETY: every view of the payload union is plain integers/bytes,
+        // so reading the update view is valid whatever was written.
+        let u = unsafe { self.raw.payload.update[0] };
+        SysctlUpdate { tunable: u.id, old: u.old, new: u.new }
+    }
+
+    /// Set the sysctl update in payload slot 0 (tests and tools).
+    pub fn set_update(&mut self, update: SysctlUpdate) {
+        // SAFETY: as in `update`; writing one integer view of a POD union.
+        unsafe {
+            self.raw.payload.update[0].id = update.tunable;
+            self.raw.payload.update[0].old = update.old;
+            self.raw.payload.update[0].new = update.new;
+        }
+    }
+
+    /// The string payload, up to its first NUL.
+    pub fn text(&self) -> String {
+        let bytes = self.raw_data();
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    }
+
+    /// The raw payload bytes.
+    pub fn raw_data(&self) -> [u8; 128] {
+        // SAFETY: the raw_data view covers bytes that are always initialised
+        // (the union is at least 128 bytes of POD).
+        unsafe { self.raw.payload.raw_data }
+    }
+
+    /// Set the raw payload (tests and tools).
+    pub fn set_raw_data(&mut self, data: &[u8]) {
+        let n = data.len().min(128);
+        // SAFETY: writing bytes into a POD union view.
+        unsafe { self.raw.payload.raw_data[..n].copy_from_slice(&data[..n]) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_is_248_bytes() {
+        assert_eq!(EVENT_SIZE, 248);
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut e = Event::new(3, 1, 42, 7);
+        e.set_update(SysctlUpdate { tunable: 2, old: [1, 2, 3], new: [4, 5, 6] });
+        let back = Event::from_bytes(e.as_bytes()).expect("decode");
+        assert_eq!(back.tuner_id(), 3);
+        assert_eq!(back.scenario_id(), 1);
+        assert_eq!(back.netns_cookie(), 42);
+        assert_eq!(back.pid(), 7);
+        assert_eq!(back.update().new, [4, 5, 6]);
+        assert!(Event::from_bytes(&[0u8; 10]).is_none());
+    }
+
+    #[test]
+    fn text_stops_at_nul() {
+        let mut e = Event::new(0, 0, 0, 0);
+        e.set_raw_data(b"net/ipv4/tcp_rmem\0junk");
+        assert_eq!(e.text(), "net/ipv4/tcp_rmem");
+    }
+}

@@ -1,0 +1,486 @@
+//! The daemon side of the plugin ABI: the state tuner callbacks act on
+//! (registry, namespaces, sysctl I/O, logger) and the `extern "C"` host
+//! functions behind [`crate::abi::HostVtable`], each guarded against panics.
+//!
+//! Everything runs on the daemon's main thread. The daemon never holds a
+//! borrow of [`HostState`] while it calls into a tuner, so a tuner's callback
+//! can always borrow it; if it cannot, the callback fails instead of
+//! panicking.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use abi_stable::prefix_type::WithMetadata;
+use abi_stable::std_types::{RResult, RStr, RString, RVec};
+
+use crate::abi::{
+    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, SupportLevel, SysctlValue, WriteOutcome,
+    WriteRequest,
+};
+use crate::advice::{Advice, AdviceLog};
+use crate::learning::LearningRate;
+use crate::netns::NetnsRegistry;
+use crate::registry::{Registry, TunerState};
+use crate::sysctl::{self, SysctlIo};
+
+/// Where log lines go; set by the daemon (syslog or stderr), or a buffer in
+/// tests.
+pub type LogSink = Rc<dyn Fn(LogLevel, &str)>;
+
+/// Called before the first change of a tunable in a namespace, with the
+/// value to restore; the daemon journals it durably.
+pub type FirstWriteHook = Box<dyn FnMut(&FirstWrite<'_>)>;
+
+/// What [`FirstWriteHook`] receives.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstWrite<'a> {
+    pub tuner: &'a str,
+    pub tunable: &'a str,
+    pub netns_cookie: u64,
+    pub global: bool,
+    pub original: &'a str,
+}
+
+/// Settings fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct HostConfig {
+    pub debug: bool,
+    /// Decide but never write: log advice instead.
+    pub advise: bool,
+    pub learning_rate: LearningRate,
+    pub support: SupportLevel,
+    pub daemon_pid: u32,
+    pub netns_cookie_supported: bool,
+}
+
+/// `Scenario '<name>' occurred for tunable '<tunable>' in [non-]global ns. <description>`
+pub fn scenario_line(scenario: &str, tunable: &str, global: bool, description: &str) -> String {
+    let ns = if global { "global" } else { "non-global" };
+    format!("Scenario '{scenario}' occurred for tunable '{tunable}' in {ns} ns. {description}")
+}
+
+/// `Due to <why> change <name>(<labels>) from (<old>) -> (<new>)`, the
+/// reason line most tuners log.
+pub fn change_reason(why: &str, name: &str, labels: &str, old: &[i64], new: &[i64]) -> String {
+    let labels = if labels.is_empty() { String::new() } else { format!("({labels})") };
+    format!(
+        "Due to {why} change {name}{labels} from ({}) -> ({})",
+        sysctl::format_values(old),
+        sysctl::format_values(new)
+    )
+}
+
+/// Everything tuner callbacks act on.
+pub struct HostState {
+    pub config: HostConfig,
+    pub registry: Registry,
+    pub netns: NetnsRegistry,
+    pub advice: AdviceLog,
+    sysctl: Box<dyn SysctlIo>,
+    log: LogSink,
+    first_write: Option<FirstWriteHook>,
+}
+
+/// Shared handle the daemon and the per-tuner bindings hold.
+pub type SharedHost = Rc<RefCell<HostState>>;
+
+impl HostState {
+    pub fn new(config: HostConfig, netns: NetnsRegistry, sysctl: Box<dyn SysctlIo>, log: LogSink) -> Self {
+        Self {
+            config,
+            registry: Registry::new(),
+            netns,
+            advice: AdviceLog::default(),
+            sysctl,
+            log,
+            first_write: None,
+        }
+    }
+
+    pub fn set_first_write_hook(&mut self, hook: FirstWriteHook) {
+        self.first_write = Some(hook);
+    }
+
+    pub fn logger(&self) -> LogSink {
+        self.log.clone()
+    }
+
+    pub fn log(&self, level: LogLevel, msg: &str) {
+        (self.log)(level, msg);
+    }
+
+    fn ns_label(&self, cookie: u64) -> String {
+        if self.netns.is_global(cookie) { "global ns".to_string() } else { format!("netns (cookie {cookie})") }
+    }
+
+    /// Read a sysctl as text in the namespace with that cookie.
+    pub fn read_text(&mut self, cookie: u64, name: &str) -> io::Result<String> {
+        let target = self.netns.target(cookie)?;
+        self.sysctl.read(&target, name)
+    }
+
+    /// Write a sysctl as text in the namespace with that cookie (rollback).
+    pub fn write_text(&mut self, cookie: u64, name: &str, text: &str) -> io::Result<()> {
+        let target = self.netns.target(cookie)?;
+        self.sysctl.write(&target, name, text)
+    }
+
+    /// Read for a tuner: integers or a string.
+    pub fn read_value(&mut self, cookie: u64, name: &str, string: bool) -> Result<SysctlValue, String> {
+        let text = self
+            .read_text(cookie, name)
+            .map_err(|e| format!("could not read sysctl '{name}' in {}: {e}", self.ns_label(cookie)))?;
+        if string {
+            Ok(SysctlValue { ints: RVec::new(), text: RString::from(text), is_string: true })
+        } else {
+            let ints = sysctl::parse_ints(&text).map_err(|e| format!("could not parse sysctl '{name}': {e}"))?;
+            Ok(SysctlValue { ints: RVec::from(ints), text: RString::from(text), is_string: false })
+        }
+    }
+
+    /// The sysctl writer: checks, no-op detection, advice, journaling, the
+    /// write itself, the two log lines and the counters.
+    pub fn write(&mut self, tuner_id: u32, req: &WriteRequest<'_>) -> Result<WriteOutcome, String> {
+        let Some(tuner) = self.registry.get(tuner_id) else {
+            return Err(format!("no tuner with id {tuner_id}"));
+        };
+        let tuner_name = tuner.name.clone();
+        let Some(info) = tuner.tunables.get(req.tunable as usize).cloned() else {
+            return Err(format!("no tunable {} for tuner '{tuner_name}'", req.tunable));
+        };
+        let Some(scenario) = tuner.scenarios.get(req.scenario as usize).cloned() else {
+            return Err(format!("no scenario {} for tuner '{tuner_name}'", req.scenario));
+        };
+        if !info.is_sysctl() {
+            return Err(format!("tunable '{}' of tuner '{tuner_name}' is not a sysctl", info.name));
+        }
+        // Global tunables are always changed (and owned) in the daemon's
+        // namespace, whatever namespace the event came from.
+        let cookie =
+            if info.namespaced() { self.netns.normalize(req.netns_cookie) } else { self.netns.global_cookie() };
+        let global = self.netns.is_global(cookie);
+        let state = tuner.netns_state(cookie);
+        if state != TunerState::Active {
+            self.log(
+                LogLevel::Debug,
+                &format!(
+                    "Skipping update of '{}' ; tuner '{tuner_name}' is {} in netns (cookie {cookie})",
+                    info.name,
+                    state.as_str()
+                ),
+            );
+            return Ok(WriteOutcome::SkippedManual);
+        }
+        let new_text = if info.is_string() {
+            req.text.as_str().trim().to_string()
+        } else {
+            sysctl::format_values(req.values.as_slice())
+        };
+
+        let target = match self.netns.target(cookie) {
+            Ok(t) => t,
+            Err(_) => return Ok(self.netns_gone(tuner_id, cookie, &info.name)),
+        };
+        let old_text = match self.sysctl.read(&target, &info.name) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !global => {
+                return Ok(self.netns_gone(tuner_id, cookie, &info.name));
+            }
+            Err(e) => return Err(format!("could not read sysctl '{}' in {}: {e}", info.name, self.ns_label(cookie))),
+        };
+        if same_value(&old_text, &new_text, info.is_string()) {
+            return Ok(WriteOutcome::Unchanged);
+        }
+
+        let scenario_msg = scenario_line(&scenario.name, &info.name, global, &scenario.description);
+        let reason = if global {
+            req.reason.as_str().to_string()
+        } else {
+            format!("{} (netns cookie {cookie})", req.reason.as_str())
+        };
+
+        if self.config.advise {
+            let advice = Advice::new(&tuner_name, &info.name, cookie, global, &old_text, &new_text, &scenario.name, &reason);
+            if self.advice.record(advice.clone()) {
+                self.log(LogLevel::Notice, &advice.log_line());
+            }
+            return Ok(WriteOutcome::Advised);
+        }
+
+        // Remember (and let the daemon journal) the original before the
+        // first change in this namespace.
+        let first = self
+            .registry
+            .get(tuner_id)
+            .and_then(|t| t.records.get(req.tunable as usize))
+            .is_some_and(|r| !r.initial.contains_key(&cookie));
+        if first {
+            if let Some(hook) = self.first_write.as_mut() {
+                hook(&FirstWrite {
+                    tuner: &tuner_name,
+                    tunable: &info.name,
+                    netns_cookie: cookie,
+                    global,
+                    original: &old_text,
+                });
+            }
+        }
+
+        match self.sysctl.write(&target, &info.name, &new_text) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !global => {
+                return Ok(self.netns_gone(tuner_id, cookie, &info.name));
+            }
+            Err(e) => {
+                let msg = format!(
+                    "could not change sysctl '{}' in {} from ({old_text}) to ({new_text}): {e}",
+                    info.name,
+                    self.ns_label(cookie)
+                );
+                self.log(LogLevel::Err, &msg);
+                return Err(msg);
+            }
+        }
+
+        self.log(LogLevel::Notice, &scenario_msg);
+        self.log(LogLevel::Notice, &reason);
+        if let Some(rec) = self.registry.get_mut(tuner_id).and_then(|t| t.records.get_mut(req.tunable as usize)) {
+            rec.initial.entry(cookie).or_insert(old_text);
+            rec.current.insert(cookie, new_text);
+            *rec.counts.entry((req.scenario, cookie)).or_insert(0) += 1;
+        }
+        Ok(WriteOutcome::Written)
+    }
+
+    fn netns_gone(&mut self, tuner_id: u32, cookie: u64, tunable: &str) -> WriteOutcome {
+        let first = self.netns.forget(cookie);
+        if first {
+            self.log(
+                LogLevel::Debug,
+                &format!("netns (cookie {cookie}) is gone; not changing '{tunable}' there"),
+            );
+        }
+        if let Some(t) = self.registry.get_mut(tuner_id) {
+            t.netns_state.insert(cookie, TunerState::Gone);
+        }
+        WriteOutcome::NetnsGone
+    }
+
+    /// Log and count a change made another way (netlink, per socket).
+    pub fn update(&mut self, tuner_id: u32, tunable: u32, scenario: u32, cookie: u64, reason: &str) -> WriteOutcome {
+        let cookie = self.netns.normalize(cookie);
+        let global = self.netns.is_global(cookie);
+        let Some(tuner) = self.registry.get(tuner_id) else {
+            return WriteOutcome::SkippedManual;
+        };
+        if !tuner.active_in(cookie) {
+            return WriteOutcome::SkippedManual;
+        }
+        let (Some(info), Some(sc)) = (tuner.tunables.get(tunable as usize), tuner.scenarios.get(scenario as usize))
+        else {
+            self.log(LogLevel::Err, &format!("no tunable {tunable} / scenario {scenario} for tuner '{}'", tuner.name));
+            return WriteOutcome::Unchanged;
+        };
+        let line = scenario_line(&sc.name, &info.name, global, &sc.description);
+        self.log(LogLevel::Notice, &line);
+        self.log(LogLevel::Notice, reason);
+        if let Some(rec) = self.registry.get_mut(tuner_id).and_then(|t| t.records.get_mut(tunable as usize)) {
+            *rec.counts.entry((scenario, cookie)).or_insert(0) += 1;
+        }
+        WriteOutcome::Written
+    }
+
+    /// An administrator wrote sysctl `path_name` (`net/ipv4/tcp_rmem` form
+    /// or dotted) in namespace `cookie`: disable every tuner that declares
+    /// exactly that tunable, in that namespace only.
+    pub fn admin_override(&mut self, pid: i32, cookie: u64, path_name: &str) -> Vec<String> {
+        let name = sysctl::path_name_to_dotted(path_name);
+        let cookie = self.netns.normalize(cookie);
+        let global_cookie = self.netns.global_cookie();
+        let cmd = process_command(pid);
+        let mut disabled = Vec::new();
+        let mut lines = Vec::new();
+        for tuner in self.registry.iter_mut() {
+            let Some(idx) = tuner.tunable_index(&name) else { continue };
+            // A global tunable written anywhere changes the global value.
+            let target = if tuner.tunables[idx].namespaced() { cookie } else { global_cookie };
+            if tuner.netns_state.get(&target) == Some(&TunerState::Manual) {
+                continue;
+            }
+            lines.push(format!(
+                "pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{}' uses; disabling '{}' for namespace cookie {target}",
+                tuner.name, tuner.name
+            ));
+            tuner.netns_state.insert(target, TunerState::Manual);
+            disabled.push(tuner.name.clone());
+        }
+        for l in lines {
+            self.log(LogLevel::Notice, &l);
+        }
+        disabled
+    }
+}
+
+fn same_value(old: &str, new: &str, string: bool) -> bool {
+    if string {
+        return old.trim() == new.trim();
+    }
+    match (sysctl::parse_ints(old), sysctl::parse_ints(new)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => old.trim() == new.trim(),
+    }
+}
+
+/// First word of `/proc/<pid>/cmdline`, or `?`.
+pub fn process_command(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|b| {
+            let first = b.split(|&c| c == 0).next()?.to_vec();
+            let s = String::from_utf8_lossy(&first).into_owned();
+            if s.is_empty() { None } else { Some(s) }
+        })
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// What a tuner's [`HostHandle`] points to.
+pub struct HostBinding {
+    pub tuner_id: u32,
+    pub host: SharedHost,
+    log: LogSink,
+}
+
+impl HostBinding {
+    pub fn new(tuner_id: u32, host: SharedHost) -> Box<Self> {
+        let log = host.borrow().logger();
+        Box::new(Self { tuner_id, host, log })
+    }
+}
+
+/// Run a host callback: find the binding, catch panics, fall back on error.
+fn with_binding<R>(handle: HostHandle, fallback: R, f: impl FnOnce(&HostBinding) -> R) -> R {
+    if handle.0.is_null() {
+        return fallback;
+    }
+    // SAFETY: the daemon creates every HostHandle from a Box<HostBinding>
+    // it keeps alive (and unmoved) for as long as the tuner is loaded.
+    let binding = unsafe { &*handle.0.cast::<HostBinding>() };
+    match catch_unwind(AssertUnwindSafe(|| f(binding))) {
+        Ok(r) => r,
+        Err(_) => {
+            (binding.log)(LogLevel::Err, "internal error: host callback panicked");
+            fallback
+        }
+    }
+}
+
+fn busy() -> RString {
+    RString::from("daemon state is busy (re-entrant call)")
+}
+
+extern "C" fn host_log(handle: HostHandle, level: LogLevel, msg: RStr<'_>) {
+    with_binding(handle, (), |b| {
+        if level == LogLevel::Debug && !b.host.try_borrow().map(|h| h.config.debug).unwrap_or(true) {
+            return;
+        }
+        (b.log)(level, msg.as_str())
+    })
+}
+
+extern "C" fn host_sysctl_read(
+    handle: HostHandle,
+    cookie: u64,
+    name: RStr<'_>,
+    string: bool,
+) -> RResult<SysctlValue, RString> {
+    with_binding(handle, RResult::RErr(busy()), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.read_value(cookie, name.as_str(), string).map_err(RString::from).into(),
+        Err(_) => RResult::RErr(busy()),
+    })
+}
+
+extern "C" fn host_tunable_write(handle: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString> {
+    with_binding(handle, RResult::RErr(busy()), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.write(b.tuner_id, req).map_err(RString::from).into(),
+        Err(_) => RResult::RErr(busy()),
+    })
+}
+
+extern "C" fn host_tunable_update(
+    handle: HostHandle,
+    tunable: u32,
+    scenario: u32,
+    cookie: u64,
+    reason: RStr<'_>,
+) -> WriteOutcome {
+    with_binding(handle, WriteOutcome::Unchanged, |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.update(b.tuner_id, tunable, scenario, cookie, reason.as_str()),
+        Err(_) => WriteOutcome::Unchanged,
+    })
+}
+
+extern "C" fn host_admin_override(handle: HostHandle, pid: i32, cookie: u64, name: RStr<'_>) {
+    with_binding(handle, (), |b| {
+        if let Ok(mut h) = b.host.try_borrow_mut() {
+            h.admin_override(pid, cookie, name.as_str());
+        }
+    })
+}
+
+extern "C" fn host_netns_seen(handle: HostHandle, cookie: u64, inum: u32) {
+    with_binding(handle, (), |b| {
+        if let Ok(mut h) = b.host.try_borrow_mut() {
+            if h.netns.note(cookie, u64::from(inum)) {
+                h.log(LogLevel::Debug, &format!("netns created (cookie {cookie})"));
+            }
+        }
+    })
+}
+
+static HOST_VTABLE: WithMetadata<HostVtable> = WithMetadata::new(HostVtable {
+    log: host_log,
+    sysctl_read: host_sysctl_read,
+    tunable_write: host_tunable_write,
+    tunable_update: host_tunable_update,
+    admin_override: host_admin_override,
+    netns_seen: host_netns_seen,
+});
+
+/// The vtable every tuner's context points to.
+pub fn host_vtable() -> HostVtableRef {
+    HostVtableRef(HOST_VTABLE.static_as_prefix())
+}
+
+/// Fixed per-daemon parts of every tuner's context.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedFds {
+    pub ringbuf_fd: i32,
+    pub stats_map_fd: i32,
+    pub cgroup_fd: i32,
+}
+
+/// Build the context for tuner `binding` (which must outlive the tuner).
+pub fn make_context(binding: &HostBinding, fds: SharedFds, strategy_id: u32) -> HostContext {
+    let h = binding.host.borrow();
+    HostContext {
+        tuner_id: binding.tuner_id,
+        ringbuf_fd: fds.ringbuf_fd,
+        stats_map_fd: fds.stats_map_fd,
+        cgroup_fd: fds.cgroup_fd,
+        learning_rate: h.config.learning_rate.rate(),
+        support: h.config.support,
+        debug: h.config.debug,
+        daemon_pid: h.config.daemon_pid,
+        global_netns_cookie: h.netns.global_cookie(),
+        netns_cookie_supported: h.config.netns_cookie_supported,
+        strategy_id,
+        host: HostHandle((binding as *const HostBinding).cast::<c_void>()),
+        vtable: host_vtable(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Unit tests of the sysctl writer and admin-override logic against an
+//! in-memory sysctl table (no root needed).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::rc::Rc;
+
+use abi_stable::std_types::{RSlice, RStr};
+
+use super::*;
+use crate::netns::NsTarget;
+use crate::registry::TunerRecord;
+
+#[derive(Default)]
+struct FakeSysctl {
+    values: RefCell<HashMap<String, String>>,
+    writes: RefCell<u32>,
+}
+
+impl SysctlIo for Rc<FakeSysctl> {
+    fn read(&self, target: &NsTarget, name: &str) -> io::Result<String> {
+        assert_eq!(*target, NsTarget::Global);
+        self.values.borrow().get(name).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn write(&self, _target: &NsTarget, name: &str, text: &str) -> io::Result<()> {
+        *self.writes.borrow_mut() += 1;
+        self.values.borrow_mut().insert(name.to_string(), text.to_string());
+        Ok(())
+    }
+}
+
+crate::tunables! {
+    enum T {
+        Rmem = ("net.ipv4.tcp_rmem", Sysctl, NAMESPACED, 3),
+        Mem = ("net.ipv4.tcp_mem", Sysctl, NONE, 3),
+    }
+}
+crate::scenarios! {
+    enum S {
+        Grow = ("need to increase TCP buffer size(s)", "Need to increase buffer size(s) to maximize throughput"),
+    }
+}
+
+fn setup(advise: bool) -> (HostState, Rc<FakeSysctl>, Rc<RefCell<Vec<String>>>) {
+    let fake = Rc::new(FakeSysctl::default());
+    fake.values.borrow_mut().insert("net.ipv4.tcp_rmem".into(), "4096\t131072\t6291456".into());
+    fake.values.borrow_mut().insert("net.ipv4.tcp_mem".into(), "1 2 3".into());
+    let lines = Rc::new(RefCell::new(Vec::new()));
+    let sink = lines.clone();
+    let log: LogSink = Rc::new(move |_lvl, msg| sink.borrow_mut().push(msg.to_string()));
+    let config = HostConfig {
+        debug: true,
+        advise,
+        learning_rate: LearningRate::default(),
+        support: SupportLevel::Normal,
+        daemon_pid: 1,
+        netns_cookie_supported: true,
+    };
+    let mut host = HostState::new(config, NetnsRegistry::new(1, "/proc"), Box::new(fake.clone()), log);
+    let desc = crate::abi::TunerDescriptor {
+        abi_version: crate::abi::BPFTUNE_ABI_VERSION,
+        name: RStr::from_str("tcp_buffer"),
+        tunables: RSlice::from_slice(T::TABLE),
+        scenarios: RSlice::from_slice(S::TABLE),
+        strategies: RSlice::from_slice(&[]),
+        tick_ms: 0,
+    };
+    let mut rec = TunerRecord::from_descriptor(0, "/x/tcp_buffer_tuner.so", &desc);
+    rec.state = TunerState::Active;
+    host.registry.insert(rec);
+    (host, fake, lines)
+}
+
+fn req<'a>(tunable: T, cookie: u64, values: &'a [i64], reason: &'a str) -> WriteRequest<'a> {
+    WriteRequest {
+        tunable: tunable.into(),
+        scenario: S::Grow.into(),
+        netns_cookie: cookie,
+        values: RSlice::from_slice(values),
+        text: RStr::from_str(""),
+        reason: RStr::from_str(reason),
+    }
+}
+
+#[test]
+fn write_logs_two_lines_and_counts() {
+    let (mut host, fake, lines) = setup(false);
+    let reason = change_reason(
+        "need to increase max buffer size to maximize throughput",
+        "net.ipv4.tcp_rmem",
+        "min default max",
+        &[4096, 131072, 6291456],
+        &[4096, 131072, 7864320],
+    );
+    let out = host.write(0, &req(T::Rmem, 0, &[4096, 131072, 7864320], &reason)).expect("write");
+    assert_eq!(out, WriteOutcome::Written);
+    assert_eq!(fake.values.borrow()["net.ipv4.tcp_rmem"], "4096 131072 7864320");
+    let lines = lines.borrow();
+    assert_eq!(
+        lines[0],
+        "Scenario 'need to increase TCP buffer size(s)' occurred for tunable 'net.ipv4.tcp_rmem' in global ns. Need to increase buffer size(s) to maximize throughput"
+    );
+    assert_eq!(
+        lines[1],
+        "Due to need to increase max buffer size to maximize throughput change net.ipv4.tcp_rmem(min default max) from (4096 131072 6291456) -> (4096 131072 7864320)"
+    );
+    let rec = &host.registry.get(0).expect("tuner").records[0];
+    assert_eq!(rec.counts[&(0, 1)], 1);
+    assert_eq!(rec.initial[&1], "4096\t131072\t6291456");
+}
+
+#[test]
+fn no_op_write_is_silent() {
+    let (mut host, fake, lines) = setup(false);
+    let out = host.write(0, &req(T::Rmem, 0, &[4096, 131072, 6291456], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::Unchanged);
+    assert!(lines.borrow().is_empty());
+    assert_eq!(*fake.writes.borrow(), 0);
+    assert!(host.registry.get(0).expect("tuner").records[0].counts.is_empty());
+}
+
+#[test]
+fn manual_namespace_is_skipped() {
+    let (mut host, fake, _lines) = setup(false);
+    let disabled = host.admin_override(1234, 1, "net/ipv4/tcp_rmem");
+    assert_eq!(disabled, vec!["tcp_buffer".to_string()]);
+    let out = host.write(0, &req(T::Rmem, 0, &[1, 2, 3], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::SkippedManual);
+    assert_eq!(*fake.writes.borrow(), 0);
+}
+
+#[test]
+fn override_matches_exact_names_only() {
+    let (mut host, _fake, lines) = setup(false);
+    assert!(host.admin_override(1, 1, "net/ipv4/tcp_rme").is_empty());
+    assert!(host.admin_override(1, 1, "ipv4/tcp_rmem").is_empty());
+    assert!(lines.borrow().is_empty());
+    let disabled = host.admin_override(1, 1, "net/ipv4/tcp_mem");
+    assert_eq!(disabled.len(), 1);
+    assert!(lines.borrow()[0].starts_with("pid 1, cmd '"));
+    assert!(lines.borrow()[0].ends_with("modified sysctl 'net.ipv4.tcp_mem' that tuner 'tcp_buffer' uses; disabling 'tcp_buffer' for namespace cookie 1"));
+}
+
+#[test]
+fn override_in_other_namespace_leaves_global_active() {
+    let (mut host, _fake, _lines) = setup(false);
+    host.admin_override(1, 77, "net/ipv4/tcp_rmem");
+    let t = host.registry.get(0).expect("tuner");
+    assert!(t.active_in(1));
+    assert!(!t.active_in(77));
+}
+
+#[test]
+fn global_tunable_written_from_netns_event_goes_global() {
+    let (mut host, fake, lines) = setup(false);
+    let out = host.write(0, &req(T::Mem, 55, &[1, 2, 4], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::Written);
+    assert_eq!(fake.values.borrow()["net.ipv4.tcp_mem"], "1 2 4");
+    assert!(lines.borrow()[0].contains("in global ns."));
+}
+
+#[test]
+fn advise_mode_writes_nothing() {
+    let (mut host, fake, lines) = setup(true);
+    let out = host.write(0, &req(T::Rmem, 0, &[4096, 131072, 7864320], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::Advised);
+    assert_eq!(*fake.writes.borrow(), 0);
+    assert!(lines.borrow()[0].starts_with("Advice "));
+    assert!(!host.advice.is_empty());
+    // Same advice again: not logged twice.
+    host.write(0, &req(T::Rmem, 0, &[4096, 131072, 7864320], "r")).expect("write");
+    assert_eq!(lines.borrow().len(), 1);
+}
+
+#[test]
+fn unknown_tunable_is_an_error() {
+    let (mut host, _fake, _lines) = setup(false);
+    let mut r = req(T::Rmem, 0, &[1], "r");
+    r.tunable = 9;
+    assert!(host.write(0, &r).is_err());
+    assert!(host.write(5, &req(T::Rmem, 0, &[1], "r")).is_err());
+}

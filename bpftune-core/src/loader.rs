@@ -1,0 +1,295 @@
+//! Finding, trust-checking and loading tuner `.so` files.
+//!
+//! A plugin runs as root inside the daemon, so before it is mapped every
+//! directory above it and the file itself must be root-owned, not group- or
+//! other-writable, free of ACLs and not a symlink; the file is opened with
+//! `O_NOFOLLOW` and loaded through `/proc/self/fd/N`, so what was checked is
+//! what gets mapped. Then abi_stable checks the library's ABI version and the
+//! layout of every type in the interface before anything is called.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
+
+use crate::abi::{BPFTUNE_ABI_VERSION, TunerDescriptor, TunerModuleRef};
+
+/// Only files with this suffix are tuners.
+pub const TUNER_SUFFIX: &str = "_tuner.so";
+/// Upper bounds on what a tuner may declare.
+pub const MAX_TUNABLES: usize = 64;
+pub const MAX_SCENARIOS: usize = 64;
+
+/// Why a plugin was not loaded. The `Display` text is the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Untrusted(String),
+    #[error("could not open plugin '{path}': {source}")]
+    Open { path: String, source: io::Error },
+    #[error("could not load '{path}': {reason}")]
+    Library { path: String, reason: String },
+    #[error("'{path}' has an incompatible bpftune plugin ABI: {reason}")]
+    Abi { path: String, reason: String },
+}
+
+/// Names a plugin directory entry must have to be considered a tuner (and
+/// not a package manager's temporary file such as `x_tuner.so.dpkg-new`).
+pub fn is_tuner_file_name(name: &str) -> bool {
+    name.ends_with(TUNER_SUFFIX) && name.len() > TUNER_SUFFIX.len() && !name.starts_with('.')
+}
+
+fn has_xattr(path: Option<&Path>, fd: Option<i32>, name: &str) -> io::Result<bool> {
+    let cname = CString::new(name).map_err(io::Error::other)?;
+    let rc = match (path, fd) {
+        (_, Some(fd)) => {
+            // SAFETY: querying the size only (NULL buffer, 0 length) on an
+            // fd we hold open.
+            unsafe { libc::fgetxattr(fd, cname.as_ptr(), std::ptr::null_mut(), 0) }
+        }
+        (Some(p), None) => {
+            let cpath = CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+            // SAFETY: both strings are NUL-terminated and outlive the call;
+            // size query only.
+            unsafe { libc::lgetxattr(cpath.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) }
+        }
+        (None, None) => return Ok(false),
+    };
+    if rc >= 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// Check every directory from the first component below `/` down to the
+/// plugin's parent. `owner` is the uid that must own them (0 in the daemon).
+pub fn check_directories(path: &Path, owner: u32) -> Result<(), String> {
+    if !path.is_absolute() {
+        return Err(format!("plugin path '{}' is not absolute", path.display()));
+    }
+    let mut components = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => components.push(n),
+            _ => return Err(format!("plugin path '{}' has '.' or '..' components", path.display())),
+        }
+    }
+    if components.is_empty() {
+        return Err(format!("plugin path '{}' names no file", path.display()));
+    }
+    let mut dir = PathBuf::from("/");
+    for comp in &components[..components.len() - 1] {
+        dir.push(comp);
+        let meta = std::fs::symlink_metadata(&dir)
+            .map_err(|e| format!("cannot stat plugin directory '{}': {e}", dir.display()))?;
+        let mode = meta.permissions().mode();
+        if !meta.is_dir() || meta.uid() != owner || mode & 0o022 != 0 {
+            return Err(format!("untrusted plugin directory '{}' (mode {:o}, uid {})", dir.display(), mode, meta.uid()));
+        }
+        match has_xattr(Some(&dir), None, "system.posix_acl_access") {
+            Ok(true) => return Err(format!("plugin directory '{}' has an access ACL", dir.display())),
+            Ok(false) => {}
+            Err(e) => return Err(format!("cannot inspect ACL for plugin directory '{}': {e}", dir.display())),
+        }
+        match has_xattr(Some(&dir), None, "system.posix_acl_default") {
+            Ok(true) => return Err(format!("plugin directory '{}' has a default ACL", dir.display())),
+            Ok(false) => {}
+            Err(e) => return Err(format!("cannot inspect ACL for plugin directory '{}': {e}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Open the plugin file without following links and check it.
+pub fn open_trusted(path: &Path, owner: u32) -> Result<File, LoadError> {
+    let untrusted = |msg: String| LoadError::Untrusted(format!("{msg}; refusing untrusted plugin '{}'", path.display()));
+    check_directories(path, owner).map_err(untrusted)?;
+    let mut last = None;
+    // inotify may report a file a moment before it can be opened.
+    for _ in 0..5 {
+        match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
+            Ok(f) => {
+                let meta = f.metadata().map_err(|e| untrusted(format!("cannot inspect plugin '{}': {e}", path.display())))?;
+                let mode = meta.permissions().mode();
+                if !meta.is_file() || meta.uid() != owner || mode & 0o022 != 0 {
+                    return Err(untrusted(format!(
+                        "untrusted plugin '{}' (mode {:o}, uid {})",
+                        path.display(),
+                        mode,
+                        meta.uid()
+                    )));
+                }
+                match has_xattr(None, Some(f.as_raw_fd()), "system.posix_acl_access") {
+                    Ok(true) => return Err(untrusted(format!("plugin '{}' has an access ACL", path.display()))),
+                    Ok(false) => {}
+                    Err(e) => {
+                        return Err(untrusted(format!("cannot inspect ACL for plugin '{}': {e}", path.display())));
+                    }
+                }
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                last = Some(e);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(untrusted(format!("plugin '{}' is a symbolic link", path.display())));
+            }
+            Err(e) => return Err(LoadError::Open { path: path.display().to_string(), source: e }),
+        }
+    }
+    Err(LoadError::Open {
+        path: path.display().to_string(),
+        source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)),
+    })
+}
+
+/// libloading hides dlerror's text behind `source()`: walk the chain.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut msg = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = e.source();
+    }
+    msg
+}
+
+/// A loaded, ABI-checked plugin.
+pub struct Plugin {
+    pub path: PathBuf,
+    pub module: TunerModuleRef,
+    pub descriptor: TunerDescriptor,
+    /// Kept open for as long as the process lives: the library stays mapped
+    /// (abi_stable never unloads) under the name `/proc/self/fd/N`, and a
+    /// reused fd number would make the dynamic loader return that old
+    /// library for a new file.
+    pub file: File,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("name", &self.descriptor.name).finish()
+    }
+}
+
+/// Trust-check, map and ABI-check one plugin file.
+pub fn load_plugin(path: &Path, owner: u32) -> Result<Plugin, LoadError> {
+    let file = open_trusted(path, owner)?;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    let display = path.display().to_string();
+    let header = lib_header_from_path(&fd_path).map_err(|e| match e {
+        LibraryError::OpenError { .. } | LibraryError::GetSymbolError { .. } => {
+            LoadError::Library { path: display.clone(), reason: error_chain(&e) }
+        }
+        other => LoadError::Abi { path: display.clone(), reason: error_chain(&other) },
+    })?;
+    let module = header
+        .init_root_module::<TunerModuleRef>()
+        .map_err(|e| LoadError::Abi { path: display.clone(), reason: error_chain(&e) })?;
+    let descriptor = (module.descriptor())();
+    if descriptor.abi_version != BPFTUNE_ABI_VERSION {
+        return Err(LoadError::Abi {
+            path: display,
+            reason: format!("plugin ABI version {} but the daemon speaks {BPFTUNE_ABI_VERSION}", descriptor.abi_version),
+        });
+    }
+    let name = descriptor.name.as_str();
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(LoadError::Abi { path: display, reason: format!("invalid tuner name '{name}'") });
+    }
+    if descriptor.tunables.len() > MAX_TUNABLES || descriptor.scenarios.len() > MAX_SCENARIOS {
+        return Err(LoadError::Abi {
+            path: display,
+            reason: format!(
+                "too many tunables ({}) or scenarios ({}); at most {MAX_TUNABLES}/{MAX_SCENARIOS}",
+                descriptor.tunables.len(),
+                descriptor.scenarios.len()
+            ),
+        });
+    }
+    Ok(Plugin { path: path.to_path_buf(), module, descriptor, file })
+}
+
+/// The version string plugins must be compatible with.
+pub fn interface_version() -> String {
+    TunerModuleRef::VERSION_STRINGS.version.to_string()
+}
+
+/// Tuner files in `dir`, sorted by name so load order is stable.
+pub fn scan_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_tuner_file_name(name) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuner_names() {
+        assert!(is_tuner_file_name("tcp_buffer_tuner.so"));
+        assert!(!is_tuner_file_name("tcp_buffer_tuner.so.dpkg-new"));
+        assert!(!is_tuner_file_name("tcp_buffer_tuner.so.rpmnew"));
+        assert!(!is_tuner_file_name("libfoo.so"));
+        assert!(!is_tuner_file_name("_tuner.so"));
+        assert!(!is_tuner_file_name(".x_tuner.so"));
+    }
+
+    #[test]
+    fn relative_and_dotdot_paths_are_refused() {
+        assert!(check_directories(Path::new("x/y_tuner.so"), 0).is_err());
+        assert!(check_directories(Path::new("/usr/../tmp/y_tuner.so"), 0).is_err());
+    }
+
+    #[test]
+    fn world_writable_directory_is_refused() {
+        let me = unsafe_free_uid();
+        let dir = std::env::temp_dir().join(format!("bpftune-trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        // /tmp itself is world-writable (sticky), so anything below fails.
+        let err = check_directories(&dir.join("a_tuner.so"), me).expect_err("must refuse");
+        assert!(err.contains("untrusted plugin directory"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn unsafe_free_uid() -> u32 {
+        std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    }
+
+    #[test]
+    fn non_elf_file_is_a_clear_error() {
+        // /proc/self/... is root-owned only when running as root; use the
+        // library step directly on a bogus file.
+        let dir = std::env::temp_dir().join(format!("bpftune-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let f = dir.join("bogus_tuner.so");
+        std::fs::write(&f, b"not an ELF file").expect("write");
+        let err = lib_header_from_path(&f).err().map(|e| error_chain(&e)).unwrap_or_default();
+        assert!(!err.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

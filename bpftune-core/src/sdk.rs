@@ -1,0 +1,432 @@
+//! The tuner SDK: implement [`Tuner`], call [`export_tuner!`], and the
+//! `.so` speaks the stable ABI of [`crate::abi`].
+//!
+//! Every entry point the macro exports catches panics, so a bug in a tuner
+//! becomes an error the daemon logs (and acts on by disabling that tuner)
+//! instead of unwinding across the FFI boundary or aborting the daemon.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+
+use crate::abi::{
+    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, ScenarioDesc, StrategyDesc,
+    SupportLevel, TunableDesc, TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome,
+    WriteRequest,
+};
+use crate::event::Event;
+use crate::learning::LearningRate;
+
+/// What a tuner implements. One instance per loaded `.so`.
+pub trait Tuner: Sized + 'static {
+    /// Short name, e.g. `tcp_buffer`.
+    const NAME: &'static str;
+    /// The tunable table (see [`crate::tunables!`]).
+    const TUNABLES: &'static [TunableDesc];
+    /// The scenario table (see [`crate::scenarios!`]).
+    const SCENARIOS: &'static [ScenarioDesc];
+    /// Optional strategies; the daemon re-inits the tuner to switch.
+    const STRATEGIES: &'static [StrategyDesc] = &[];
+    /// If non-zero, [`Tuner::tick`] runs this often (milliseconds).
+    const TICK_MS: u32 = 0;
+
+    /// Open, load and attach BPF; the returned value lives until `fini`.
+    fn init(host: Host) -> Result<Self, String>;
+    /// React to one event from this tuner's BPF programs.
+    fn event(&mut self, event: &Event) -> Result<(), String>;
+    /// Detach; BPF objects are dropped with `self` afterwards.
+    fn fini(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Custom summary lines; empty means the daemon's generic summary.
+    fn summarize(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Periodic work, if `TICK_MS` is set.
+    fn tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Score a strategy (index into `STRATEGIES`); highest wins.
+    fn evaluate(&self, _strategy: u32) -> f64 {
+        0.0
+    }
+}
+
+/// A tuner's handle on the daemon: logging, sysctl I/O, learning rate.
+#[derive(Clone, Copy)]
+pub struct Host {
+    ctx: HostContext,
+}
+
+impl Host {
+    /// Wrap the context the daemon passed to `init`.
+    pub fn new(ctx: HostContext) -> Self {
+        Self { ctx }
+    }
+    pub fn context(&self) -> &HostContext {
+        &self.ctx
+    }
+    pub fn tuner_id(&self) -> u32 {
+        self.ctx.tuner_id
+    }
+    pub fn ringbuf_fd(&self) -> i32 {
+        self.ctx.ringbuf_fd
+    }
+    pub fn stats_map_fd(&self) -> i32 {
+        self.ctx.stats_map_fd
+    }
+    pub fn cgroup_fd(&self) -> i32 {
+        self.ctx.cgroup_fd
+    }
+    pub fn debug(&self) -> bool {
+        self.ctx.debug
+    }
+    pub fn daemon_pid(&self) -> u32 {
+        self.ctx.daemon_pid
+    }
+    pub fn support(&self) -> SupportLevel {
+        self.ctx.support
+    }
+    pub fn strategy_id(&self) -> u32 {
+        self.ctx.strategy_id
+    }
+    pub fn global_netns_cookie(&self) -> u64 {
+        self.ctx.global_netns_cookie
+    }
+    pub fn learning_rate(&self) -> LearningRate {
+        LearningRate::new(self.ctx.learning_rate)
+    }
+
+    pub fn log(&self, level: LogLevel, msg: &str) {
+        (self.ctx.vtable.log())(self.ctx.host, level, RStr::from_str(msg));
+    }
+    pub fn notice(&self, msg: &str) {
+        self.log(LogLevel::Notice, msg);
+    }
+    pub fn debug_log(&self, msg: &str) {
+        self.log(LogLevel::Debug, msg);
+    }
+    pub fn error(&self, msg: &str) {
+        self.log(LogLevel::Err, msg);
+    }
+
+    /// Read an integer sysctl in the namespace with that cookie (0 = global).
+    pub fn sysctl_read(&self, netns_cookie: u64, name: &str) -> Result<Vec<i64>, String> {
+        match (self.ctx.vtable.sysctl_read())(self.ctx.host, netns_cookie, RStr::from_str(name), false) {
+            RResult::ROk(v) => Ok(v.ints.into_vec()),
+            RResult::RErr(e) => Err(e.into_string()),
+        }
+    }
+
+    /// Read a string sysctl in the namespace with that cookie (0 = global).
+    pub fn sysctl_read_string(&self, netns_cookie: u64, name: &str) -> Result<String, String> {
+        match (self.ctx.vtable.sysctl_read())(self.ctx.host, netns_cookie, RStr::from_str(name), true) {
+            RResult::ROk(v) => Ok(v.text.into_string()),
+            RResult::RErr(e) => Err(e.into_string()),
+        }
+    }
+
+    /// Change a declared integer tunable; the daemon logs the Scenario line
+    /// and `reason`, counts it, and records the original for rollback.
+    pub fn write(
+        &self,
+        tunable: impl Into<u32>,
+        scenario: impl Into<u32>,
+        netns_cookie: u64,
+        values: &[i64],
+        reason: &str,
+    ) -> Result<WriteOutcome, String> {
+        let req = WriteRequest {
+            tunable: tunable.into(),
+            scenario: scenario.into(),
+            netns_cookie,
+            values: RSlice::from_slice(values),
+            text: RStr::from_str(""),
+            reason: RStr::from_str(reason),
+        };
+        (self.ctx.vtable.tunable_write())(self.ctx.host, &req).into_result().map_err(RString::into_string)
+    }
+
+    /// Change a declared string tunable.
+    pub fn write_string(
+        &self,
+        tunable: impl Into<u32>,
+        scenario: impl Into<u32>,
+        netns_cookie: u64,
+        text: &str,
+        reason: &str,
+    ) -> Result<WriteOutcome, String> {
+        let req = WriteRequest {
+            tunable: tunable.into(),
+            scenario: scenario.into(),
+            netns_cookie,
+            values: RSlice::from_slice(&[]),
+            text: RStr::from_str(text),
+            reason: RStr::from_str(reason),
+        };
+        (self.ctx.vtable.tunable_write())(self.ctx.host, &req).into_result().map_err(RString::into_string)
+    }
+
+    /// Log and count a change made another way (netlink, per socket).
+    pub fn update(&self, tunable: impl Into<u32>, scenario: impl Into<u32>, netns_cookie: u64, reason: &str) -> WriteOutcome {
+        (self.ctx.vtable.tunable_update())(
+            self.ctx.host,
+            tunable.into(),
+            scenario.into(),
+            netns_cookie,
+            RStr::from_str(reason),
+        )
+    }
+
+    /// Report that `pid` wrote sysctl `name` in that namespace.
+    pub fn admin_override(&self, pid: i32, netns_cookie: u64, name: &str) {
+        (self.ctx.vtable.admin_override())(self.ctx.host, pid, netns_cookie, RStr::from_str(name));
+    }
+
+    /// Tell the daemon about a namespace seen in an event.
+    pub fn netns_seen(&self, netns_cookie: u64, netns_inum: u32) {
+        (self.ctx.vtable.netns_seen())(self.ctx.host, netns_cookie, netns_inum);
+    }
+}
+
+/// Set the globals every bpftune BPF object has and share the daemon's ring
+/// buffer and counters maps with it. Call on the open skeleton, before load.
+///
+/// ```ignore
+/// let mut open = builder.open(&mut storage)?;
+/// bpftune_core::prepare_object!(open, host)?;
+/// let skel = open.load()?;
+/// ```
+#[macro_export]
+macro_rules! prepare_object {
+    ($open:expr, $host:expr) => {{
+        let host: &$crate::sdk::Host = &$host;
+        match $open.maps.rodata_data.as_deref_mut() {
+            Some(rodata) => {
+                rodata.tuner_id = host.tuner_id();
+                rodata.strategy_id = host.strategy_id();
+                rodata.bpftune_pid = host.daemon_pid();
+                rodata.bpftune_learning_rate = host.learning_rate().rate();
+                rodata.debug = host.debug();
+            }
+            None => {}
+        }
+        $crate::sdk::reuse_shared_maps(&mut $open.maps.ring_buffer_map, &mut $open.maps.bpftune_stats_map, host)
+    }};
+}
+
+/// Point an object's shared maps at the daemon's (see [`prepare_object!`]).
+pub fn reuse_shared_maps(
+    ringbuf: &mut libbpf_rs::OpenMapMut<'_>,
+    stats: &mut libbpf_rs::OpenMapMut<'_>,
+    host: &Host,
+) -> Result<(), String> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: the daemon keeps these fds open for as long as the tuner is
+    // loaded; reuse_fd dups them, so the borrow only lasts for the call.
+    let ring = unsafe { BorrowedFd::borrow_raw(host.ringbuf_fd()) };
+    ringbuf.reuse_fd(ring).map_err(|e| format!("reusing ring buffer fd: {e}"))?;
+    // SAFETY: as above.
+    let st = unsafe { BorrowedFd::borrow_raw(host.stats_map_fd()) };
+    stats.reuse_fd(st).map_err(|e| format!("reusing stats map fd: {e}"))?;
+    Ok(())
+}
+
+/// Where this `.so`'s own libbpf copy sends its messages.
+static LIBBPF_SINK: OnceLock<Host> = OnceLock::new();
+
+fn forward_libbpf(level: libbpf_rs::PrintLevel, msg: String) {
+    if let Some(host) = LIBBPF_SINK.get() {
+        let level = match level {
+            libbpf_rs::PrintLevel::Warn => LogLevel::Debug,
+            libbpf_rs::PrintLevel::Info | libbpf_rs::PrintLevel::Debug => LogLevel::Debug,
+        };
+        host.log(level, &format!("libbpf: {}", msg.trim_end()));
+    }
+}
+
+/// Route this `.so`'s libbpf output to the daemon's logger (debug only).
+pub fn install_libbpf_logger(host: Host) {
+    let _ = LIBBPF_SINK.set(host);
+    if host.debug() {
+        libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, forward_libbpf)));
+    } else {
+        libbpf_rs::set_print(None);
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
+
+/// Run `f`, turning a panic into an error string.
+pub fn guard<R>(f: impl FnOnce() -> Result<R, String>) -> RResult<R, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
+        Ok(Err(e)) => RResult::RErr(RString::from(e)),
+        Err(payload) => RResult::RErr(RString::from(panic_message(payload))),
+    }
+}
+
+/// The instance behind an [`InstanceHandle`].
+struct Instance<T> {
+    tuner: T,
+}
+
+extern "C" fn descriptor<T: Tuner>() -> TunerDescriptor {
+    TunerDescriptor {
+        abi_version: BPFTUNE_ABI_VERSION,
+        name: RStr::from_str(T::NAME),
+        tunables: RSlice::from_slice(T::TUNABLES),
+        scenarios: RSlice::from_slice(T::SCENARIOS),
+        strategies: RSlice::from_slice(T::STRATEGIES),
+        tick_ms: T::TICK_MS,
+    }
+}
+
+extern "C" fn init<T: Tuner>(ctx: &HostContext) -> RResult<InstanceHandle, RString> {
+    let ctx = *ctx;
+    guard(move || {
+        let host = Host::new(ctx);
+        install_libbpf_logger(host);
+        let tuner = T::init(host)?;
+        let boxed = Box::new(Instance { tuner });
+        Ok(InstanceHandle(Box::into_raw(boxed).cast()))
+    })
+}
+
+/// # Safety
+/// `handle` must come from `init::<T>` and not have been passed to `fini`.
+unsafe fn instance<'a, T: Tuner>(handle: InstanceHandle) -> Result<&'a mut Instance<T>, String> {
+    let ptr = handle.0.cast::<Instance<T>>();
+    // SAFETY: per the contract above the pointer is a live Box<Instance<T>>
+    // and the daemon never calls into one tuner concurrently.
+    unsafe { ptr.as_mut() }.ok_or_else(|| "null tuner instance".to_string())
+}
+
+extern "C" fn event_handler<T: Tuner>(handle: InstanceHandle, bytes: RSlice<'_, u8>) -> RResult<(), RString> {
+    guard(|| {
+        let event = Event::from_bytes(bytes.as_slice()).ok_or_else(|| format!("unexpected size event {}", bytes.len()))?;
+        // SAFETY: the daemon only passes handles it got from our init.
+        let inst = unsafe { instance::<T>(handle) }?;
+        inst.tuner.event(&event)
+    })
+}
+
+extern "C" fn fini<T: Tuner>(handle: InstanceHandle) -> RResult<(), RString> {
+    guard(|| {
+        let ptr = handle.0.cast::<Instance<T>>();
+        if ptr.is_null() {
+            return Err("null tuner instance".to_string());
+        }
+        // SAFETY: the pointer came from Box::into_raw in init and the daemon
+        // calls fini exactly once; we take ownership back here.
+        let mut inst = unsafe { Box::from_raw(ptr) };
+        inst.tuner.fini()
+        // inst (and its BPF objects and links) dropped here.
+    })
+}
+
+extern "C" fn summarize<T: Tuner>(handle: InstanceHandle) -> RResult<RVec<RString>, RString> {
+    guard(|| {
+        // SAFETY: the daemon only passes handles it got from our init.
+        let inst = unsafe { instance::<T>(handle) }?;
+        Ok(inst.tuner.summarize().into_iter().map(RString::from).collect())
+    })
+}
+
+extern "C" fn tick<T: Tuner>(handle: InstanceHandle) -> RResult<(), RString> {
+    guard(|| {
+        // SAFETY: the daemon only passes handles it got from our init.
+        let inst = unsafe { instance::<T>(handle) }?;
+        inst.tuner.tick()
+    })
+}
+
+extern "C" fn evaluate<T: Tuner>(handle: InstanceHandle, strategy: u32) -> RResult<f64, RString> {
+    guard(|| {
+        // SAFETY: the daemon only passes handles it got from our init.
+        let inst = unsafe { instance::<T>(handle) }?;
+        Ok(inst.tuner.evaluate(strategy))
+    })
+}
+
+/// Build the root module for `T`; used by [`export_tuner!`].
+pub fn module_for<T: Tuner>() -> TunerModuleRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    TunerModule {
+        descriptor: descriptor::<T>,
+        init: init::<T>,
+        event_handler: event_handler::<T>,
+        fini: fini::<T>,
+        summarize: summarize::<T>,
+        tick: tick::<T>,
+        evaluate: evaluate::<T>,
+    }
+    .leak_into_prefix()
+}
+
+/// The symbol abi_stable looks up in a library
+/// (`abi_stable::library::ROOT_MODULE_LOADER_NAME`; a unit test checks it).
+pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
+/// Export `$tuner` (a type implementing [`Tuner`]) as this cdylib's root
+/// module.
+#[macro_export]
+macro_rules! export_tuner {
+    ($tuner:ty) => {
+        #[doc(hidden)]
+        pub mod __bpftune_export {
+            use super::*;
+            use $crate::__private::abi_stable;
+
+            fn root_module() -> $crate::abi::TunerModuleRef {
+                $crate::sdk::module_for::<$tuner>()
+            }
+
+            extern "C" fn erased_root_module() -> abi_stable::library::RootModuleResult {
+                abi_stable::library::__call_root_module_loader(root_module)
+            }
+
+            /// The library header abi_stable checks before anything is called.
+            #[unsafe(export_name = "_1as_0lib_1header_0root_bmodule_bloader")]
+            pub static BPFTUNE_ROOT_MODULE: abi_stable::library::LibHeader = {
+                // SAFETY: erased_root_module returns the prefix of a
+                // TunerModuleRef, as from_constructor requires.
+                unsafe {
+                    abi_stable::library::LibHeader::from_constructor::<$crate::abi::TunerModuleRef>(
+                        erased_root_module,
+                        abi_stable::library::CheckTypeLayout::Yes,
+                    )
+                }
+            };
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_module_symbol_matches_abi_stable() {
+        assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
+    }
+
+    #[test]
+    fn guard_turns_panic_into_error() {
+        let r: RResult<(), RString> = guard(|| panic!("boom"));
+        match r {
+            RResult::RErr(e) => assert!(e.as_str().contains("boom")),
+            RResult::ROk(()) => panic!("expected an error"),
+        }
+    }
+}

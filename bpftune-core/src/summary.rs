@@ -1,0 +1,141 @@
+//! The summary printed at exit (and by `-q summary`): per tunable and
+//! scenario how often it fired, what changed, and a ready-to-paste
+//! `sysctl -w` line; plus the commands that would roll changes back.
+
+use crate::registry::TunerRecord;
+
+/// `# Summary: scenario '…' occurred N times for tunable '…' in [non-]global ns. …`
+pub fn summary_line(scenario: &str, count: u64, tunable: &str, global: bool, description: &str) -> String {
+    let ns = if global { "global" } else { "non-global" };
+    format!("# Summary: scenario '{scenario}' occurred {count} times for tunable '{tunable}' in {ns} ns. {description}")
+}
+
+/// The generic summary of one tuner; `global_cookie` identifies the
+/// daemon's namespace.
+pub fn tuner_summary(t: &TunerRecord, global_cookie: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (idx, info) in t.tunables.iter().enumerate() {
+        let Some(rec) = t.records.get(idx) else { continue };
+        for (sid, sc) in t.scenarios.iter().enumerate() {
+            let sid = sid as u32;
+            let global_count = rec.counts.get(&(sid, global_cookie)).copied().unwrap_or(0);
+            let other_count: u64 =
+                rec.counts.iter().filter(|((s, c), _)| *s == sid && *c != global_cookie).map(|(_, n)| *n).sum();
+            if global_count > 0 {
+                out.push(summary_line(&sc.name, global_count, &info.name, true, &sc.description));
+                if info.is_sysctl() {
+                    if let (Some(from), Some(to)) = (rec.initial.get(&global_cookie), rec.current.get(&global_cookie)) {
+                        out.push(format!("# sysctl '{}' changed from ({from}) -> ({to})", info.name));
+                        out.push(
+                            "# To replicate this change on another system, run the following as a privileged user in a terminal:"
+                                .to_string(),
+                        );
+                        out.push(format!("sysctl -w {}=\"{to}\"", info.name));
+                    }
+                }
+            }
+            if other_count > 0 {
+                out.push(summary_line(&sc.name, other_count, &info.name, false, &sc.description));
+                if info.is_sysctl() {
+                    for (cookie, from) in rec.initial.iter().filter(|(c, _)| **c != global_cookie) {
+                        if let Some(to) = rec.current.get(cookie) {
+                            out.push(format!(
+                                "# sysctl '{}' changed from ({from}) -> ({to}) in netns (cookie {cookie})",
+                                info.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `sysctl -w` commands restoring what the tuner changed.
+pub fn rollback_commands(t: &TunerRecord, global_cookie: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (idx, info) in t.tunables.iter().enumerate() {
+        if !info.is_sysctl() {
+            continue;
+        }
+        let Some(rec) = t.records.get(idx) else { continue };
+        for (cookie, initial) in &rec.initial {
+            if rec.current.get(cookie) == Some(initial) {
+                continue;
+            }
+            if *cookie == global_cookie {
+                out.push(format!(
+                    "# To roll back changes to '{}', run the following as a privileged user in a terminal:",
+                    info.name
+                ));
+                out.push(format!("sysctl -w {}=\"{initial}\"", info.name));
+            } else {
+                out.push(format!(
+                    "# To roll back changes to '{}' in netns (cookie {cookie}), run the following inside that namespace:",
+                    info.name
+                ));
+                out.push(format!("sysctl -w {}=\"{initial}\"", info.name));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{TunableFlags, TunableKind};
+    use crate::registry::{ScenarioInfo, TunableInfo, TunableRecord, TunerState};
+    use std::collections::HashMap;
+
+    fn tuner() -> TunerRecord {
+        let mut rec = TunableRecord::default();
+        rec.initial.insert(1, "4096 131072 6291456".into());
+        rec.current.insert(1, "4096 131072 7864320".into());
+        rec.counts.insert((0, 1), 2);
+        rec.initial.insert(9, "4096 131072 131072".into());
+        rec.current.insert(9, "4096 131072 163840".into());
+        rec.counts.insert((0, 9), 1);
+        TunerRecord {
+            id: 0,
+            name: "tcp_buffer".into(),
+            path: "p".into(),
+            state: TunerState::Active,
+            rollback: false,
+            tunables: vec![TunableInfo {
+                name: "net.ipv4.tcp_rmem".into(),
+                kind: TunableKind::Sysctl,
+                flags: TunableFlags::NAMESPACED,
+                num_values: 3,
+            }],
+            scenarios: vec![ScenarioInfo {
+                name: "need to increase TCP buffer size(s)".into(),
+                description: "Need to increase buffer size(s) to maximize throughput".into(),
+            }],
+            records: vec![rec],
+            netns_state: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn summary_has_original_lines() {
+        let lines = tuner_summary(&tuner(), 1);
+        assert_eq!(
+            lines[0],
+            "# Summary: scenario 'need to increase TCP buffer size(s)' occurred 2 times for tunable 'net.ipv4.tcp_rmem' in global ns. Need to increase buffer size(s) to maximize throughput"
+        );
+        assert_eq!(lines[1], "# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456) -> (4096 131072 7864320)");
+        assert_eq!(lines[3], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 7864320\"");
+        assert!(lines[4].contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
+        assert!(lines[5].contains("in netns (cookie 9)"));
+    }
+
+    #[test]
+    fn rollback_lists_global_and_netns() {
+        let cmds = rollback_commands(&tuner(), 1);
+        assert_eq!(cmds.len(), 4);
+        assert_eq!(cmds[1], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456\"");
+        assert!(cmds[2].contains("cookie 9"));
+    }
+}
