@@ -430,3 +430,65 @@ mod tests {
         }
     }
 }
+
+/// A BPF skeleton together with the storage its open object lives in, so a
+/// tuner can own both in one field. The skeleton is dropped (programs
+/// detached, maps closed) before the storage is freed.
+pub struct OwnedSkel<S> {
+    skel: std::mem::ManuallyDrop<S>,
+    storage: std::ptr::NonNull<std::mem::MaybeUninit<libbpf_rs::OpenObject>>,
+}
+
+impl<S> OwnedSkel<S> {
+    /// Open and load a skeleton with `f`, which gets the storage to open it
+    /// in and returns the loaded skeleton.
+    pub fn new<E>(
+        f: impl FnOnce(&'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject>) -> Result<S, E>,
+    ) -> Result<Self, E> {
+        let raw = Box::into_raw(Box::new(std::mem::MaybeUninit::uninit()));
+        // SAFETY: `raw` is a fresh heap allocation that only this value owns
+        // and frees, after the skeleton borrowing it has been dropped (see
+        // Drop); until then the pointer stays valid and unaliased.
+        let storage = unsafe { &mut *raw };
+        match f(storage) {
+            Ok(skel) => Ok(Self {
+                skel: std::mem::ManuallyDrop::new(skel),
+                storage: std::ptr::NonNull::from(Box::leak(
+                    // SAFETY: reclaiming the allocation made above; ownership
+                    // passes to `storage`, still freed only in Drop.
+                    unsafe { Box::from_raw(raw) },
+                )),
+            }),
+            Err(e) => {
+                // SAFETY: whatever borrowed the storage inside `f` was
+                // dropped when `f` returned its error.
+                drop(unsafe { Box::from_raw(raw) });
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<S> std::ops::Deref for OwnedSkel<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.skel
+    }
+}
+
+impl<S> std::ops::DerefMut for OwnedSkel<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.skel
+    }
+}
+
+impl<S> Drop for OwnedSkel<S> {
+    fn drop(&mut self) {
+        // SAFETY: the skeleton is dropped exactly once, here, before the
+        // storage it borrows.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.skel) };
+        // SAFETY: the storage came from Box::leak in `new` and nothing
+        // borrows it any more.
+        drop(unsafe { Box::from_raw(self.storage.as_ptr()) });
+    }
+}

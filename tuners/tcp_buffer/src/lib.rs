@@ -1,0 +1,1 @@
+//! The tcp_buffer tuner (being written).

@@ -1,0 +1,1 @@
+//! The tcp_conn tuner (being written).
