@@ -72,7 +72,7 @@ struct {
 	__uint(max_entries, BPFTUNE_STAT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} bpftune_stats_map SEC(".maps");
+} bpftune_stats SEC(".maps");
 
 struct bpftune_rate_key {
 	__u64 netns_cookie;
@@ -124,7 +124,7 @@ static __always_inline __u32 bpftune_shift(void)
 
 static __always_inline void bpftune_stat_add(__u32 stat, __u64 n)
 {
-	__u64 *val = bpf_map_lookup_elem(&bpftune_stats_map, &stat);
+	__u64 *val = bpf_map_lookup_elem(&bpftune_stats, &stat);
 
 	if (val)
 		__sync_fetch_and_add(val, n);

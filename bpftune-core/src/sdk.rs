@@ -213,7 +213,7 @@ macro_rules! prepare_object {
             }
             None => {}
         }
-        $crate::sdk::reuse_shared_maps(&mut $open.maps.ring_buffer_map, &mut $open.maps.bpftune_stats_map, host)
+        $crate::sdk::reuse_shared_maps(&mut $open.maps.ring_buffer_map, &mut $open.maps.bpftune_stats, host)
     }};
 }
 
@@ -247,9 +247,19 @@ fn forward_libbpf(level: libbpf_rs::PrintLevel, msg: String) {
     }
 }
 
-/// Route this `.so`'s libbpf output to the daemon's logger (debug only).
+/// Route this `.so`'s libbpf output to the daemon's logger (debug only),
+/// and its panic messages to the daemon's log instead of raw stderr (each
+/// `.so` has its own copy of std, so its own panic hook).
 pub fn install_libbpf_logger(host: Host) {
     let _ = LIBBPF_SINK.set(host);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            if let Some(host) = LIBBPF_SINK.get() {
+                host.log(LogLevel::Err, &format!("tuner panic: {info}"));
+            }
+        }));
+    });
     if host.debug() {
         libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, forward_libbpf)));
     } else {

@@ -1,5 +1,593 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
-/* tcp_conn.bpf.c: placeholder, being written. */
+/*
+ * tcp_conn.bpf.c: choose a TCP congestion-control algorithm per connection,
+ * per destination and per network namespace.
+ *
+ * One sockops program on the daemon's cgroup. It runs only on rare
+ * callbacks, never per packet:
+ *
+ *   ACTIVE/PASSIVE_ESTABLISHED  once per connection: pick an algorithm for
+ *                               the destination (below) and enable STATE
+ *                               (and, unless already on bbr, RETRANS)
+ *                               callbacks on this socket only.
+ *   RETRANS_CB                  per retransmission of a connection not on
+ *                               bbr: if total_retrans > segs_out >> 6 (loss
+ *                               above 1/64), switch it to bbr, remember the
+ *                               destination as lossy, stop RETRANS callbacks.
+ *   STATE_CB                    on close (FIN_WAIT1, CLOSE_WAIT, or a reset
+ *                               from ESTABLISHED): learn the cost of the
+ *                               algorithm the connection ran.
+ *
+ * Choice at establishment, for a destination {netns cookie, peer address}:
+ *   1. destination remembered as lossy and bbr available -> bbr;
+ *   2. else, from the REMOTE_HOST_MIN_INSTANCES-th connection on, the
+ *      candidate with the lowest learned cost (never-tried candidates count
+ *      as cost 0, so each is tried once; ties are broken uniformly at
+ *      random), replaced by a uniformly random candidate with probability
+ *      1/RL_EPSILON (epsilon-greedy exploration);
+ *   3. else the namespace default is left alone.
+ *
+ * Cost of a closed connection (lower is better), relative to the best this
+ * destination has shown with any algorithm:
+ *   (min_rtt - host_min_rtt) * 10^6 / host_min_rtt
+ *   + (host_max_rate - this connection's rate) * 10^6 / host_max_rate
+ * and the algorithm's learned cost moves towards it by the learning-rate
+ * shift (rl_update). The same logic lives in ../policy.rs, unit-tested.
+ *
+ * Events (scenario 0) go to userspace for the first choice per destination,
+ * the first choice made from learned costs, and the first loss-driven
+ * switch: at most three per destination while it stays in the LRU map.
+ */
 #include "bpftune_common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#ifndef AF_INET
+#define AF_INET		2
+#endif
+#ifndef AF_INET6
+#define AF_INET6	10
+#endif
+#define SOL_TCP				6
+#define TCP_CONGESTION			13
+#define TCP_THIN_LINEAR_TIMEOUTS	16
+#define TCP_CA_NAME_MAX			16
+
+/* Algorithm indexes; the table must match policy.rs::Algorithm. */
+#define CC_CUBIC	0
+#define CC_BBR		1
+#define CC_HTCP		2
+#define CC_RENO		3
+#define NR_CC		4
+#define CC_NONE		0xff
+
+#define REMOTE_HOST_MIN_INSTANCES	4
+#define DROP_SHIFT			6	/* loss above 1/64 of segments sent */
+#define RL_EPSILON			20	/* explore 1 connection in 20 */
+#define RL_SCALE			1000000ULL
+#define REMOTE_HOST_MAX			4096
+
+/* Why an event was sent; must match policy.rs::Reason. */
+#define REASON_LOSS	1	/* loss above 1/64: switched to bbr */
+#define REASON_COST	2	/* lowest learned cost */
+#define REASON_EXPLORE	3	/* epsilon-greedy exploration */
+#define REASON_UNTRIED	4	/* initial exploration of an untried candidate */
+#define REASON_REMEMBER	5	/* destination remembered as lossy: start on bbr */
+
+/* Tunable 0 (net.persock.tcp.congestion_control), scenario 0. */
+#define TUNABLE_CONG	0
+#define SCENARIO_SPECIFY 0
+
+/* Indexes in cong_stats after the per-algorithm choice counters. */
+#define STAT_THIN_LTO	NR_CC
+#define STAT_LOSS	(NR_CC + 1)
+#define NR_STATS	(NR_CC + 2)
+
+/* Candidate mask (bit i = algorithm i is in the kernel's
+ * tcp_available_congestion_control), set by userspace before load. */
+volatile const __u32 cc_candidates = 0;
+
+struct remote_host_key {
+	__u64 netns_cookie;
+	__u32 addr[4];		/* peer address; IPv4 as ::ffff:a.b.c.d */
+};
+
+struct cc_metric {
+	__u64 metric_value;	/* learned cost, lower is better */
+	__u64 max_rate;		/* best delivery rate seen, bytes/s */
+	__u32 min_rtt;		/* best min RTT seen, us */
+	__u32 metric_count;	/* connections that updated the cost */
+	__u32 greedy_count;	/* ... of which were greedy choices */
+	__u32 pad;
+};
+
+/* Host flags. */
+#define HOST_LOSSY		0x1	/* last measured connection was lossy */
+#define HOST_REPORTED_FIRST	0x2	/* first choice reported */
+#define HOST_REPORTED_LEARNED	0x4	/* first learned choice reported */
+#define HOST_REPORTED_LOSS	0x8	/* loss switch reported */
+
+struct remote_host {
+	__u64 instances;	/* connections established */
+	__u64 max_rate;		/* best delivery rate with any algorithm */
+	__u32 min_rtt;		/* best min RTT with any algorithm */
+	__u32 flags;
+	struct cc_metric metrics[NR_CC];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, REMOTE_HOST_MAX);
+	__type(key, struct remote_host_key);
+	__type(value, struct remote_host);
+} remote_host_map SEC(".maps");
+
+/* Per-socket flags. */
+#define CONN_CHOSEN	0x1	/* we set the algorithm at establishment */
+#define CONN_SWITCHED	0x2	/* switched to bbr mid-connection on loss */
+#define CONN_THIN_LTO	0x4	/* we set TCP_THIN_LINEAR_TIMEOUTS */
+#define CONN_DONE	0x8	/* cost already learned at close */
+#define CONN_RETRANS	0x10	/* we enabled RETRANS callbacks */
+
+struct conn_state {
+	__u8 alg;		/* algorithm running (CC_NONE: not one of ours) */
+	__u8 start_alg;		/* algorithm at establishment */
+	__u8 flags;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn_state);
+} conn_state_map SEC(".maps");
+
+/* Counters userspace reads for the summary: choices per algorithm (only
+ * successful setsockopt calls), thin-lto settings, loss switches. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NR_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} cong_stats SEC(".maps");
+
+/* What an event's raw_data carries; read by userspace via the generated
+ * type. */
+struct tcp_conn_event {
+	__u32 addr[4];
+	__u32 alg;
+	__u32 prev_alg;
+	__u32 reason;
+	__u32 ncandidates;
+	__u64 instances;
+	__u64 cost;
+	__u32 total_retrans;
+	__u32 segs_out;
+};
+
+struct tcp_conn_event tcp_conn_event_type_anchor = {};
+
+static const char cc_names[NR_CC][TCP_CA_NAME_MAX] = {
+	[CC_CUBIC] = "cubic",
+	[CC_BBR] = "bbr",
+	[CC_HTCP] = "htcp",
+	[CC_RENO] = "reno",
+};
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&cong_stats, &idx);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline bool candidate(__u32 alg)
+{
+	return alg < NR_CC && (cc_candidates & (1U << alg));
+}
+
+static __always_inline void host_key(struct bpf_sock_ops *skops,
+				     struct remote_host_key *key)
+{
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == AF_INET) {
+		key->addr[0] = 0;
+		key->addr[1] = 0;
+		key->addr[2] = bpf_htonl(0xffff);
+		key->addr[3] = skops->remote_ip4;
+	} else {
+		key->addr[0] = skops->remote_ip6[0];
+		key->addr[1] = skops->remote_ip6[1];
+		key->addr[2] = skops->remote_ip6[2];
+		key->addr[3] = skops->remote_ip6[3];
+	}
+}
+
+/* Index of the algorithm the socket runs now, or CC_NONE. */
+static __always_inline __u8 current_alg(struct bpf_sock_ops *skops)
+{
+	char name[TCP_CA_NAME_MAX] = {};
+	int i, j;
+
+	if (bpf_getsockopt(skops, SOL_TCP, TCP_CONGESTION, name, sizeof(name)))
+		return CC_NONE;
+	for (i = 0; i < NR_CC; i++) {
+		bool same = true;
+
+		for (j = 0; j < 6; j++) {
+			if (name[j] != cc_names[i][j]) {
+				same = false;
+				break;
+			}
+			if (!name[j])
+				break;
+		}
+		if (same)
+			return i;
+	}
+	return CC_NONE;
+}
+
+static __always_inline int set_alg(struct bpf_sock_ops *skops, __u32 alg)
+{
+	char name[TCP_CA_NAME_MAX] = {};
+
+	if (alg >= NR_CC)
+		return -1;
+	__builtin_memcpy(name, cc_names[alg], sizeof(name));
+	return bpf_setsockopt(skops, SOL_TCP, TCP_CONGESTION, name,
+			      sizeof(name));
+}
+
+/* Move the learned value towards the new sample by 1/2^shift of the gap;
+ * the first sample is taken as is. Same as policy.rs::rl_update. */
+static __always_inline __u64 rl_update(__u64 value, __u64 gain, __u32 shift)
+{
+	if (value == 0)
+		return gain;
+	if (gain > value)
+		return value + ((gain - value) >> shift);
+	if (gain < value)
+		return value - ((value - gain) >> shift);
+	return value;
+}
+
+static __always_inline __u64 learned_cost(struct remote_host *host, __u32 alg)
+{
+	if (alg >= NR_CC)
+		return ~0ULL;
+	if (!host->metrics[alg].metric_count)
+		return 0;	/* untried: explore it first */
+	return host->metrics[alg].metric_value;
+}
+
+/* Lowest learned cost among candidates; ties uniformly at random
+ * (reservoir sampling). Returns CC_NONE if there is no candidate. */
+static __always_inline __u32 rl_greedy(struct remote_host *host, __u32 *ncand)
+{
+	__u64 best_cost = ~0ULL;
+	__u32 best = CC_NONE, ties = 0, n = 0;
+	int i;
+
+	for (i = 0; i < NR_CC; i++) {
+		__u64 cost;
+
+		if (!candidate(i))
+			continue;
+		n++;
+		cost = learned_cost(host, i);
+		if (cost < best_cost) {
+			best_cost = cost;
+			best = i;
+			ties = 1;
+		} else if (cost == best_cost) {
+			ties++;
+			if (bpf_get_prandom_u32() % ties == 0)
+				best = i;
+		}
+	}
+	*ncand = n;
+	return best;
+}
+
+/* The k-th candidate (0-based). */
+static __always_inline __u32 nth_candidate(__u32 k)
+{
+	int i;
+
+	for (i = 0; i < NR_CC; i++) {
+		if (!candidate(i))
+			continue;
+		if (k == 0)
+			return i;
+		k--;
+	}
+	return CC_NONE;
+}
+
+static __always_inline bool all_tried(struct remote_host *host)
+{
+	int i;
+
+	for (i = 0; i < NR_CC; i++) {
+		if (candidate(i) && !host->metrics[i].metric_count)
+			return false;
+	}
+	return true;
+}
+
+static __always_inline void send_event(struct bpf_sock_ops *skops,
+				       struct remote_host_key *key,
+				       struct remote_host *host,
+				       __u32 alg, __u32 prev, __u32 reason,
+				       __u32 ncand, __u32 flag)
+{
+	struct bpftune_event event = {};
+	struct tcp_conn_event *ev = (struct tcp_conn_event *)event.payload.raw_data;
+	struct bpf_sock *sk = skops->sk;
+	struct tcp_sock *tp;
+	struct net *net = NULL;
+
+	if (host->flags & flag)
+		return;
+	if (bpftune_rate_limit(key->netns_cookie, TUNABLE_CONG))
+		return;		/* not marked: reported on a later connection */
+	if (sk) {
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (tp)
+			net = bpftune_sk_net((struct sock *)tp);
+	}
+	event.scenario_id = SCENARIO_SPECIFY;
+	event.netns_cookie = key->netns_cookie;
+	event.netns_inum = bpftune_net_inum(net);
+	__builtin_memcpy(ev->addr, key->addr, sizeof(ev->addr));
+	ev->alg = alg;
+	ev->prev_alg = prev;
+	ev->reason = reason;
+	ev->ncandidates = ncand;
+	ev->instances = host->instances;
+	ev->cost = alg < NR_CC ? host->metrics[alg].metric_value : 0;
+	ev->total_retrans = skops->total_retrans;
+	ev->segs_out = skops->segs_out;
+	if (bpftune_send(&event) == 0)
+		host->flags |= flag;
+}
+
+static __always_inline void set_cb_flags(struct bpf_sock_ops *skops,
+					 struct conn_state *st)
+{
+	__u32 flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
+
+	if (st->alg != CC_BBR && candidate(CC_BBR)) {
+		flags |= BPF_SOCK_OPS_RETRANS_CB_FLAG;
+		st->flags |= CONN_RETRANS;
+	}
+	bpf_sock_ops_cb_flags_set(skops, flags);
+}
+
+static __always_inline void on_established(struct bpf_sock_ops *skops)
+{
+	struct remote_host_key key = {};
+	struct remote_host *host;
+	struct conn_state *st;
+	__u32 alg = CC_NONE, reason = 0, ncand = 0;
+	__u8 cur;
+
+	if (!skops->sk)
+		return;
+	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL,
+				BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	cur = current_alg(skops);
+	st->alg = cur;
+	st->start_alg = cur;
+
+	host_key(skops, &key);
+	host = bpf_map_lookup_elem(&remote_host_map, &key);
+	if (!host) {
+		struct remote_host new_host = { .instances = 1 };
+
+		bpf_map_update_elem(&remote_host_map, &key, &new_host,
+				    BPF_NOEXIST);
+		set_cb_flags(skops, st);
+		return;
+	}
+	__sync_fetch_and_add(&host->instances, 1);
+
+	if ((host->flags & HOST_LOSSY) && candidate(CC_BBR)) {
+		alg = CC_BBR;
+		reason = REASON_REMEMBER;
+	} else if (host->instances >= REMOTE_HOST_MIN_INSTANCES) {
+		__u32 greedy = rl_greedy(host, &ncand);
+
+		alg = greedy;
+		if (greedy < NR_CC && !host->metrics[greedy].metric_count)
+			reason = REASON_UNTRIED;
+		else
+			reason = REASON_COST;
+		if (ncand > 1 &&
+		    bpf_get_prandom_u32() % RL_EPSILON == 0) {
+			alg = nth_candidate(bpf_get_prandom_u32() % ncand);
+			if (alg != greedy)
+				reason = REASON_EXPLORE;
+		}
+	}
+	if (alg == CC_NONE) {
+		set_cb_flags(skops, st);
+		return;
+	}
+	if (set_alg(skops, alg) == 0) {
+		stat_inc(alg);
+		st->alg = alg;
+		st->start_alg = alg;
+		st->flags |= CONN_CHOSEN;
+		send_event(skops, &key, host, alg, cur, reason, ncand,
+			   HOST_REPORTED_FIRST);
+		if (reason == REASON_COST && all_tried(host))
+			send_event(skops, &key, host, alg, cur, reason, ncand,
+				   HOST_REPORTED_LEARNED);
+	}
+	set_cb_flags(skops, st);
+}
+
+static __always_inline bool lossy(struct bpf_sock_ops *skops)
+{
+	return skops->total_retrans > (skops->segs_out >> DROP_SHIFT);
+}
+
+static __always_inline void on_retrans(struct bpf_sock_ops *skops)
+{
+	struct remote_host_key key = {};
+	struct remote_host *host;
+	struct conn_state *st;
+	struct tcp_sock *tp;
+	__u8 prev;
+
+	if (!skops->sk || !lossy(skops))
+		return;
+	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL, 0);
+	if (!st || st->alg == CC_BBR || !candidate(CC_BBR))
+		return;
+
+	/* Thin flows (few packets in flight) recover by RTO; linear timeouts
+	 * keep a lossy thin flow responsive. The kernel applies the option
+	 * only while the flow is thin. Skip it where the namespace already
+	 * enables it for every socket. */
+	tp = bpf_skc_to_tcp_sock(skops->sk);
+	if (tp && !(st->flags & CONN_THIN_LTO)) {
+		struct net *net = bpftune_sk_net((struct sock *)tp);
+		__u8 ns_lto = BPF_CORE_READ(net, ipv4.sysctl_tcp_thin_linear_timeouts);
+		int one = 1;
+
+		if (!ns_lto &&
+		    bpf_setsockopt(skops, SOL_TCP, TCP_THIN_LINEAR_TIMEOUTS,
+				   &one, sizeof(one)) == 0) {
+			st->flags |= CONN_THIN_LTO;
+			stat_inc(STAT_THIN_LTO);
+		}
+	}
+
+	prev = st->alg;
+	if (set_alg(skops, CC_BBR))
+		return;
+	stat_inc(CC_BBR);
+	stat_inc(STAT_LOSS);
+	st->alg = CC_BBR;
+	st->flags |= CONN_SWITCHED;
+	/* bbr does not back off on random loss: no more RETRANS callbacks. */
+	if (st->flags & CONN_RETRANS)
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+					  ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
+
+	host_key(skops, &key);
+	host = bpf_map_lookup_elem(&remote_host_map, &key);
+	if (!host)
+		return;
+	host->flags |= HOST_LOSSY;
+	send_event(skops, &key, host, CC_BBR, prev, REASON_LOSS, 0,
+		   HOST_REPORTED_LOSS);
+}
+
+static __always_inline void on_close(struct bpf_sock_ops *skops)
+{
+	struct remote_host_key key = {};
+	struct remote_host *host;
+	struct cc_metric *m;
+	struct conn_state *st;
+	__u64 rate, cost, min_rtt, hmin, hmax;
+	__u32 alg, shift = bpftune_shift();
+	bool greedy = true;
+	int i;
+
+	if (!skops->sk)
+		return;
+	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL, 0);
+	if (!st || (st->flags & CONN_DONE))
+		return;
+	st->flags |= CONN_DONE;
+
+	host_key(skops, &key);
+	host = bpf_map_lookup_elem(&remote_host_map, &key);
+	if (!host)
+		return;
+
+	/* A connection that ran bbr from the start without exceeding the loss
+	 * threshold means the path no longer needs it: forget "lossy" and let
+	 * the learned costs decide again. */
+	if (lossy(skops))
+		host->flags |= HOST_LOSSY;
+	else if (st->start_alg == CC_BBR)
+		host->flags &= ~HOST_LOSSY;
+
+	/* Mixed connections (switched mid-way) say nothing clean about
+	 * either algorithm. */
+	alg = st->alg;
+	if ((st->flags & CONN_SWITCHED) || alg >= NR_CC)
+		return;
+
+	min_rtt = skops->rtt_min;
+	if (!min_rtt || min_rtt == 0xffffffff || !skops->rate_interval_us)
+		return;
+	rate = (__u64)skops->rate_delivered * skops->mss_cache * 1000000ULL /
+	       skops->rate_interval_us;
+
+	if (!host->min_rtt || min_rtt < host->min_rtt)
+		host->min_rtt = min_rtt;
+	if (rate > host->max_rate)
+		host->max_rate = rate;
+	m = &host->metrics[alg];
+	if (!m->min_rtt || min_rtt < m->min_rtt)
+		m->min_rtt = min_rtt;
+	if (rate > m->max_rate)
+		m->max_rate = rate;
+
+	hmin = host->min_rtt;
+	hmax = host->max_rate;
+	cost = 0;
+	if (hmin && min_rtt > hmin)
+		cost += (min_rtt - hmin) * RL_SCALE / hmin;
+	if (hmax && rate < hmax)
+		cost += (hmax - rate) * RL_SCALE / hmax;
+
+	/* Was this the greedy choice, i.e. no candidate looked cheaper? */
+	for (i = 0; i < NR_CC; i++) {
+		if (i == alg || !candidate(i))
+			continue;
+		if (learned_cost(host, i) < learned_cost(host, alg))
+			greedy = false;
+	}
+	if (!m->metric_count)
+		m->metric_value = cost;
+	else
+		m->metric_value = rl_update(m->metric_value, cost, shift);
+	m->metric_count++;
+	if (greedy)
+		m->greedy_count++;
+}
+
+SEC("sockops")
+int bpftune_conn_tuner(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		on_established(skops);
+		break;
+	case BPF_SOCK_OPS_RETRANS_CB:
+		on_retrans(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_FIN_WAIT1 ||
+		    skops->args[1] == BPF_TCP_CLOSE_WAIT ||
+		    (skops->args[1] == BPF_TCP_CLOSE &&
+		     skops->args[0] == BPF_TCP_ESTABLISHED))
+			on_close(skops);
+		break;
+	default:
+		break;
+	}
+	return 1;
+}

@@ -1,0 +1,436 @@
+//! The set of loaded tuners: loading plugin files (trust, ABI, init),
+//! dispatching ring-buffer events by tuner id, ticks and strategy switches,
+//! and finalising (summary, rollback). A tuner that panics or fails is
+//! finalised and disabled; the others keep running.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use abi_stable::std_types::{RResult, RSlice};
+use bpftune_core::LogLevel;
+use bpftune_core::abi::{InstanceHandle, TunableKind};
+use bpftune_core::event::Event;
+use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
+use bpftune_core::loader::{self, LoadError, Plugin};
+use bpftune_core::registry::{TunerRecord, TunerState};
+use bpftune_core::strategy::{StrategyClock, choose};
+use bpftune_core::summary;
+
+use crate::logging;
+
+/// One loaded tuner.
+pub struct LoadedTuner {
+    pub id: u32,
+    pub plugin: Plugin,
+    pub instance: Option<InstanceHandle>,
+    /// What the instance's host handle points to; boxed so it never moves.
+    binding: Box<HostBinding>,
+    pub next_tick: Option<Instant>,
+    pub strategy: Option<StrategyClock>,
+    pub rollback: bool,
+}
+
+impl LoadedTuner {
+    pub fn name(&self) -> &str {
+        self.plugin.descriptor.name.as_str()
+    }
+}
+
+/// Where a plugin came from, for the rollback flag (initial scans only, as
+/// the original; hot-added plugins get it too here, see [`TunerSet::load_file`]).
+pub struct TunerSet {
+    pub host: SharedHost,
+    pub tuners: Vec<LoadedTuner>,
+    fds: SharedFds,
+    allow: Vec<String>,
+    rollback: bool,
+    unknown_ids: HashSet<u32>,
+    /// Owner uid required for plugin paths (0: root).
+    owner: u32,
+}
+
+fn rresult<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, String> {
+    r.into_result().map_err(|e| e.into_string())
+}
+
+impl TunerSet {
+    pub fn new(host: SharedHost, fds: SharedFds, allow: Vec<String>, rollback: bool) -> Self {
+        Self { host, tuners: Vec::new(), fds, allow, rollback, unknown_ids: HashSet::new(), owner: 0 }
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.tuners.iter().filter(|t| t.instance.is_some()).count()
+    }
+
+    /// Load every tuner file in `dir`. Returns how many loaded.
+    pub fn load_dir(&mut self, dir: &Path) -> usize {
+        let files = match loader::scan_dir(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                logging::debug(&format!("could not open dir '{}': {e}", dir.display()));
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for path in files {
+            let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if !self.allow.is_empty() && !self.allow.iter().any(|a| *a == file_name) {
+                logging::debug(&format!("skipping {file_name} as not on allowlist"));
+                continue;
+            }
+            logging::debug(&format!("found lib {}, init", path.display()));
+            if self.load_file(&path).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Trust-check, load and initialise one plugin; one clear log line on
+    /// failure.
+    pub fn load_file(&mut self, path: &Path) -> Result<u32, String> {
+        let plugin = match loader::load_plugin(path, self.owner) {
+            Ok(p) => p,
+            Err(e @ LoadError::Untrusted(_)) => {
+                let msg = e.to_string();
+                logging::err(&msg);
+                return Err(msg);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                logging::err(&msg);
+                return Err(msg);
+            }
+        };
+        let name = plugin.descriptor.name.as_str().to_string();
+        if let Some(other) = self.tuners.iter().find(|t| t.instance.is_some() && t.name() == name) {
+            let msg = format!(
+                "tuner '{name}' from '{}' is already loaded from '{}'; skipping it",
+                path.display(),
+                other.plugin.path.display()
+            );
+            logging::err(&msg);
+            return Err(msg);
+        }
+        let id = self.host.borrow().registry.next_id();
+        let mut record = TunerRecord::from_descriptor(id, &path.display().to_string(), &plugin.descriptor);
+        record.rollback = self.rollback;
+        if let Err(msg) = self.check_tunables(&record) {
+            let msg = format!("error initializing '{}': {msg}", path.display());
+            logging::err(&msg);
+            return Err(msg);
+        }
+        self.host.borrow_mut().registry.insert(record);
+        let binding = HostBinding::new(id, self.host.clone());
+        let strategies = plugin.descriptor.strategies;
+        let mut tuner = LoadedTuner {
+            id,
+            plugin,
+            instance: None,
+            binding,
+            next_tick: None,
+            strategy: None,
+            rollback: self.rollback,
+        };
+        let now = Instant::now();
+        if let Some(first) = strategies.as_slice().first() {
+            tuner.strategy = Some(StrategyClock::new(0, first.timeout_secs, now));
+            logging::debug(&format!("setting strategy for tuner '{name}' to '{}': {}", first.name, first.description));
+        }
+        match Self::init_instance(self.fds, &mut tuner) {
+            Ok(()) => {
+                let tick = tuner.plugin.descriptor.tick_ms;
+                if tick > 0 {
+                    tuner.next_tick = Some(now + std::time::Duration::from_millis(u64::from(tick)));
+                }
+                if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
+                    rec.state = TunerState::Active;
+                }
+                logging::debug(&format!("sucessfully initialized tuner {name}[{id}]"));
+                self.tuners.push(tuner);
+                Ok(id)
+            }
+            Err(e) => {
+                let msg = format!("error initializing '{}': {e}", path.display());
+                logging::err(&msg);
+                self.host.borrow_mut().registry.remove(id);
+                Err(msg)
+            }
+        }
+    }
+
+    /// Every non-optional sysctl a tuner declares must be readable.
+    fn check_tunables(&self, record: &TunerRecord) -> Result<(), String> {
+        let mut host = self.host.borrow_mut();
+        let global = host.netns.global_cookie();
+        for t in &record.tunables {
+            if t.kind != TunableKind::Sysctl {
+                continue;
+            }
+            match host.read_text(global, &t.name) {
+                Ok(_) => {}
+                Err(e) if t.optional() => {
+                    logging::debug(&format!("error reading optional tunable '{}': {e}", t.name));
+                }
+                Err(e) => return Err(format!("error reading tunable '{}': {e}", t.name)),
+            }
+        }
+        Ok(())
+    }
+
+    fn init_instance(fds: SharedFds, tuner: &mut LoadedTuner) -> Result<(), String> {
+        let strategy_id = tuner.strategy.map(|s| s.current).unwrap_or(0);
+        let ctx = make_context(&tuner.binding, fds, strategy_id);
+        let handle = rresult((tuner.plugin.module.init())(&ctx))?;
+        tuner.instance = Some(handle);
+        Ok(())
+    }
+
+    fn fini_instance(tuner: &mut LoadedTuner) {
+        if let Some(handle) = tuner.instance.take() {
+            if let Err(e) = rresult((tuner.plugin.module.fini())(handle)) {
+                logging::err(&format!("error finalizing tuner '{}': {e}", tuner.name()));
+            }
+        }
+    }
+
+    /// Hand events to their tuners.
+    pub fn dispatch(&mut self, events: impl IntoIterator<Item = Event>) {
+        for ev in events {
+            self.dispatch_one(&ev);
+        }
+    }
+
+    fn dispatch_one(&mut self, ev: &Event) {
+        let id = ev.tuner_id();
+        let Some(idx) = self.tuners.iter().position(|t| t.id == id && t.instance.is_some()) else {
+            if self.unknown_ids.insert(id) {
+                logging::debug(&format!("no tuner for id {id}"));
+            }
+            return;
+        };
+        let (cookie, global, active) = {
+            let host = self.host.borrow();
+            let cookie = host.netns.normalize(ev.netns_cookie());
+            let global = host.netns.is_global(cookie);
+            let active = host.registry.get(id).is_some_and(|r| r.active_in(cookie));
+            (cookie, global, active)
+        };
+        let tuner = &mut self.tuners[idx];
+        if logging::debug_enabled() {
+            let strategy = tuner
+                .strategy
+                .and_then(|s| tuner.plugin.descriptor.strategies.as_slice().get(s.current as usize))
+                .map(|s| format!(", strategy {}", s.name.as_str()))
+                .unwrap_or_default();
+            logging::debug(&format!(
+                "event scenario [{}] for tuner {}[{id}] netns {cookie} ({}) {}{strategy}",
+                ev.scenario_id(),
+                tuner.name(),
+                if global { "global netns" } else { "non-global netns" },
+                if active { "sent" } else { "skipped due to inactive tuner/netns" },
+            ));
+        }
+        if !active {
+            return;
+        }
+        let Some(handle) = tuner.instance else { return };
+        let result = rresult((tuner.plugin.module.event_handler())(handle, RSlice::from_slice(ev.as_bytes())));
+        if let Err(e) = result {
+            self.tuner_failed(idx, "event handler", &e);
+        }
+    }
+
+    /// A tuner returned an error: panics disable it; other errors are logged.
+    fn tuner_failed(&mut self, idx: usize, what: &str, err: &str) {
+        let name = self.tuners[idx].name().to_string();
+        if err.starts_with("panicked") {
+            logging::err(&format!("tuner '{name}' {err} in its {what}; disabling it"));
+            self.finalize(idx, TunerState::Gone);
+        } else {
+            logging::log(LogLevel::Warning, &format!("tuner '{name}': {what}: {err}"));
+        }
+    }
+
+    /// When the next tick or strategy evaluation is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.tuners
+            .iter()
+            .filter(|t| t.instance.is_some())
+            .flat_map(|t| [t.next_tick, t.strategy.and_then(|s| s.next_evaluation)])
+            .flatten()
+            .min()
+    }
+
+    /// Run due ticks and strategy evaluations.
+    pub fn run_timers(&mut self, now: Instant) {
+        for idx in 0..self.tuners.len() {
+            let tuner = &mut self.tuners[idx];
+            let Some(handle) = tuner.instance else { continue };
+            if tuner.next_tick.is_some_and(|t| now >= t) {
+                let tick = u64::from(tuner.plugin.descriptor.tick_ms);
+                tuner.next_tick = Some(now + std::time::Duration::from_millis(tick));
+                if let Err(e) = rresult((tuner.plugin.module.tick())(handle)) {
+                    self.tuner_failed(idx, "tick", &e);
+                    continue;
+                }
+            }
+            let tuner = &mut self.tuners[idx];
+            if tuner.strategy.is_some_and(|s| s.due(now)) {
+                self.evaluate_strategies(idx, now);
+            }
+        }
+    }
+
+    fn evaluate_strategies(&mut self, idx: usize, now: Instant) {
+        let tuner = &mut self.tuners[idx];
+        let (Some(handle), Some(mut clock)) = (tuner.instance, tuner.strategy) else { return };
+        let strategies = tuner.plugin.descriptor.strategies;
+        let mut scores = Vec::with_capacity(strategies.len());
+        for sid in 0..strategies.len() as u32 {
+            match rresult((tuner.plugin.module.evaluate())(handle, sid)) {
+                Ok(s) => scores.push(s),
+                Err(e) => {
+                    self.tuner_failed(idx, "strategy evaluation", &e);
+                    return;
+                }
+            }
+        }
+        let Some(winner) = choose(&scores, clock.current) else { return };
+        let Some(desc) = strategies.as_slice().get(winner as usize) else { return };
+        let switched = clock.rearm(winner, desc.timeout_secs, now);
+        tuner.strategy = Some(clock);
+        if !switched {
+            return;
+        }
+        let name = tuner.name().to_string();
+        logging::debug(&format!(
+            "setting strategy for tuner '{name}' to '{}': {}",
+            desc.name.as_str(),
+            desc.description.as_str()
+        ));
+        Self::fini_instance(tuner);
+        // Re-initialise with the new strategy (only its programs attach).
+        if let Err(e) = Self::init_instance(self.fds, tuner) {
+            logging::err(&format!("could not switch tuner '{name}' to strategy '{}': {e}", desc.name.as_str()));
+            let id = tuner.id;
+            if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
+                rec.state = TunerState::Gone;
+            }
+        }
+    }
+
+    /// Summary lines of one tuner: its own summarize, else the generic one.
+    pub fn summary_lines(&self, idx: usize) -> Vec<String> {
+        let tuner = &self.tuners[idx];
+        if let Some(handle) = tuner.instance {
+            if let Ok(lines) = rresult((tuner.plugin.module.summarize())(handle)) {
+                if !lines.is_empty() {
+                    return lines.into_iter().map(|l| l.into_string()).collect();
+                }
+            }
+        }
+        let host = self.host.borrow();
+        host.registry.get(tuner.id).map(|r| summary::tuner_summary(r, host.netns.global_cookie())).unwrap_or_default()
+    }
+
+    /// Finalise tuner `idx`: summary, fini, rollback if asked; `state` is
+    /// what it becomes (inactive at exit, manual/gone otherwise).
+    pub fn finalize(&mut self, idx: usize, state: TunerState) {
+        if self.tuners[idx].instance.is_none() {
+            return;
+        }
+        for line in self.summary_lines(idx) {
+            logging::notice(&line);
+        }
+        let tuner = &mut self.tuners[idx];
+        Self::fini_instance(tuner);
+        let (id, rollback) = (tuner.id, tuner.rollback);
+        if rollback {
+            rollback_tuner(&self.host, id);
+        }
+        if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
+            rec.state = state;
+        }
+    }
+
+    /// Finalise every tuner (daemon exit).
+    pub fn finalize_all(&mut self) {
+        for idx in 0..self.tuners.len() {
+            self.finalize(idx, TunerState::Inactive);
+        }
+    }
+
+    /// Index of the active tuner loaded from `path`.
+    pub fn index_by_path(&self, path: &Path) -> Option<usize> {
+        self.tuners.iter().position(|t| t.instance.is_some() && t.plugin.path == path)
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.tuners.iter().filter(|t| t.instance.is_some()).map(|t| t.plugin.path.clone()).collect()
+    }
+}
+
+/// Restore what tuner `id` changed, in every namespace, unless someone else
+/// changed the value since (then leave it and say why).
+pub fn rollback_tuner(host: &SharedHost, id: u32) {
+    let Some(rec) = host.borrow().registry.get(id).cloned() else { return };
+    let mut h = host.borrow_mut();
+    for (idx, info) in rec.tunables.iter().enumerate() {
+        if info.kind != TunableKind::Sysctl {
+            continue;
+        }
+        let Some(tr) = rec.records.get(idx) else { continue };
+        for (cookie, initial) in &tr.initial {
+            let Some(ours) = tr.current.get(cookie) else { continue };
+            let global = h.netns.is_global(*cookie);
+            let now = match h.read_text(*cookie, &info.name) {
+                Ok(v) => v,
+                Err(e) => {
+                    logging::debug(&format!(
+                        "not rolling back '{}' in netns (cookie {cookie}): {e}",
+                        info.name
+                    ));
+                    continue;
+                }
+            };
+            if !same(&now, ours) {
+                logging::notice(&format!(
+                    "Not rolling back sysctl values for '{}' in {}: it is now ({}), not the ({ours}) bpftune set, so someone else changed it",
+                    info.name,
+                    ns_label(global, *cookie),
+                    now.split_whitespace().collect::<Vec<_>>().join(" "),
+                ));
+                continue;
+            }
+            // The scenario that changed it most often.
+            let scenario = tr
+                .counts
+                .iter()
+                .filter(|((_, c), _)| c == cookie)
+                .max_by_key(|(_, n)| **n)
+                .and_then(|((s, _), _)| rec.scenarios.get(*s as usize));
+            if let Some(sc) = scenario {
+                logging::notice(&scenario_line(&sc.name, &info.name, global, &sc.description));
+            }
+            let initial_text = initial.split_whitespace().collect::<Vec<_>>().join(" ");
+            logging::notice(&format!(
+                "Rolling back sysctl values for '{}' from ({ours}) to original values ({initial_text})...{}",
+                info.name,
+                if global { String::new() } else { format!(" (netns cookie {cookie})") }
+            ));
+            if let Err(e) = h.write_text(*cookie, &info.name, &initial_text) {
+                logging::err(&format!("could not roll back '{}' in {}: {e}", info.name, ns_label(global, *cookie)));
+            }
+        }
+    }
+}
+
+fn ns_label(global: bool, cookie: u64) -> String {
+    if global { "global ns".to_string() } else { format!("netns (cookie {cookie})") }
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.split_whitespace().eq(b.split_whitespace())
+}
