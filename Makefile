@@ -64,17 +64,147 @@ test: test-deps stage
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 	$(CARGO) test --workspace --release -- --test-threads=1
 
-install: build
-	install -d -m 0755 $(DESTDIR)$(sbindir) $(DESTDIR)$(PLUGIN_DIR)
-	install -m 0755 $(RELEASE_DIR)/bpftune $(DESTDIR)$(sbindir)/bpftune
+# ---------------------------------------------------------------------------
+# Install, man pages and packages (see docs/README.md, "Packaging").
+#
+#   make install    [DESTDIR=] [prefix=/usr] [libdir=lib64] [WITH_OPENRC=1]
+#   make uninstall  (same variables): removes exactly what install put there
+#   make install-devel / uninstall-devel: the tuner SDK (bpftune-devel)
+#   make man        build docs/*.rst into $(MAN_BUILD_DIR)/*.8 (rst2man)
+#   make pkg        RPMs (bpftune, bpftune-devel) in $(RPM_TOPDIR)/RPMS
+#   make deb        a .deb (libdir=lib) in $(DEB_OUT_DIR)
+#
+# install uses the release binaries `make build` made; NOBUILD=1 skips
+# building them (packaging, when they are already there).
+
+datadir ?= $(prefix)/share
+# Everything before /usr in the prefix, then /etc (/usr and /usr/local: /etc).
+etcdir ?= $(shell printf '%s' '$(prefix)' | sed 's|/usr.*$$||')/etc
+WITH_OPENRC ?= 1
+# The daemon binary to install (make deb installs one built with libdir=lib).
+DAEMON_BIN ?= $(RELEASE_DIR)/bpftune
+# Plugin SDK for out-of-tree tuners: the bpftune-core and bpf-common crates.
+SDK_DIR := $(datadir)/bpftune/sdk
+SDK_CRATES := bpftune-core bpf-common
+
+RST2MAN ?= rst2man
+RST2MAN_FLAGS ?= --halt=warning
+MAN_BUILD_DIR := $(TARGET_DIR)/man
+MAN_NAMES := $(patsubst docs/%.rst,%,$(wildcard docs/*.rst))
+MAN_PAGES := $(MAN_NAMES:%=$(MAN_BUILD_DIR)/%.8)
+GEN_DIR := $(TARGET_DIR)/packaging
+
+VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+PKG_PACKAGES := rpm cpio
+# What the packaging tests (tests/tests/packaging.rs) use besides.
+PKG_TEST_PACKAGES := $(PKG_PACKAGES) python3-docutils man-db groff-base systemd dpkg-dev
+RPM_TOPDIR ?= $(TARGET_DIR)/rpmbuild
+DEB_OUT_DIR ?= $(TARGET_DIR)/deb
+# Separate cargo target dir for the daemon built with libdir=lib for the .deb
+# (the plugin dir is compiled in), so target/release keeps the lib64 build.
+DEB_CARGO_DIR ?= $(TARGET_DIR)/deb-cargo
+DEB_ARCH = $(shell dpkg --print-architecture)
+
+.PHONY: install-devel uninstall-devel man-deps pkg-deps pkg deb
+
+pkg-deps:
+	@./scripts/install-deps.sh $(PKG_TEST_PACKAGES)
+
+man: $(MAN_PAGES)
+
+man-deps:
+	@command -v $(RST2MAN) >/dev/null || ./scripts/install-deps.sh python3-docutils
+
+$(MAN_BUILD_DIR)/%.8: docs/%.rst | man-deps
+	@install -d -m 0755 $(MAN_BUILD_DIR)
+	$(RST2MAN) $(RST2MAN_FLAGS) $< $@.tmp && mv $@.tmp $@
+
+install: $(if $(NOBUILD),,build man)
+	install -d -m 0755 $(DESTDIR)$(sbindir) $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(unitdir)
+	install -m 0755 $(DAEMON_BIN) $(DESTDIR)$(sbindir)/bpftune
 	@for t in $(TUNERS); do \
+		echo "install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so"; \
 		install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so || exit 1; \
 	done
+	install -m 0644 $(MAN_PAGES) $(DESTDIR)$(mandir)/man8/
+	@install -d -m 0755 $(GEN_DIR)
+	sed 's|/usr/sbin/bpftune|$(sbindir)/bpftune|' packaging/bpftune.service > $(GEN_DIR)/bpftune.service
+	install -m 0644 $(GEN_DIR)/bpftune.service $(DESTDIR)$(unitdir)/bpftune.service
+ifeq ($(WITH_OPENRC),1)
+	install -d -m 0755 $(DESTDIR)$(etcdir)/init.d $(DESTDIR)$(etcdir)/conf.d
+	sed 's|/usr/sbin/bpftune|$(sbindir)/bpftune|' packaging/bpftune.initd > $(GEN_DIR)/bpftune.initd
+	install -m 0755 $(GEN_DIR)/bpftune.initd $(DESTDIR)$(etcdir)/init.d/bpftune
+	install -m 0644 packaging/bpftune.confd $(DESTDIR)$(etcdir)/conf.d/bpftune
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(sbindir)/bpftune
-	@for t in $(TUNERS); do rm -f $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so; done
+	@for t in $(TUNERS); do echo "rm -f $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so"; rm -f $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so; done
 	-rmdir $(DESTDIR)$(PLUGIN_DIR) 2>/dev/null
+	rm -f $(MAN_NAMES:%=$(DESTDIR)$(mandir)/man8/%.8)
+	rm -f $(DESTDIR)$(unitdir)/bpftune.service
+ifeq ($(WITH_OPENRC),1)
+	rm -f $(DESTDIR)$(etcdir)/init.d/bpftune $(DESTDIR)$(etcdir)/conf.d/bpftune
+endif
+
+# The SDK is a small cargo workspace of its own (the crates inherit version,
+# edition and dependencies from it); an out-of-tree tuner depends on
+# $(SDK_DIR)/bpftune-core and, in build-dependencies, $(SDK_DIR)/bpf-common.
+install-devel:
+	@rm -rf $(GEN_DIR)/sdk && install -d -m 0755 $(GEN_DIR)/sdk
+	tar -cf - --exclude=target $(SDK_CRATES) | tar -xf - -C $(GEN_DIR)/sdk
+	sed '/^members *= *\[/,/\]/c\members = [$(foreach c,$(SDK_CRATES),"$(c)",)]' Cargo.toml > $(GEN_DIR)/sdk/Cargo.toml
+	install -m 0644 Cargo.lock packaging/sdk-README.md $(GEN_DIR)/sdk/
+	@if [ -d sample_tuner ]; then tar -cf - --exclude=target sample_tuner | tar -xf - -C $(GEN_DIR)/sdk; fi
+	install -d -m 0755 $(DESTDIR)$(SDK_DIR)
+	cp -R $(GEN_DIR)/sdk/. $(DESTDIR)$(SDK_DIR)/
+	mv $(DESTDIR)$(SDK_DIR)/sdk-README.md $(DESTDIR)$(SDK_DIR)/README.md
+	find $(DESTDIR)$(SDK_DIR) -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +
+
+uninstall-devel:
+	rm -rf $(DESTDIR)$(SDK_DIR)
+	-rmdir $(DESTDIR)$(datadir)/bpftune 2>/dev/null
+
+# RPMs on this (Debian) machine: rpmbuild packages the release binaries and
+# man pages built here (--with prebuilt; see buildrpm/bpftune.spec), and
+# --nodeps because the BuildRequires are RPM package names no Debian rpm
+# database has. On an RPM distribution, `rpmbuild -ba buildrpm/bpftune.spec`
+# with the source tarball builds from source instead.
+pkg:
+	@./scripts/install-deps.sh $(PKG_PACKAGES)
+	$(MAKE) build man prefix=/usr libdir=$$(rpm --eval '%{_lib}')
+	rm -rf $(RPM_TOPDIR)
+	install -d -m 0755 $(RPM_TOPDIR)/SOURCES $(RPM_TOPDIR)/SPECS $(RPM_TOPDIR)/BUILD $(RPM_TOPDIR)/RPMS $(RPM_TOPDIR)/SRPMS
+	tar -czf $(RPM_TOPDIR)/SOURCES/bpftune-$(VERSION).tar.gz --exclude=./target --exclude=./.git \
+		--exclude='./debian/bpftune' --exclude='./debian/.debhelper' --transform 's|^\.|bpftune-$(VERSION)|' .
+	tar -czf $(RPM_TOPDIR)/SOURCES/bpftune-$(VERSION)-prebuilt.tar.gz -C $(TARGET_DIR) --transform 's|^|target/|' \
+		release/bpftune $(TUNERS:%=release/lib%_tuner.so) $(MAN_NAMES:%=man/%.8)
+	cp buildrpm/bpftune.spec $(RPM_TOPDIR)/SPECS/
+	rpmbuild -bb --nodeps --with prebuilt --define '_topdir $(RPM_TOPDIR)' \
+		--define 'bpftune_version $(VERSION)' $(RPM_TOPDIR)/SPECS/bpftune.spec
+	@ls -1 $(RPM_TOPDIR)/RPMS/*/*.rpm
+
+# A .deb staged with `make install` (libdir=lib like Debian's bpftune, no
+# OpenRC files) and built with dpkg-deb; maintainer scripts in packaging/deb.
+# debian/ is the dpkg-buildpackage equivalent.
+deb: build man
+	CARGO_TARGET_DIR=$(DEB_CARGO_DIR) BPFTUNE_PREFIX=/usr BPFTUNE_LIBDIR=lib \
+		$(CARGO) build --release -p bpftune-daemon $(CARGO_FLAGS)
+	rm -rf $(DEB_OUT_DIR) && install -d -m 0755 $(DEB_OUT_DIR)/root/DEBIAN
+	$(MAKE) install NOBUILD=1 DESTDIR=$(DEB_OUT_DIR)/root prefix=/usr libdir=lib WITH_OPENRC=0 \
+		DAEMON_BIN=$(DEB_CARGO_DIR)/release/bpftune
+	install -d -m 0755 $(DEB_OUT_DIR)/root/usr/share/doc/bpftune
+	install -m 0644 debian/copyright $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/copyright
+	gzip -9n < debian/changelog > $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/changelog.Debian.gz
+	gzip -9n < CHANGELOG.md > $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/changelog.gz
+	install -m 0644 docs/README.md $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/README.md
+	gzip -9nf $(DEB_OUT_DIR)/root/usr/share/man/man8/*.8
+	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEB_OUT_DIR)/root/DEBIAN/
+	{ sed -e 's/@VERSION@/$(VERSION)-1/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_OUT_DIR)/root | cut -f1)/" \
+		-e "s/@DEPENDS@/$$(packaging/deb/shlibdeps.sh $(DEB_OUT_DIR)/root)/" packaging/deb/control; } \
+		> $(DEB_OUT_DIR)/root/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEB_OUT_DIR)/root $(DEB_OUT_DIR)/bpftune_$(VERSION)-1_$(DEB_ARCH).deb
 
 clean:
 	$(CARGO) clean

@@ -154,7 +154,8 @@ pub fn open_trusted(path: &Path, owner: u32) -> Result<File, LoadError> {
     })
 }
 
-/// libloading hides dlerror's text behind `source()`: walk the chain.
+/// libloading hides dlerror's text behind `source()`: walk the chain, and
+/// fold abi_stable's multi-line messages into one log line.
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut cur = err.source();
@@ -166,7 +167,73 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         }
         cur = e.source();
     }
-    msg
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every fd number ever passed to the dynamic loader as `/proc/self/fd/N`.
+/// The loader remembers objects by that name (and some never unload), so a
+/// later file must never be loaded under a number used before.
+static USED_FD_NAMES: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Give `file` an fd number never used for a load before, and record it.
+fn fresh_fd_name(file: File) -> io::Result<File> {
+    let mut used = USED_FD_NAMES.lock().map_err(|_| io::Error::other("loader lock poisoned"))?;
+    let mut file = file;
+    while used.contains(&file.as_raw_fd()) {
+        let min = used.iter().copied().max().unwrap_or(0) + 1;
+        // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own onto the lowest
+        // free number >= min; the new fd is owned by the File below.
+        let fd = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we exclusively own.
+        file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    }
+    used.push(file.as_raw_fd());
+    Ok(file)
+}
+
+/// Refuse files the dynamic loader would crash on: not a 64-bit ELF shared
+/// object, or truncated (headers or loadable segments past the end).
+pub fn check_elf(file: &File) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut hdr = [0u8; 64];
+    file.read_exact_at(&mut hdr, 0).map_err(|_| format!("not an ELF file (only {size} bytes)"))?;
+    if &hdr[..4] != b"\x7fELF" {
+        return Err("not an ELF file".to_string());
+    }
+    if hdr[4] != 2 || hdr[5] != 1 {
+        return Err("not a 64-bit little-endian ELF file".to_string());
+    }
+    let u16_at = |b: &[u8], o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u64_at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    if u16_at(&hdr, 0x10) != 3 {
+        return Err("not an ELF shared object".to_string());
+    }
+    let (phoff, shoff) = (u64_at(&hdr, 0x20), u64_at(&hdr, 0x28));
+    let (phentsize, phnum) = (u16_at(&hdr, 0x36), u16_at(&hdr, 0x38));
+    let (shentsize, shnum) = (u16_at(&hdr, 0x3a), u16_at(&hdr, 0x3c));
+    let truncated = || format!("truncated ELF file ({size} bytes)");
+    let end = |off: u64, len: u64| off.checked_add(len).ok_or_else(truncated);
+    if end(phoff, phentsize * phnum)? > size || end(shoff, shentsize * shnum)? > size || phentsize < 56 {
+        return Err(truncated());
+    }
+    for i in 0..phnum {
+        let mut ph = [0u8; 56];
+        file.read_exact_at(&mut ph, phoff + i * phentsize).map_err(|_| truncated())?;
+        let p_type = u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]);
+        const PT_LOAD: u32 = 1;
+        if p_type == PT_LOAD && end(u64_at(&ph, 8), u64_at(&ph, 0x20))? > size {
+            return Err(truncated());
+        }
+    }
+    Ok(())
 }
 
 /// A loaded, ABI-checked plugin.
@@ -190,6 +257,8 @@ impl std::fmt::Debug for Plugin {
 /// Trust-check, map and ABI-check one plugin file.
 pub fn load_plugin(path: &Path, owner: u32) -> Result<Plugin, LoadError> {
     let file = open_trusted(path, owner)?;
+    check_elf(&file).map_err(|reason| LoadError::Library { path: path.display().to_string(), reason })?;
+    let file = fresh_fd_name(file).map_err(|e| LoadError::Open { path: path.display().to_string(), source: e })?;
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let display = path.display().to_string();
     let header = lib_header_from_path(&fd_path).map_err(|e| match e {

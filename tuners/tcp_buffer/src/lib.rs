@@ -1,1 +1,453 @@
-//! The tcp_buffer tuner (being written).
+//! The tcp_buffer tuner: TCP send/receive buffer maxima per network
+//! namespace, TCP memory pressure and exhaustion, the low-memory toggles,
+//! the latency guard, and the SYN backlog / syncookies under SYN floods.
+//!
+//! BPF (`src/bpf/tcp_buffer.bpf.c`) only observes and reports; every
+//! decision is a pure function in [`policy`]. Memory state comes from two
+//! sources: `sock_exceed_buf_limit` and the sampled buffer hooks report
+//! pressure/exhaustion as it happens, and a 1 s tick reads
+//! `/proc/net/sockstat` against `tcp_mem`, which is also how recovery is
+//! noticed (BPF only sees sockets that are struggling).
+
+pub mod meminfo;
+pub mod policy;
+pub mod tables;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use bpftune_core::corr::CorrTable;
+use bpftune_core::event::NETNS_UNKNOWN;
+use bpftune_core::host::change_reason;
+use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+
+use policy::{BufferDecision, BufferInput, MemBounds, MemState, SynDecision, SynInput};
+use tables::{Scenario, Tunable};
+use wire::Extra;
+
+mod skel {
+    #![allow(clippy::all, clippy::pedantic, non_camel_case_types, non_snake_case, dead_code, unused_imports)]
+    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/tcp_buffer.skel.rs"));
+}
+
+/// Consecutive normal ticks before leaving the low-memory state, so the
+/// toggles do not flap while usage hovers at a threshold.
+const LOWMEM_EXIT_TICKS: u32 = 3;
+
+/// Toggles set while memory is low and undone afterwards.
+const LOWMEM_TOGGLES: [Tunable; 3] =
+    [Tunable::TcpNoMetricsSave, Tunable::TcpNoSsthreshMetricsSave, Tunable::HighOrderAllocDisable];
+
+/// What we changed in one namespace for one buffer tunable.
+#[derive(Debug, Clone, Copy)]
+struct Raised {
+    /// The max before this tuner first raised it (low-memory shrink floor).
+    initial_max: i64,
+}
+
+impl Tunable {
+    fn namespaced(self) -> bool {
+        Self::TABLE[self as usize].flags.contains(bpftune_core::TunableFlags::NAMESPACED)
+    }
+}
+
+/// The loaded tuner.
+pub struct TcpBufferTuner {
+    host: Host,
+    lr: LearningRate,
+    bounds: MemBounds,
+    /// The daemon's namespace (events from it carry its real cookie).
+    global_cookie: u64,
+    corr: CorrTable<(Tunable, u64)>,
+    latency_hold: HashMap<(Tunable, u64), i64>,
+    raised: HashMap<(Tunable, u64), Raised>,
+    /// Last values this tuner wrote, to drop events that saw older ones.
+    last_written: HashMap<(Tunable, u64), Vec<i64>>,
+    moderate_checked: HashSet<u64>,
+    /// Namespace cookie → inode, as seen in events.
+    seen: HashMap<u64, u32>,
+    /// Namespaces where an administrator took over (or that are gone).
+    disabled: HashSet<u64>,
+    mem: MemState,
+    normal_ticks: u32,
+    /// Namespaces whose sockets reported low memory (toggles go there too).
+    lowmem_netns: HashSet<u64>,
+    /// Toggles we set, to undo: (tunable, cookie).
+    lowmem_set: Vec<(Tunable, u64)>,
+    /// SYN backlogs lowered for low memory: cookie → value to restore.
+    syn_saved: HashMap<u64, i64>,
+    /// Namespaces where SYN floods were seen.
+    syn_netns: HashSet<u64>,
+    // Dropped last: the BPF object (its links live in the skeleton).
+    skel: OwnedSkel<skel::TcpBufferSkel<'static>>,
+}
+
+impl TcpBufferTuner {
+    fn norm(&self, cookie: u64) -> u64 {
+        if cookie == 0 { self.global_cookie } else { cookie }
+    }
+
+    fn is_global(&self, cookie: u64) -> bool {
+        cookie == self.global_cookie
+    }
+
+    /// Write through the daemon; remember what we wrote, and stop acting in
+    /// a namespace where an administrator took over or that is gone.
+    fn write(&mut self, t: Tunable, s: Scenario, cookie: u64, values: &[i64], reason: &str) -> Option<WriteOutcome> {
+        match self.host.write(t, s, cookie, values, reason) {
+            Ok(outcome) => {
+                match outcome {
+                    WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged => {
+                        self.last_written.insert((t, cookie), values.to_vec());
+                    }
+                    WriteOutcome::SkippedManual | WriteOutcome::NetnsGone => {
+                        // Global tunables are written in the daemon's ns.
+                        let ns = if t.namespaced() { cookie } else { self.global_cookie };
+                        self.disabled.insert(ns);
+                    }
+                }
+                Some(outcome)
+            }
+            Err(e) => {
+                self.host.error(&format!("tcp_buffer: could not change '{}': {e}", t.name()));
+                None
+            }
+        }
+    }
+
+    fn read(&self, t: Tunable, cookie: u64) -> Option<Vec<i64>> {
+        match self.host.sysctl_read(cookie, t.name()) {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) => None,
+            Err(e) => {
+                self.host.debug_log(&format!("tcp_buffer: {e}"));
+                None
+            }
+        }
+    }
+
+    /// False (and forgets what we wrote) if the event saw values other than
+    /// the ones we last wrote: it is stale, or someone else changed them.
+    fn fresh(&mut self, t: Tunable, cookie: u64, old: &[i64]) -> bool {
+        match self.last_written.get(&(t, cookie)) {
+            Some(last) if last.as_slice() != old => {
+                self.last_written.remove(&(t, cookie));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn on_buffer(&mut self, t: Tunable, cookie: u64, upd: SysctlUpdate, extra: Extra) {
+        let old = upd.old;
+        if !self.fresh(t, cookie, &old) {
+            return;
+        }
+        let key = (t, cookie);
+        if extra.srtt_us > 0 {
+            self.corr.update(key, old[2] as f64, extra.srtt_us as f64);
+        }
+        let corr = self.corr.get(&key);
+        let input = BufferInput {
+            old,
+            mem: self.mem.max(extra.mem_state),
+            corr: corr.compute(),
+            corr_samples: corr.samples(),
+            latency_hold: self.latency_hold.get(&key).copied(),
+            cap: self.bounds.buffer_cap(),
+        };
+        match policy::decide_buffer(input, self.lr) {
+            BufferDecision::Grow(new) => {
+                let reason = change_reason(tables::WHY_INCREASE, t.name(), tables::BUFFER_LABELS, &old, &new);
+                if self.write(t, Scenario::Increase, cookie, &new, &reason) == Some(WriteOutcome::Written) {
+                    self.raised.entry(key).or_insert(Raised { initial_max: old[2] });
+                    self.latency_hold.remove(&key);
+                    if t == Tunable::TcpRmem {
+                        self.ensure_moderate_rcvbuf(cookie);
+                    }
+                }
+            }
+            BufferDecision::ShrinkForLatency(new) => {
+                let reason = change_reason(tables::WHY_LATENCY, t.name(), tables::BUFFER_LABELS, &old, &new);
+                if self.write(t, Scenario::DecreaseLatency, cookie, &new, &reason).is_some() {
+                    self.latency_hold.insert(key, new[2]);
+                }
+            }
+            BufferDecision::Hold(why) => {
+                self.host.debug_log(&format!("tcp_buffer: not changing '{}' (cookie {cookie}): {why:?}", t.name()));
+            }
+        }
+    }
+
+    /// Receive-buffer auto-tuning must be on for a larger max to matter.
+    fn ensure_moderate_rcvbuf(&mut self, cookie: u64) {
+        if !self.moderate_checked.insert(cookie) {
+            return;
+        }
+        let t = Tunable::TcpModerateRcvbuf;
+        if self.read(t, cookie).is_some_and(|v| v[0] != 1) {
+            self.write(t, Scenario::MatchRcvbuf, cookie, &[1], &tables::reason_moderate_rcvbuf(t.name()));
+        }
+    }
+
+    /// TCP memory is approaching pressure or exhaustion (from BPF or the
+    /// tick): raise `tcp_mem` within its bounds; at exhaustion also enter
+    /// the low-memory state.
+    fn on_memory(&mut self, state: MemState, tcp_mem: [i64; 3], cookie: u64) {
+        if !state.is_low() || self.disabled.contains(&self.global_cookie) {
+            return;
+        }
+        self.normal_ticks = 0;
+        self.mem = state;
+        if !self.is_global(cookie) {
+            self.lowmem_netns.insert(cookie);
+        }
+        if let Some(new) = policy::tcp_mem_next(state, tcp_mem, self.bounds, self.lr) {
+            let t = Tunable::TcpMem;
+            let scenario = if state == MemState::Exhaustion { Scenario::MemExhaustion } else { Scenario::MemPressure };
+            let reason = change_reason(state.label(), t.name(), tables::MEM_LABELS, &tcp_mem, &new);
+            self.write(t, scenario, self.global_cookie, &new, &reason);
+        }
+        if state == MemState::Exhaustion {
+            self.enter_lowmem();
+        }
+    }
+
+    /// Low memory: set the toggles, step back buffer maxima we raised and
+    /// SYN backlogs, remembering what to undo.
+    fn enter_lowmem(&mut self) {
+        let mut netns: Vec<u64> = vec![self.global_cookie];
+        netns.extend(self.lowmem_netns.iter().copied().filter(|c| !self.disabled.contains(c)));
+        for t in LOWMEM_TOGGLES {
+            let namespaced = t != Tunable::HighOrderAllocDisable;
+            for &cookie in &netns {
+                if !namespaced && !self.is_global(cookie) {
+                    continue;
+                }
+                if self.lowmem_set.contains(&(t, cookie)) {
+                    continue;
+                }
+                if self.read(t, cookie).is_some_and(|v| v[0] == 0)
+                    && self.write(t, Scenario::LowmemSet, cookie, &[1], &tables::reason_lowmem_set(t.name()))
+                        == Some(WriteOutcome::Written)
+                {
+                    self.lowmem_set.push((t, cookie));
+                }
+            }
+        }
+        let raised: Vec<((Tunable, u64), Raised)> = self.raised.iter().map(|(k, v)| (*k, *v)).collect();
+        for ((t, cookie), r) in raised {
+            if self.disabled.contains(&cookie) {
+                continue;
+            }
+            let Some(cur) = self.read(t, cookie).and_then(|v| <[i64; 3]>::try_from(v).ok()) else { continue };
+            if let Some(new) = policy::shrink_buffer_lowmem(cur, r.initial_max, self.lr) {
+                let reason = change_reason(self.mem.label(), t.name(), tables::BUFFER_LABELS, &cur, &new);
+                self.write(t, Scenario::Decrease, cookie, &new, &reason);
+            }
+        }
+        let syn: Vec<u64> = self.syn_netns.iter().copied().filter(|c| !self.syn_saved.contains_key(c)).collect();
+        for cookie in syn {
+            let t = Tunable::TcpMaxSynBacklog;
+            let Some(cur) = self.read(t, cookie).map(|v| v[0]) else { continue };
+            if let Some(new) = policy::syn_backlog_lowmem(cur, self.lr) {
+                if self.write(t, Scenario::LowmemSet, cookie, &[new], &tables::reason_lowmem_set(t.name()))
+                    == Some(WriteOutcome::Written)
+                {
+                    self.syn_saved.insert(cookie, cur);
+                }
+            }
+        }
+    }
+
+    /// Memory recovered: undo what [`Self::enter_lowmem`] set.
+    fn leave_lowmem(&mut self) {
+        for (t, cookie) in std::mem::take(&mut self.lowmem_set) {
+            if !self.disabled.contains(&cookie) {
+                self.write(t, Scenario::LowmemUnset, cookie, &[0], &tables::reason_lowmem_unset(t.name()));
+            }
+        }
+        for (cookie, value) in std::mem::take(&mut self.syn_saved) {
+            if !self.disabled.contains(&cookie) {
+                let t = Tunable::TcpMaxSynBacklog;
+                self.write(t, Scenario::LowmemUnset, cookie, &[value], &tables::reason_lowmem_unset(t.name()));
+            }
+        }
+        self.lowmem_netns.clear();
+        self.mem = MemState::Normal;
+    }
+
+    fn on_syn_flood(&mut self, cookie: u64, upd: SysctlUpdate, extra: Extra) {
+        let t = Tunable::TcpMaxSynBacklog;
+        let backlog = upd.old[0];
+        if !self.fresh(t, cookie, &[backlog]) {
+            return;
+        }
+        self.syn_netns.insert(cookie);
+        let key = (t, cookie);
+        self.corr.update(key, extra.syn_floods as f64, extra.established as f64);
+        let corr = self.corr.get(&key);
+        let (mut failed, mut recv) = (None, None);
+        if extra.syncookies > 0 {
+            let inum = if self.is_global(cookie) { None } else { self.seen.get(&cookie).copied() };
+            match meminfo::read_netstat(cookie, inum) {
+                Ok(text) => {
+                    if let Some((r, f)) = meminfo::syncookie_counters(&text) {
+                        recv = Some(r);
+                        failed = Some(f);
+                    }
+                }
+                Err(e) => self.host.debug_log(&format!("tcp_buffer: {e}")),
+            }
+        }
+        let input = SynInput {
+            backlog,
+            syncookies: extra.syncookies,
+            mem: self.mem.max(extra.mem_state),
+            corr: corr.compute(),
+            corr_samples: corr.samples(),
+            cookies_failed: failed,
+            cookies_recv: recv,
+            cap: self.bounds.syn_backlog_cap(),
+        };
+        let cookies = Tunable::TcpSyncookies;
+        match policy::decide_syn_flood(input, self.lr) {
+            SynDecision::DisableSyncookies { failed } => {
+                let reason = tables::reason_syncookies_disable(failed, cookies.name());
+                self.write(cookies, Scenario::SyncookiesDisable, cookie, &[0], &reason);
+            }
+            SynDecision::EnableSyncookies => {
+                let reason = tables::reason_syncookies_enable(cookies.name());
+                self.write(cookies, Scenario::SyncookiesEnable, cookie, &[1], &reason);
+            }
+            SynDecision::Grow(new) => {
+                self.write(t, Scenario::SynBacklogIncrease, cookie, &[new], &tables::reason_syn_increase(t.name()));
+            }
+            SynDecision::Shrink(new) => {
+                let reason = tables::reason_syn_decrease(t.name(), backlog, new);
+                self.write(t, Scenario::SynBacklogDecrease, cookie, &[new], &reason);
+            }
+            SynDecision::SyncookiesActive | SynDecision::Nothing => {
+                self.host.debug_log(&format!("tcp_buffer: SYN flood in netns cookie {cookie}: no change"));
+            }
+        }
+    }
+}
+
+impl Tuner for TcpBufferTuner {
+    const NAME: &'static str = "tcp_buffer";
+    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TICK_MS: u32 = 1000;
+
+    fn init(host: Host) -> Result<Self, String> {
+        let proc_root = Path::new("/proc");
+        let free_pages = meminfo::read_free_buffer_pages(proc_root).map_err(|e| e.to_string())?;
+        // SAFETY: sysconf has no preconditions.
+        let page_size = i64::from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i32).max(4096);
+        let bounds = MemBounds { free_pages, page_size };
+        let mut skel = OwnedSkel::new(|storage| {
+            let mut open =
+                skel::TcpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            prepare_object!(open, host)?;
+            open.load().map_err(|e| format!("BPF load for tuner 'tcp_buffer' failed: {e}"))
+        })?;
+        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        host.debug_log(&format!(
+            "tcp_buffer: free buffer pages {free_pages}; tcp_mem bounds ({} {} {}), buffer cap {}",
+            bounds.mem_min_cap(),
+            bounds.mem_pressure_cap(),
+            bounds.mem_max_cap(),
+            bounds.buffer_cap()
+        ));
+        Ok(Self {
+            host,
+            lr: host.learning_rate(),
+            bounds,
+            global_cookie: host.global_netns_cookie(),
+            corr: CorrTable::new(),
+            latency_hold: HashMap::new(),
+            raised: HashMap::new(),
+            last_written: HashMap::new(),
+            moderate_checked: HashSet::new(),
+            seen: HashMap::new(),
+            disabled: HashSet::new(),
+            mem: MemState::Normal,
+            normal_ticks: 0,
+            lowmem_netns: HashSet::new(),
+            lowmem_set: Vec::new(),
+            syn_saved: HashMap::new(),
+            syn_netns: HashSet::new(),
+            skel,
+        })
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), String> {
+        if event.netns_cookie() == NETNS_UNKNOWN {
+            return Ok(());
+        }
+        let cookie = self.norm(event.netns_cookie());
+        if self.disabled.contains(&cookie) {
+            return Ok(());
+        }
+        if !self.is_global(cookie) && self.seen.insert(cookie, event.netns_inum()).is_none() {
+            self.host.netns_seen(cookie, event.netns_inum());
+        }
+        let upd = event.update();
+        let extra = Extra::decode(event);
+        match Tunable::from_id(upd.tunable) {
+            Some(t @ (Tunable::TcpRmem | Tunable::TcpWmem)) => self.on_buffer(t, cookie, upd, extra),
+            Some(Tunable::TcpMem) => {
+                let state = match Scenario::from_id(event.scenario_id()) {
+                    Some(Scenario::MemExhaustion) => MemState::Exhaustion,
+                    _ => MemState::Pressure,
+                };
+                if self.fresh(Tunable::TcpMem, self.global_cookie, &upd.old) {
+                    self.on_memory(state, upd.old, cookie);
+                }
+            }
+            Some(Tunable::TcpMaxSynBacklog) => self.on_syn_flood(cookie, upd, extra),
+            _ => self.host.debug_log(&format!("tcp_buffer: unexpected event for tunable {}", upd.tunable)),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        let allocated = match meminfo::read_sockstat_tcp_mem(Path::new("/proc")) {
+            Ok(v) => v,
+            Err(e) => {
+                self.host.debug_log(&format!("tcp_buffer: {e}"));
+                return Ok(());
+            }
+        };
+        let Some(tcp_mem) = self.read(Tunable::TcpMem, 0).and_then(|v| <[i64; 3]>::try_from(v).ok()) else {
+            return Ok(());
+        };
+        let state = policy::mem_state(allocated, tcp_mem, self.lr);
+        if state.is_low() {
+            self.on_memory(state, tcp_mem, self.global_cookie);
+        } else if self.mem.is_low() {
+            self.normal_ticks += 1;
+            if self.normal_ticks >= LOWMEM_EXIT_TICKS {
+                self.host.debug_log(&format!(
+                    "tcp_buffer: TCP memory back to normal ({allocated} pages, tcp_mem {tcp_mem:?})"
+                ));
+                self.leave_lowmem();
+            }
+        }
+        Ok(())
+    }
+
+    fn fini(&mut self) -> Result<(), String> {
+        // Links are dropped with the skeleton; nothing is restored here
+        // (the daemon's rollback does that when asked).
+        let _ = &self.skel;
+        Ok(())
+    }
+}
+
+bpftune_core::export_tuner!(TcpBufferTuner);

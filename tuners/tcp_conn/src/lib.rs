@@ -1,1 +1,262 @@
-//! The tcp_conn tuner (being written).
+//! The tcp_conn tuner: per-connection TCP congestion-control choice.
+//!
+//! A sockops program on the daemon's cgroup (see `bpf/tcp_conn.bpf.c`)
+//! switches lossy connections to bbr, remembers their destinations, and
+//! learns per destination and network namespace which available algorithm
+//! gives the lowest RTT and the highest delivery rate (reinforcement
+//! learning, epsilon-greedy). Namespace defaults are never changed: every
+//! choice is a per-socket `TCP_CONGESTION` option. This side picks the
+//! candidates, logs the choice events and prints the summary table.
+
+pub mod policy;
+pub mod report;
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use bpftune_core::abi::WriteOutcome;
+use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::{Event, prepare_object};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags};
+
+use policy::{Algorithm, NR_CC, Reason};
+use report::{Budget, ChoiceEvent, HostRow, LogBudget};
+
+mod skel {
+    #![allow(clippy::all, clippy::pedantic, non_camel_case_types, non_snake_case, dead_code, unused_imports)]
+    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/tcp_conn.skel.rs"));
+}
+
+bpftune_core::tunables! {
+    pub enum Tunable {
+        CongestionControl = ("net.persock.tcp.congestion_control", Other, NONE, 0),
+        AllowedCongestionControl = ("net.ipv4.tcp_allowed_congestion_control", Sysctl, NAMESPACED | STRING, 1),
+        AvailableCongestionControl = ("net.ipv4.tcp_available_congestion_control", Sysctl, NAMESPACED | STRING, 1),
+        DefaultCongestionControl = ("net.ipv4.tcp_congestion_control", Sysctl, NAMESPACED | STRING, 1),
+        ThinLinearTimeouts = ("net.ipv4.tcp_thin_linear_timeouts", Sysctl, NAMESPACED, 1),
+    }
+}
+
+bpftune_core::scenarios! {
+    pub enum Scenario {
+        Specify = (
+            "specify TCP congestion control algorithm",
+            "To optimize TCP performance, a TCP congestion control algorithm was chosen to mimimize round-trip time and maximize delivery rate."
+        ),
+    }
+}
+
+/// Index of the thin-lto counter in `cong_stats` (after one per algorithm).
+const STAT_THIN_LTO: u32 = NR_CC as u32;
+/// Index of the loss-switch counter in `cong_stats`.
+const STAT_LOSS: u32 = NR_CC as u32 + 1;
+/// Destinations listed in the debug summary.
+const SUMMARY_MAX_HOSTS: usize = 64;
+/// Choice log lines: a burst of this many...
+const LOG_BURST: u32 = 20;
+/// ...then one per this interval.
+const LOG_REFILL: Duration = Duration::from_secs(3);
+
+/// The loaded tuner.
+pub struct TcpConnTuner {
+    host: Host,
+    candidates: u32,
+    budget: LogBudget,
+    // Dropped in this order: link first, then the object.
+    link: Option<Link>,
+    skel: OwnedSkel<skel::TcpConnSkel<'static>>,
+}
+
+/// Read the kernel's available algorithms; where a known algorithm is
+/// missing and the kernel has loadable modules, try loading it once.
+fn read_candidates(host: &Host) -> Result<u32, String> {
+    let name = Tunable::AvailableCongestionControl.name();
+    let available = host.sysctl_read_string(0, name)?;
+    let mut mask = policy::candidate_mask(&available);
+    let missing: Vec<Algorithm> = Algorithm::ALL.iter().copied().filter(|a| mask & a.bit() == 0).collect();
+    if !missing.is_empty() && std::path::Path::new("/proc/modules").exists() {
+        for alg in &missing {
+            let module = format!("tcp_{}", alg.name());
+            match std::process::Command::new("modprobe").args(["-q", &module]).status() {
+                Ok(s) if s.success() => host.debug_log(&format!("tcp_conn: loaded module '{module}'")),
+                Ok(s) => host.debug_log(&format!("tcp_conn: could not load module '{module}': {s}")),
+                Err(e) => host.debug_log(&format!("tcp_conn: could not load module '{module}': {e}")),
+            }
+        }
+        mask = policy::candidate_mask(&host.sysctl_read_string(0, name)?);
+    }
+    Ok(mask)
+}
+
+impl TcpConnTuner {
+    fn stats(&self) -> ([u64; NR_CC], u64, u64) {
+        let map = &self.skel.maps.cong_stats;
+        let read = |idx: u32| -> u64 {
+            match map.lookup(&idx.to_ne_bytes(), MapFlags::ANY) {
+                Ok(Some(v)) if v.len() >= 8 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&v[..8]);
+                    u64::from_ne_bytes(b)
+                }
+                _ => 0,
+            }
+        };
+        let mut choices = [0u64; NR_CC];
+        for (i, c) in choices.iter_mut().enumerate() {
+            *c = read(i as u32);
+        }
+        (choices, read(STAT_THIN_LTO), read(STAT_LOSS))
+    }
+
+    /// Learned state of up to `SUMMARY_MAX_HOSTS` destinations, and how
+    /// many more there are.
+    fn host_rows(&self) -> (Vec<HostRow>, u64) {
+        let map = &self.skel.maps.remote_host_map;
+        let mut rows = Vec::new();
+        let mut more = 0u64;
+        for key in map.keys() {
+            if rows.len() >= SUMMARY_MAX_HOSTS {
+                more += 1;
+                continue;
+            }
+            let Some(k) = read_pod::<skel::types::remote_host_key>(&key) else { continue };
+            let Ok(Some(val)) = map.lookup(&key, MapFlags::ANY) else { continue };
+            let Some(v) = read_pod::<skel::types::remote_host>(&val) else { continue };
+            let mut metrics = [policy::Metric::default(); NR_CC];
+            for (m, b) in metrics.iter_mut().zip(v.metrics.iter()) {
+                *m = policy::Metric {
+                    metric_value: b.metric_value,
+                    max_rate: b.max_rate,
+                    min_rtt: b.min_rtt,
+                    metric_count: b.metric_count,
+                    greedy_count: b.greedy_count,
+                };
+            }
+            rows.push(HostRow { addr: report::addr_from_words(k.addr), netns_cookie: k.netns_cookie, metrics });
+        }
+        (rows, more)
+    }
+
+    fn decode(event: &Event) -> Option<ChoiceEvent> {
+        let raw = event.raw_data();
+        let e = read_pod::<skel::types::tcp_conn_event>(&raw)?;
+        Some(ChoiceEvent {
+            addr: report::addr_from_words(e.addr),
+            alg: Algorithm::from_index(e.alg),
+            prev_alg: Algorithm::from_index(e.prev_alg),
+            reason: Reason::from_u32(e.reason),
+            ncandidates: e.ncandidates,
+            instances: e.instances,
+            cost: e.cost,
+            total_retrans: e.total_retrans,
+            segs_out: e.segs_out,
+        })
+    }
+
+    /// Stop choosing in a namespace where the daemon says the tuner is off.
+    fn disable_netns(&self, cookie: u64) {
+        let one = [1u8];
+        if let Err(e) = self.skel.maps.netns_disabled.update(&cookie.to_ne_bytes(), &one, MapFlags::ANY) {
+            self.host.error(&format!("tcp_conn: could not disable netns (cookie {cookie}): {e}"));
+        } else {
+            self.host.debug_log(&format!("tcp_conn: no more choices in netns (cookie {cookie})"));
+        }
+    }
+}
+
+/// Copy a plain-old-data BPF type out of bytes, if there are enough.
+fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is one of the skeleton's generated map/event types: plain
+    // integers and arrays of them (Copy + Default, no pointers), for which
+    // every bit pattern is valid; the length was checked and
+    // read_unaligned copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+impl Tuner for TcpConnTuner {
+    const NAME: &'static str = "tcp_conn";
+    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+
+    fn init(host: Host) -> Result<Self, String> {
+        let candidates = read_candidates(&host)?;
+        if candidates == 0 {
+            return Err("no known TCP congestion control algorithm is available".to_string());
+        }
+        let names: Vec<&str> = policy::candidates(candidates).iter().map(|a| a.name()).collect();
+        host.debug_log(&format!("tcp_conn: candidate congestion control algorithms: {}", names.join(" ")));
+
+        let skel = OwnedSkel::new(|storage| {
+            let mut open = skel::TcpConnSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            prepare_object!(open, host)?;
+            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+                rodata.cc_candidates = candidates;
+            }
+            open.load().map_err(|e| format!("load: {e}"))
+        })?;
+        let link = skel
+            .progs
+            .bpftune_conn_tuner
+            .attach_cgroup(host.cgroup_fd())
+            .map_err(|e| format!("cannot attach 'bpftune_conn_tuner' to cgroup: {e}"))?;
+        host.debug_log(&format!(
+            "tcp_conn: sockops program attached (prog fd {:?})",
+            skel.progs.bpftune_conn_tuner.as_fd()
+        ));
+        Ok(Self { host, candidates, budget: LogBudget::new(LOG_BURST, LOG_REFILL, Instant::now()), link: Some(link), skel })
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), String> {
+        let Some(choice) = Self::decode(event) else {
+            self.host.debug_log("tcp_conn: got unexpected event");
+            return Ok(());
+        };
+        let cookie = event.netns_cookie();
+        self.host.netns_seen(cookie, event.netns_inum());
+        let reason = report::reason_line(&choice);
+        match self.budget.take(Instant::now()) {
+            Budget::Drop => {
+                self.host.debug_log(&format!("tcp_conn: (not logged, too many) {reason}"));
+                return Ok(());
+            }
+            Budget::Log { suppressed } if suppressed > 0 => {
+                self.host.notice(&format!("tcp_conn: {suppressed} similar congestion control choices were not logged"));
+            }
+            Budget::Log { .. } => {}
+        }
+        let outcome = self.host.update(Tunable::CongestionControl, Scenario::Specify, cookie, &reason);
+        if outcome == WriteOutcome::SkippedManual {
+            self.disable_netns(cookie);
+        }
+        Ok(())
+    }
+
+    fn fini(&mut self) -> Result<(), String> {
+        // Detach first so no new choices race the final summary.
+        self.link.take();
+        Ok(())
+    }
+
+    fn summarize(&self) -> Vec<String> {
+        let (choices, thin_lto, loss) = self.stats();
+        let hosts = self.host.debug().then(|| self.host_rows());
+        let mut lines = report::summary_lines(
+            &choices,
+            thin_lto,
+            self.candidates,
+            hosts.as_ref().map(|(rows, more)| (rows.as_slice(), *more)),
+            self.host.global_netns_cookie(),
+        );
+        if self.host.debug() && loss > 0 {
+            lines.push(format!("{} {loss} connections switched to bbr on loss", report::SUMMARY_PREFIX));
+        }
+        lines
+    }
+}
+
+bpftune_core::export_tuner!(TcpConnTuner);

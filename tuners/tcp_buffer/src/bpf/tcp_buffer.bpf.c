@@ -1,5 +1,324 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
-/* tcp_buffer.bpf.c: placeholder, being written. */
+/*
+ * tcp_buffer.bpf.c: notice TCP sockets limited by their namespace's buffer
+ * maxima, TCP memory approaching pressure/exhaustion, and SYN floods; ask
+ * userspace (which owns every decision) to act.
+ *
+ * Hooks (all work on kernels where fentry/kprobes do not):
+ *  - tp_btf/tcp_rcv_space_adjust (sampled): receive buffer at its netns's
+ *    tcp_rmem[2] -> event for tcp_rmem.
+ *  - tp_btf/tcp_probe (sampled hard: per incoming segment): send buffer at
+ *    its netns's tcp_wmem[2] and full of queued data -> event for tcp_wmem.
+ *  - tp_btf/sock_exceed_buf_limit (rare): TCP memory nearly exhausted.
+ *  - tp_btf/tcp_retransmit_synack (rare): half-open requests in a listener
+ *    whose SYN queue is in the region where tcp_max_syn_backlog drops SYNs.
+ *  - tp_btf/inet_sock_set_state: passive SYN_RECV -> ESTABLISHED, counted
+ *    per netns so SYN floods can be correlated with real connections.
+ *
+ * Events carry the socket's netns cookie and inode. Payload slot 0 is the
+ * sysctl update (old values read from the socket's netns, new = one step);
+ * slot 1 carries measurements (see enum tcp_buffer_extra).
+ */
 #include "bpftune_common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Tunable ids: must match the Rust table (src/tables.rs). */
+enum tcp_buffer_tunable {
+	TCP_BUFFER_WMEM = 0,
+	TCP_BUFFER_RMEM = 1,
+	TCP_BUFFER_MEM = 2,
+	TCP_BUFFER_MAX_SYN_BACKLOG = 8,
+};
+
+/* Scenario ids: must match the Rust table. */
+enum tcp_buffer_scenario {
+	TCP_BUFFER_INCREASE = 0,
+	TCP_MEM_PRESSURE = 3,
+	TCP_MEM_EXHAUSTION = 4,
+	TCP_MAX_SYN_BACKLOG_INCREASE = 8,
+};
+
+/* Payload slot 1: update[1].old[0..2] and update[1].new[0..2]. */
+enum tcp_buffer_extra {
+	EXTRA_SRTT_US = 0,	/* old[0]: smoothed RTT of the socket, us */
+	EXTRA_MEM_PAGES = 1,	/* old[1]: TCP memory allocated, pages */
+	EXTRA_SYNCOOKIES = 2,	/* old[2]: netns tcp_syncookies */
+	EXTRA_SYN_FLOODS = 3,	/* new[0]: SYN-flood observations in the netns */
+	EXTRA_ESTABLISHED = 4,	/* new[1]: passive opens in the netns */
+	EXTRA_MEM_STATE = 5,	/* new[2]: enum mem_state */
+};
+
+#define SOCK_SNDBUF_LOCK	1
+#define SOCK_RCVBUF_LOCK	2
+#define TCP_BUFFER_MAX		2147483647LL
+
+enum mem_state {
+	MEM_NORMAL = 0,
+	MEM_PRESSURE = 1,
+	MEM_EXHAUSTION = 2,
+};
+
+/* Per-netns counters for SYN-flood correlation. */
+struct netns_counts {
+	__u64 established;
+	__u64 syn_floods;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct netns_counts);
+} netns_counts_map SEC(".maps");
+
+/* Adaptive sampling state of the hot hooks (readable from userspace). */
+struct bpftune_sample rcv_space_sample = {};
+struct bpftune_sample tcp_probe_sample = {};
+struct bpftune_sample syn_flood_sample = {};
+
+static __always_inline void extra_set(struct bpftune_event *e, int idx, __s64 v)
+{
+	if (idx < 3)
+		e->payload.update[1].old[idx] = v;
+	else
+		e->payload.update[1].new[idx - 3] = v;
+}
+
+/* Where TCP memory stands, from the socket's protocol (tcp_mem, pages). */
+static __always_inline int tcp_mem_state(struct sock *sk, __s64 *mem,
+					 __s64 *allocated)
+{
+	struct proto *prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
+	atomic_long_t *alloc_p;
+	long *limits_p;
+	long limits[3] = {};
+	long alloc;
+
+	if (!prot)
+		return MEM_NORMAL;
+	alloc_p = BPF_CORE_READ(prot, memory_allocated);
+	limits_p = BPF_CORE_READ(prot, sysctl_mem);
+	if (!alloc_p || !limits_p)
+		return MEM_NORMAL;
+	alloc = BPF_CORE_READ(alloc_p, counter);
+	if (bpf_probe_read_kernel(limits, sizeof(limits), limits_p))
+		return MEM_NORMAL;
+	mem[0] = limits[0];
+	mem[1] = limits[1];
+	mem[2] = limits[2];
+	*allocated = alloc;
+	if (alloc <= 0 || limits[1] <= 0 || limits[2] <= 0)
+		return MEM_NORMAL;
+	if (BPFTUNE_NEARLY_FULL(alloc, limits[2]))
+		return MEM_EXHAUSTION;
+	if (BPFTUNE_NEARLY_FULL(alloc, limits[1]))
+		return MEM_PRESSURE;
+	return MEM_NORMAL;
+}
+
+/* Report TCP memory approaching pressure or exhaustion. */
+static __always_inline void send_mem_event(struct sock *sk, int state,
+					   const __s64 *mem, __s64 allocated,
+					   struct bpftune_event *event)
+{
+	__s64 new[3] = { mem[0], mem[1], BPFTUNE_GROW(mem[2]) };
+
+	extra_set(event, EXTRA_MEM_PAGES, allocated);
+	extra_set(event, EXTRA_MEM_STATE, state);
+	bpftune_send_sk_sysctl_event(sk,
+		state == MEM_EXHAUSTION ? TCP_MEM_EXHAUSTION : TCP_MEM_PRESSURE,
+		TCP_BUFFER_MEM, mem, new, event);
+}
+
+static __always_inline __s64 sk_srtt_us(struct sock *sk, bool receiver)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 rtt = 0;
+
+	/* A pure receiver only measures its RTT through rcv_rtt_est; srtt_us
+	 * would stay at the handshake's value. Both are stored << 3. */
+	if (receiver)
+		rtt = BPF_CORE_READ(tp, rcv_rtt_est.rtt_us);
+	if (!rtt)
+		rtt = BPF_CORE_READ(tp, srtt_us);
+	return rtt >> 3;
+}
+
+/* Ask to grow tunable `id` (tcp_rmem or tcp_wmem) of the socket's netns. */
+static __always_inline void send_buffer_event(struct sock *sk, __u32 id,
+					      const int *limits,
+					      bool receiver,
+					      struct bpftune_event *event)
+{
+	__s64 old[3] = { limits[0], limits[1], limits[2] };
+	__s64 new[3] = { limits[0], limits[1], BPFTUNE_GROW((__s64)limits[2]) };
+
+	if (new[2] > TCP_BUFFER_MAX)
+		new[2] = TCP_BUFFER_MAX;
+	if (new[2] <= old[2])
+		return;
+	extra_set(event, EXTRA_SRTT_US, sk_srtt_us(sk, receiver));
+	extra_set(event, EXTRA_MEM_STATE, MEM_NORMAL);
+	bpftune_send_sk_sysctl_event(sk, TCP_BUFFER_INCREASE, id, old, new, event);
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
+{
+	struct bpftune_event event = {};
+	__s64 mem[3] = {}, allocated = 0;
+	int limits[3] = {};
+	struct net *net;
+	int rcvbuf, state;
+
+	if (!bpftune_sample(&rcv_space_sample))
+		return 0;
+	/* The application chose its size (SO_RCVBUF): not ours to change. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_RCVBUF_LOCK)
+		return 0;
+	net = bpftune_sk_net(sk);
+	if (!net || bpf_core_read(limits, sizeof(limits), &net->ipv4.sysctl_tcp_rmem))
+		return 0;
+	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
+	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(rcvbuf, limits[2]))
+		return 0;
+	state = tcp_mem_state(sk, mem, &allocated);
+	if (state != MEM_NORMAL) {
+		send_mem_event(sk, state, mem, allocated, &event);
+		return 0;
+	}
+	send_buffer_event(sk, TCP_BUFFER_RMEM, limits, true, &event);
+	return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(bpftune_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	struct bpftune_event event = {};
+	__s64 mem[3] = {}, allocated = 0;
+	int limits[3] = {};
+	int sndbuf, queued, state;
+	struct net *net;
+
+	if (!bpftune_sample(&tcp_probe_sample))
+		return 0;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_SNDBUF_LOCK)
+		return 0;
+	sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
+	queued = BPF_CORE_READ(sk, sk_wmem_queued);
+	/* Send-buffer limited: the queue is (nearly) as large as the buffer. */
+	if (sndbuf <= 0 || !BPFTUNE_NEARLY_FULL(queued, sndbuf))
+		return 0;
+	net = bpftune_sk_net(sk);
+	if (!net || bpf_core_read(limits, sizeof(limits), &net->ipv4.sysctl_tcp_wmem))
+		return 0;
+	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(sndbuf, limits[2]))
+		return 0;
+	state = tcp_mem_state(sk, mem, &allocated);
+	if (state != MEM_NORMAL) {
+		send_mem_event(sk, state, mem, allocated, &event);
+		return 0;
+	}
+	send_buffer_event(sk, TCP_BUFFER_WMEM, limits, false, &event);
+	return 0;
+}
+
+SEC("tp_btf/sock_exceed_buf_limit")
+int BPF_PROG(bpftune_sock_exceed_buf_limit, struct sock *sk, struct proto *prot,
+	     long allocated, int kind)
+{
+	struct bpftune_event event = {};
+	__s64 mem[3] = {}, alloc = 0;
+	int state;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	state = tcp_mem_state(sk, mem, &alloc);
+	if (state == MEM_NORMAL)
+		return 0;
+	send_mem_event(sk, state, mem, alloc, &event);
+	return 0;
+}
+
+static __always_inline struct netns_counts *netns_counts(__u64 cookie)
+{
+	struct netns_counts zero = {}, *c;
+
+	c = bpf_map_lookup_elem(&netns_counts_map, &cookie);
+	if (c)
+		return c;
+	bpf_map_update_elem(&netns_counts_map, &cookie, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&netns_counts_map, &cookie);
+}
+
+/* Count passive opens that complete, per netns. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(bpftune_set_state, const struct sock *sk, const int oldstate,
+	     const int newstate)
+{
+	struct netns_counts *c;
+
+	if (newstate != TCP_ESTABLISHED || oldstate != TCP_SYN_RECV)
+		return 0;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	c = netns_counts(bpftune_net_cookie(bpftune_sk_net((struct sock *)sk)));
+	if (c)
+		__sync_fetch_and_add(&c->established, 1);
+	return 0;
+}
+
+/* A SYN-ACK is retransmitted: a request is still half-open. If the
+ * listener's SYN queue is where the kernel starts dropping SYNs (the last
+ * quarter of tcp_max_syn_backlog without syncookies, or a full queue with
+ * them), report a SYN flood. */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(bpftune_retransmit_synack, const struct sock *listener,
+	     const struct request_sock *req)
+{
+	struct sock *sk = (struct sock *)listener;
+	struct inet_connection_sock *icsk = (struct inet_connection_sock *)sk;
+	struct bpftune_event event = {};
+	__s64 old[3] = {}, new[3] = {}, mem[3] = {}, allocated = 0;
+	struct netns_counts *c;
+	__s64 max_syn, qlen, max_ack;
+	__u64 floods = 0, established = 0;
+	struct net *net;
+	int syncookies;
+	bool stressed;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_LISTEN)
+		return 0;
+	net = bpftune_sk_net(sk);
+	if (!net)
+		return 0;
+	max_syn = BPF_CORE_READ(net, ipv4.sysctl_max_syn_backlog);
+	syncookies = BPF_CORE_READ(net, ipv4.sysctl_tcp_syncookies);
+	qlen = BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
+	max_ack = BPF_CORE_READ(sk, sk_max_ack_backlog);
+	if (syncookies)
+		stressed = qlen >= max_ack;
+	else
+		stressed = max_syn > 0 && max_syn - qlen < (max_syn >> 2);
+	if (!stressed)
+		return 0;
+	c = netns_counts(bpftune_net_cookie(net));
+	if (c) {
+		__sync_fetch_and_add(&c->syn_floods, 1);
+		floods = c->syn_floods;
+		established = c->established;
+	}
+	if (!bpftune_sample(&syn_flood_sample))
+		return 0;
+	old[0] = max_syn;
+	new[0] = BPFTUNE_GROW(max_syn);
+	extra_set(&event, EXTRA_SYNCOOKIES, syncookies);
+	extra_set(&event, EXTRA_SYN_FLOODS, floods);
+	extra_set(&event, EXTRA_ESTABLISHED, established);
+	extra_set(&event, EXTRA_MEM_STATE, tcp_mem_state(sk, mem, &allocated));
+	extra_set(&event, EXTRA_MEM_PAGES, allocated);
+	bpftune_send_net_sysctl_event(net, TCP_MAX_SYN_BACKLOG_INCREASE,
+				      TCP_BUFFER_MAX_SYN_BACKLOG, old, new, &event);
+	return 0;
+}

@@ -122,6 +122,16 @@ struct {
 	__type(value, struct remote_host);
 } remote_host_map SEC(".maps");
 
+/* Namespaces where an administrator took over congestion control (set by
+ * userspace when the daemon refuses to log a choice there): no more
+ * choices in them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} netns_disabled SEC(".maps");
+
 /* Per-socket flags. */
 #define CONN_CHOSEN	0x1	/* we set the algorithm at establishment */
 #define CONN_SWITCHED	0x2	/* switched to bbr mid-connection on loss */
@@ -191,18 +201,29 @@ static __always_inline bool candidate(__u32 alg)
 static __always_inline void host_key(struct bpf_sock_ops *skops,
 				     struct remote_host_key *key)
 {
+	__u32 a0 = 0, a1 = 0, a2 = bpf_htonl(0xffff), a3;
+
 	key->netns_cookie = bpf_get_netns_cookie(skops);
+	/* The empty asm statements pin each context load in its branch:
+	 * otherwise clang merges them into one load through a computed
+	 * context pointer, which the verifier rejects. */
 	if (skops->family == AF_INET) {
-		key->addr[0] = 0;
-		key->addr[1] = 0;
-		key->addr[2] = bpf_htonl(0xffff);
-		key->addr[3] = skops->remote_ip4;
+		a3 = skops->remote_ip4;
+		asm volatile("" : "+r"(a3));
 	} else {
-		key->addr[0] = skops->remote_ip6[0];
-		key->addr[1] = skops->remote_ip6[1];
-		key->addr[2] = skops->remote_ip6[2];
-		key->addr[3] = skops->remote_ip6[3];
+		a0 = skops->remote_ip6[0];
+		asm volatile("" : "+r"(a0));
+		a1 = skops->remote_ip6[1];
+		asm volatile("" : "+r"(a1));
+		a2 = skops->remote_ip6[2];
+		asm volatile("" : "+r"(a2));
+		a3 = skops->remote_ip6[3];
+		asm volatile("" : "+r"(a3));
 	}
+	key->addr[0] = a0;
+	key->addr[1] = a1;
+	key->addr[2] = a2;
+	key->addr[3] = a3;
 }
 
 /* Index of the algorithm the socket runs now, or CC_NONE. */
@@ -373,11 +394,15 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	struct remote_host *host;
 	struct conn_state *st;
 	__u32 alg = CC_NONE, reason = 0, ncand = 0;
+	struct bpf_sock *sk = skops->sk;
 	__u8 cur;
 
-	if (!skops->sk)
+	if (!sk)
 		return;
-	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL,
+	host_key(skops, &key);
+	if (bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
+		return;
+	st = bpf_sk_storage_get(&conn_state_map, sk, NULL,
 				BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return;
@@ -385,7 +410,6 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	st->alg = cur;
 	st->start_alg = cur;
 
-	host_key(skops, &key);
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host) {
 		struct remote_host new_host = { .instances = 1 };
@@ -444,11 +468,12 @@ static __always_inline void on_retrans(struct bpf_sock_ops *skops)
 	struct remote_host *host;
 	struct conn_state *st;
 	struct tcp_sock *tp;
+	struct bpf_sock *sk = skops->sk;
 	__u8 prev;
 
-	if (!skops->sk || !lossy(skops))
+	if (!sk || !lossy(skops))
 		return;
-	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL, 0);
+	st = bpf_sk_storage_get(&conn_state_map, sk, NULL, 0);
 	if (!st || st->alg == CC_BBR || !candidate(CC_BBR))
 		return;
 
@@ -456,7 +481,7 @@ static __always_inline void on_retrans(struct bpf_sock_ops *skops)
 	 * keep a lossy thin flow responsive. The kernel applies the option
 	 * only while the flow is thin. Skip it where the namespace already
 	 * enables it for every socket. */
-	tp = bpf_skc_to_tcp_sock(skops->sk);
+	tp = bpf_skc_to_tcp_sock(sk);
 	if (tp && !(st->flags & CONN_THIN_LTO)) {
 		struct net *net = bpftune_sk_net((struct sock *)tp);
 		__u8 ns_lto = BPF_CORE_READ(net, ipv4.sysctl_tcp_thin_linear_timeouts);
@@ -500,11 +525,12 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	__u64 rate, cost, min_rtt, hmin, hmax;
 	__u32 alg, shift = bpftune_shift();
 	bool greedy = true;
+	struct bpf_sock *sk = skops->sk;
 	int i;
 
-	if (!skops->sk)
+	if (!sk)
 		return;
-	st = bpf_sk_storage_get(&conn_state_map, skops->sk, NULL, 0);
+	st = bpf_sk_storage_get(&conn_state_map, sk, NULL, 0);
 	if (!st || (st->flags & CONN_DONE))
 		return;
 	st->flags |= CONN_DONE;

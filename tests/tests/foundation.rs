@@ -1,0 +1,219 @@
+//! Root integration tests of the foundation: the real daemon with real
+//! tuners on this kernel. Support probe, CLI edges, per-netns admin
+//! override through the sysctl tuner, bad plugins refused while good ones
+//! keep working, panics caught at the plugin boundary, SIGINT summary, and
+//! the single-instance lock.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use bpftune_tests::{Daemon, Netns, PluginDir, daemon_binary, test_lock};
+
+fn bpftune(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(daemon_binary()).args(args).output().expect("run bpftune");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Open a few TCP connections over loopback inside `ns`.
+fn connect_in(ns: &Netns, n: usize) {
+    ns.run(|| {
+        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        for _ in 0..n {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            drop(c);
+            drop(s);
+            // Events closer than 25 ms for one netns are rate-limited in BPF.
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+}
+
+#[test]
+fn support_probe_reports_full_support() {
+    let _l = test_lock();
+    let (code, _out, err) = bpftune(&["-S"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("bpftune: bpftune works fully"), "{err}");
+    assert!(err.contains("bpftune: bpftune supports per-netns policy (via netns cookie)"), "{err}");
+}
+
+#[test]
+fn cli_edges() {
+    let (code, out, _) = bpftune(&["-V"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("bpftune v"), "{out}");
+    let (code, out, _) = bpftune(&["-P"]);
+    assert_eq!(code, 0);
+    assert!(out.trim_end().ends_with("/bpftune/"), "{out}");
+    let (code, _, err) = bpftune(&["-r", "5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("values 0-4 are supported"), "{err}");
+    let (code, _, err) = bpftune(&["--no-such-flag"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, out, _) = bpftune(&["-h"]);
+    assert_eq!(code, 0);
+    for flag in ["--allow", "--cgroup", "--debug", "--daemon", "--libdir", "--legacy", "--port", "--query"] {
+        assert!(out.contains(flag), "help lacks {flag}: {out}");
+    }
+}
+
+#[test]
+fn admin_override_disables_tuner_in_that_namespace_only() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    let a = Netns::new("ovra");
+    let b = Netns::new("ovrb");
+    a.set_sysctl("net.ipv4.tcp_fin_timeout", "30");
+    b.set_sysctl("net.ipv4.tcp_fin_timeout", "30");
+    let daemon = Daemon::start(&plugins, &[]);
+    assert!(daemon.log().contains("sucessfully initialized tuner test"), "{}", daemon.log());
+
+    // The administrator takes over the tunable in namespace a.
+    a.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_fin_timeout=45"]);
+    assert!(
+        daemon.wait_for_log(
+            "modified sysctl 'net.ipv4.tcp_fin_timeout' that tuner 'test' uses; disabling 'test' for namespace cookie",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+    connect_in(&a, 3);
+    connect_in(&b, 3);
+    assert!(daemon.wait_for_log("in non-global ns", Duration::from_secs(10)), "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.sysctl("net.ipv4.tcp_fin_timeout"), "45", "admin's value must stay");
+    let bv: i64 = b.sysctl("net.ipv4.tcp_fin_timeout").parse().expect("int");
+    assert!(bv > 30, "namespace b is still tuned: {bv}");
+    // Only one disabling line: the override is per namespace.
+    assert_eq!(daemon.count("disabling 'test'"), 1, "{}", daemon.log());
+
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status} {log}");
+    assert!(
+        log.contains("# Summary: scenario 'test connection seen' occurred"),
+        "summary missing: {log}"
+    );
+    assert!(log.contains("for tunable 'net.ipv4.tcp_fin_timeout' in non-global ns."), "{log}");
+}
+
+#[test]
+fn bad_plugins_are_refused_and_good_ones_work() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    plugins.add_bytes("notelf_tuner.so", b"this is not an ELF file\n");
+    let good = std::fs::read(bpftune_tests::built_tuner("test")).expect("read tuner");
+    plugins.add_bytes("truncated_tuner.so", &good[..4096]);
+    plugins.add_bytes("nosym_tuner.so", &std::fs::read(libz_path()).expect("read libz"));
+    plugins.add_as("wrongabi", "wrongabi_tuner.so");
+    let writable = plugins.add_as("sysctl", "groupwritable_tuner.so");
+    std::fs::set_permissions(&writable, std::os::unix::fs::PermissionsExt::from_mode(0o664)).expect("chmod");
+    std::os::unix::fs::symlink(plugins.path.join("test_tuner.so"), plugins.path.join("link_tuner.so"))
+        .expect("symlink");
+    plugins.add_bytes("tcp_buffer_tuner.so.dpkg-new", b"ignored");
+
+    let daemon = Daemon::start(&plugins, &[]);
+    let log = daemon.log();
+    assert!(log.contains("could not load") && log.contains("notelf_tuner.so"), "{log}");
+    assert!(log.contains("could not load") && log.contains("truncated_tuner.so"), "{log}");
+    assert!(log.contains("nosym_tuner.so"), "{log}");
+    assert!(log.contains("'") && log.contains("wrongabi_tuner.so' has an incompatible bpftune plugin ABI"), "{log}");
+    assert!(log.contains("untrusted plugin") && log.contains("groupwritable_tuner.so"), "{log}");
+    assert!(log.contains("link_tuner.so") && log.contains("refusing untrusted plugin"), "{log}");
+    assert!(!log.contains("dpkg-new"), "{log}");
+    assert!(log.contains("sucessfully initialized tuner sysctl"), "{log}");
+    assert!(log.contains("sucessfully initialized tuner test"), "{log}");
+
+    // The good tuners still work.
+    let ns = Netns::new("badp");
+    connect_in(&ns, 2);
+    assert!(daemon.wait_for_log("occurred for tunable 'net.ipv4.tcp_fin_timeout'", Duration::from_secs(10)), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+fn libz_path() -> std::path::PathBuf {
+    for p in ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib64/libz.so.1", "/lib64/libz.so.1"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("libz.so.1 not found");
+}
+
+#[test]
+fn panic_in_init_is_caught_and_others_keep_running() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    let daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "panic_init")]);
+    let log = daemon.log();
+    assert!(log.contains("error initializing") && log.contains("panicked: test tuner asked to panic in init"), "{log}");
+    assert!(log.contains("sucessfully initialized tuner sysctl"), "{log}");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn failing_init_is_reported() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    let daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "fail_init")]);
+    assert!(daemon.log().contains("test tuner asked to fail"), "{}", daemon.log());
+    let (status, _) = daemon.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn panic_in_event_handler_disables_only_that_tuner() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    let mut daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "panic_event")]);
+    let ns = Netns::new("pev");
+    connect_in(&ns, 2);
+    assert!(daemon.wait_for_log("in its event handler; disabling it", Duration::from_secs(10)), "{}", daemon.log());
+    assert!(!daemon.has_exited(), "daemon must survive a tuner panic");
+    // The sysctl tuner still sees writes.
+    ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_fin_timeout=33"]);
+    assert!(daemon.wait_for_log("sysctl write for 'net/ipv4/tcp_fin_timeout'", Duration::from_secs(10)), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn untrusted_directory_is_refused() {
+    let _l = test_lock();
+    let dir = std::env::temp_dir().join(format!("bpftune-untrusted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(bpftune_tests::built_tuner("sysctl"), dir.join("sysctl_tuner.so")).expect("copy");
+    let d = dir.to_str().expect("utf8");
+    let empty = PluginDir::empty();
+    let out = Command::new(daemon_binary())
+        .args(["-s", "--system-libdir", empty.path.to_str().expect("utf8"), "-l", d])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(err.contains("refusing untrusted plugin"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "no tuner loaded: exit 1; {err}");
+}
+
+#[test]
+fn second_instance_is_refused() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl"]);
+    let mut first = Daemon::start(&plugins, &[]);
+    assert!(!first.has_exited());
+    let (code, _, err) = bpftune(&["-s", "--system-libdir", plugins.path.to_str().expect("utf8")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another bpftune is already running"), "{err}");
+    assert!(!first.has_exited(), "the first instance is unaffected");
+    let (status, _) = first.stop();
+    assert!(status.success());
+}
