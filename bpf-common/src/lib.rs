@@ -49,27 +49,17 @@ fn vmlinux_dir(out_dir: &Path) -> Result<PathBuf, BuildError> {
         return Ok(committed);
     }
     let generated = out_dir.join("vmlinux");
-    std::fs::create_dir_all(&generated).map_err(|e| BuildError::NoVmlinux {
-        arch: arch.clone(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&generated)
+        .map_err(|e| BuildError::NoVmlinux { arch: arch.clone(), reason: e.to_string() })?;
     let output = Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
         .output()
-        .map_err(|e| BuildError::NoVmlinux {
-            arch: arch.clone(),
-            reason: format!("running bpftool: {e}"),
-        })?;
+        .map_err(|e| BuildError::NoVmlinux { arch: arch.clone(), reason: format!("running bpftool: {e}") })?;
     if !output.status.success() {
-        return Err(BuildError::NoVmlinux {
-            arch,
-            reason: String::from_utf8_lossy(&output.stderr).into_owned(),
-        });
+        return Err(BuildError::NoVmlinux { arch, reason: String::from_utf8_lossy(&output.stderr).into_owned() });
     }
-    std::fs::write(generated.join("vmlinux.h"), output.stdout).map_err(|e| BuildError::NoVmlinux {
-        arch,
-        reason: e.to_string(),
-    })?;
+    std::fs::write(generated.join("vmlinux.h"), output.stdout)
+        .map_err(|e| BuildError::NoVmlinux { arch, reason: e.to_string() })?;
     Ok(generated)
 }
 
@@ -97,10 +87,7 @@ pub fn build_skeleton(src: &str, name: &str) -> Result<(), BuildError> {
             "-g".to_string(),
         ])
         .build_and_generate(&out)
-        .map_err(|e| BuildError::Skeleton {
-            src: src.clone(),
-            reason: format!("{e:#}"),
-        })?;
+        .map_err(|e| BuildError::Skeleton { src: src.clone(), reason: format!("{e:#}") })?;
 
     println!("cargo:rerun-if-changed={}", src.display());
     for header in ["bpftune.bpf.h", "bpftune_common.h"] {

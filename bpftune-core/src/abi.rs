@@ -181,8 +181,7 @@ pub struct HostVtable {
         string: bool,
     ) -> RResult<SysctlValue, RString>,
     /// Change a declared tunable, logging the Scenario/Due-to lines.
-    pub tunable_write:
-        extern "C" fn(host: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString>,
+    pub tunable_write: extern "C" fn(host: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString>,
     /// Log and count a change made some other way (netlink, per socket).
     pub tunable_update: extern "C" fn(
         host: HostHandle,

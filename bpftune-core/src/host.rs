@@ -17,8 +17,7 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::abi::{
-    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, SupportLevel, SysctlValue, WriteOutcome,
-    WriteRequest,
+    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
 };
 use crate::advice::{Advice, AdviceLog};
 use crate::learning::LearningRate;
@@ -89,15 +88,7 @@ pub type SharedHost = Rc<RefCell<HostState>>;
 
 impl HostState {
     pub fn new(config: HostConfig, netns: NetnsRegistry, sysctl: Box<dyn SysctlIo>, log: LogSink) -> Self {
-        Self {
-            config,
-            registry: Registry::new(),
-            netns,
-            advice: AdviceLog::default(),
-            sysctl,
-            log,
-            first_write: None,
-        }
+        Self { config, registry: Registry::new(), netns, advice: AdviceLog::default(), sysctl, log, first_write: None }
     }
 
     pub fn set_first_write_hook(&mut self, hook: FirstWriteHook) {
@@ -203,7 +194,8 @@ impl HostState {
         };
 
         if self.config.advise {
-            let advice = Advice::new(&tuner_name, &info.name, cookie, global, &old_text, &new_text, &scenario.name, &reason);
+            let advice =
+                Advice::new(&tuner_name, &info.name, cookie, global, &old_text, &new_text, &scenario.name, &reason);
             if self.advice.record(advice.clone()) {
                 self.log(LogLevel::Notice, &advice.log_line());
             }
@@ -258,10 +250,7 @@ impl HostState {
     fn netns_gone(&mut self, tuner_id: u32, cookie: u64, tunable: &str) -> WriteOutcome {
         let first = self.netns.forget(cookie);
         if first {
-            self.log(
-                LogLevel::Debug,
-                &format!("netns (cookie {cookie}) is gone; not changing '{tunable}' there"),
-            );
+            self.log(LogLevel::Debug, &format!("netns (cookie {cookie}) is gone; not changing '{tunable}' there"));
         }
         if let Some(t) = self.registry.get_mut(tuner_id) {
             t.netns_state.insert(cookie, TunerState::Gone);

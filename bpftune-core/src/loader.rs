@@ -94,7 +94,12 @@ pub fn check_directories(path: &Path, owner: u32) -> Result<(), String> {
             .map_err(|e| format!("cannot stat plugin directory '{}': {e}", dir.display()))?;
         let mode = meta.permissions().mode();
         if !meta.is_dir() || meta.uid() != owner || mode & 0o022 != 0 {
-            return Err(format!("untrusted plugin directory '{}' (mode {:o}, uid {})", dir.display(), mode, meta.uid()));
+            return Err(format!(
+                "untrusted plugin directory '{}' (mode {:o}, uid {})",
+                dir.display(),
+                mode,
+                meta.uid()
+            ));
         }
         match has_xattr(Some(&dir), None, "system.posix_acl_access") {
             Ok(true) => return Err(format!("plugin directory '{}' has an access ACL", dir.display())),
@@ -112,14 +117,16 @@ pub fn check_directories(path: &Path, owner: u32) -> Result<(), String> {
 
 /// Open the plugin file without following links and check it.
 pub fn open_trusted(path: &Path, owner: u32) -> Result<File, LoadError> {
-    let untrusted = |msg: String| LoadError::Untrusted(format!("{msg}; refusing untrusted plugin '{}'", path.display()));
+    let untrusted =
+        |msg: String| LoadError::Untrusted(format!("{msg}; refusing untrusted plugin '{}'", path.display()));
     check_directories(path, owner).map_err(untrusted)?;
     let mut last = None;
     // inotify may report a file a moment before it can be opened.
     for _ in 0..5 {
         match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path) {
             Ok(f) => {
-                let meta = f.metadata().map_err(|e| untrusted(format!("cannot inspect plugin '{}': {e}", path.display())))?;
+                let meta =
+                    f.metadata().map_err(|e| untrusted(format!("cannot inspect plugin '{}': {e}", path.display())))?;
                 let mode = meta.permissions().mode();
                 if !meta.is_file() || meta.uid() != owner || mode & 0o022 != 0 {
                     return Err(untrusted(format!(
@@ -274,11 +281,15 @@ pub fn load_plugin(path: &Path, owner: u32) -> Result<Plugin, LoadError> {
     if descriptor.abi_version != BPFTUNE_ABI_VERSION {
         return Err(LoadError::Abi {
             path: display,
-            reason: format!("plugin ABI version {} but the daemon speaks {BPFTUNE_ABI_VERSION}", descriptor.abi_version),
+            reason: format!(
+                "plugin ABI version {} but the daemon speaks {BPFTUNE_ABI_VERSION}",
+                descriptor.abi_version
+            ),
         });
     }
     let name = descriptor.name.as_str();
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(LoadError::Abi { path: display, reason: format!("invalid tuner name '{name}'") });
     }
     if descriptor.tunables.len() > MAX_TUNABLES || descriptor.scenarios.len() > MAX_SCENARIOS {

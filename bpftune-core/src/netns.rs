@@ -81,9 +81,7 @@ pub fn in_netns<R: Send>(ns: &NetnsHandle, f: impl FnOnce() -> R + Send) -> io::
             }
             Ok(f())
         });
-        worker
-            .join()
-            .map_err(|_| io::Error::other("netns helper thread panicked"))?
+        worker.join().map_err(|_| io::Error::other("netns helper thread panicked"))?
     })
 }
 
@@ -259,8 +257,7 @@ impl NetnsRegistry {
     pub fn reap(&mut self) -> Vec<u64> {
         let live = candidate_paths(&self.proc_root);
         let live_inums: HashSet<u64> = live.keys().copied().collect();
-        let dead: Vec<u64> =
-            self.known.values().filter(|h| !live_inums.contains(&h.inum)).map(|h| h.cookie).collect();
+        let dead: Vec<u64> = self.known.values().filter(|h| !live_inums.contains(&h.inum)).map(|h| h.cookie).collect();
         for c in &dead {
             self.forget(*c);
         }

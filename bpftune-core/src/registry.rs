@@ -105,7 +105,10 @@ impl TunerRecord {
         let scenarios = desc
             .scenarios
             .iter()
-            .map(|s| ScenarioInfo { name: s.name.as_str().to_string(), description: s.description.as_str().to_string() })
+            .map(|s| ScenarioInfo {
+                name: s.name.as_str().to_string(),
+                description: s.description.as_str().to_string(),
+            })
             .collect();
         Self {
             id,

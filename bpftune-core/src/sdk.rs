@@ -12,9 +12,8 @@ use std::sync::OnceLock;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 use crate::abi::{
-    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, ScenarioDesc, StrategyDesc,
-    SupportLevel, TunableDesc, TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome,
-    WriteRequest,
+    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, ScenarioDesc, StrategyDesc, SupportLevel, TunableDesc,
+    TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome, WriteRequest,
 };
 use crate::event::Event;
 use crate::learning::LearningRate;
@@ -170,7 +169,13 @@ impl Host {
     }
 
     /// Log and count a change made another way (netlink, per socket).
-    pub fn update(&self, tunable: impl Into<u32>, scenario: impl Into<u32>, netns_cookie: u64, reason: &str) -> WriteOutcome {
+    pub fn update(
+        &self,
+        tunable: impl Into<u32>,
+        scenario: impl Into<u32>,
+        netns_cookie: u64,
+        reason: &str,
+    ) -> WriteOutcome {
         (self.ctx.vtable.tunable_update())(
             self.ctx.host,
             tunable.into(),
@@ -324,7 +329,8 @@ unsafe fn instance<'a, T: Tuner>(handle: InstanceHandle) -> Result<&'a mut Insta
 
 extern "C" fn event_handler<T: Tuner>(handle: InstanceHandle, bytes: RSlice<'_, u8>) -> RResult<(), RString> {
     guard(|| {
-        let event = Event::from_bytes(bytes.as_slice()).ok_or_else(|| format!("unexpected size event {}", bytes.len()))?;
+        let event =
+            Event::from_bytes(bytes.as_slice()).ok_or_else(|| format!("unexpected size event {}", bytes.len()))?;
         // SAFETY: the daemon only passes handles it got from our init.
         let inst = unsafe { instance::<T>(handle) }?;
         inst.tuner.event(&event)

@@ -125,7 +125,10 @@ mod tests {
             lines[0],
             "# Summary: scenario 'need to increase TCP buffer size(s)' occurred 2 times for tunable 'net.ipv4.tcp_rmem' in global ns. Need to increase buffer size(s) to maximize throughput"
         );
-        assert_eq!(lines[1], "# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456) -> (4096 131072 7864320)");
+        assert_eq!(
+            lines[1],
+            "# sysctl 'net.ipv4.tcp_rmem' changed from (4096 131072 6291456) -> (4096 131072 7864320)"
+        );
         assert_eq!(lines[3], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 7864320\"");
         assert!(lines[4].contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
         assert!(lines[5].contains("in netns (cookie 9)"));

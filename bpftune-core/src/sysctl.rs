@@ -20,9 +20,7 @@ pub fn path_name_to_dotted(name: &str) -> String {
 
 /// Parse up to three whitespace-separated integers.
 pub fn parse_ints(text: &str) -> Result<Vec<i64>, String> {
-    text.split_whitespace()
-        .map(|t| t.parse::<i64>().map_err(|e| format!("'{t}': {e}")))
-        .collect()
+    text.split_whitespace().map(|t| t.parse::<i64>().map_err(|e| format!("'{t}': {e}"))).collect()
 }
 
 /// `[4096, 131072, 6291456]` → `4096 131072 6291456`.

@@ -45,9 +45,8 @@ impl Cgroup {
             let target = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
             // SAFETY: all pointers are valid NUL-terminated strings (or NULL
             // data) for the duration of the call.
-            let rc = unsafe {
-                libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null())
-            };
+            let rc =
+                unsafe { libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
             if rc < 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EBUSY) {
@@ -83,9 +82,8 @@ impl Cgroup {
             let mut count = ids.len() as u32;
             let mut flags = 0u32;
             // SAFETY: ids/count describe a valid buffer; the fd is open.
-            let rc = unsafe {
-                sys::bpf_prog_query(self.raw_fd(), attach_type, 0, &mut flags, ids.as_mut_ptr(), &mut count)
-            };
+            let rc =
+                unsafe { sys::bpf_prog_query(self.raw_fd(), attach_type, 0, &mut flags, ids.as_mut_ptr(), &mut count) };
             if rc < 0 {
                 continue;
             }
@@ -99,7 +97,9 @@ impl Cgroup {
                 let mut info: sys::bpf_prog_info = unsafe { std::mem::zeroed() };
                 let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
                 // SAFETY: info/len describe a valid buffer; fd is ours.
-                let ok = unsafe { sys::bpf_obj_get_info_by_fd(fd, (&mut info as *mut sys::bpf_prog_info).cast(), &mut len) } == 0;
+                let ok =
+                    unsafe { sys::bpf_obj_get_info_by_fd(fd, (&mut info as *mut sys::bpf_prog_info).cast(), &mut len) }
+                        == 0;
                 let name: String = info.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect();
                 if ok && name.starts_with("bpftune_") {
                     logging::debug(&format!("detaching old BPF program '{name}'"));

@@ -146,12 +146,8 @@ fn run(cli: &Cli) -> Result<u8> {
         netns_cookie_supported: report.netns_cookie,
     };
     let sink: LogSink = Rc::new(|level, msg: &str| logging::log(level, msg));
-    let host = HostState::new(
-        config,
-        NetnsRegistry::new(global_cookie, "/proc"),
-        Box::new(ProcSysctl::default()),
-        sink,
-    );
+    let host =
+        HostState::new(config, NetnsRegistry::new(global_cookie, "/proc"), Box::new(ProcSysctl::default()), sink);
     let host = Rc::new(RefCell::new(host));
     if cli.advise {
         logging::notice("advise mode: decisions are logged as advice; no sysctl will be changed");

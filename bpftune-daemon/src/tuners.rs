@@ -388,10 +388,7 @@ pub fn rollback_tuner(host: &SharedHost, id: u32) {
             let now = match h.read_text(*cookie, &info.name) {
                 Ok(v) => v,
                 Err(e) => {
-                    logging::debug(&format!(
-                        "not rolling back '{}' in netns (cookie {cookie}): {e}",
-                        info.name
-                    ));
+                    logging::debug(&format!("not rolling back '{}' in netns (cookie {cookie}): {e}", info.name));
                     continue;
                 }
             };

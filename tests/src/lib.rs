@@ -65,7 +65,11 @@ pub fn build_dir() -> PathBuf {
 /// The daemon binary under test.
 pub fn daemon_binary() -> PathBuf {
     let bin = build_dir().join("bpftune");
-    assert!(bin.exists(), "{} missing: build the workspace first (`make stage` or `cargo build --workspace`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first (`make stage` or `cargo build --workspace`)",
+        bin.display()
+    );
     bin
 }
 

@@ -97,10 +97,7 @@ fn admin_override_disables_tuner_in_that_namespace_only() {
 
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status} {log}");
-    assert!(
-        log.contains("# Summary: scenario 'test connection seen' occurred"),
-        "summary missing: {log}"
-    );
+    assert!(log.contains("# Summary: scenario 'test connection seen' occurred"), "summary missing: {log}");
     assert!(log.contains("for tunable 'net.ipv4.tcp_fin_timeout' in non-global ns."), "{log}");
 }
 
@@ -134,13 +131,22 @@ fn bad_plugins_are_refused_and_good_ones_work() {
     // The good tuners still work.
     let ns = Netns::new("badp");
     connect_in(&ns, 2);
-    assert!(daemon.wait_for_log("occurred for tunable 'net.ipv4.tcp_fin_timeout'", Duration::from_secs(10)), "{}", daemon.log());
+    assert!(
+        daemon.wait_for_log("occurred for tunable 'net.ipv4.tcp_fin_timeout'", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
 
 fn libz_path() -> std::path::PathBuf {
-    for p in ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib64/libz.so.1", "/lib64/libz.so.1"] {
+    for p in [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib64/libz.so.1",
+        "/lib64/libz.so.1",
+    ] {
         if std::path::Path::new(p).exists() {
             return p.into();
         }
@@ -181,7 +187,11 @@ fn panic_in_event_handler_disables_only_that_tuner() {
     assert!(!daemon.has_exited(), "daemon must survive a tuner panic");
     // The sysctl tuner still sees writes.
     ns.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_fin_timeout=33"]);
-    assert!(daemon.wait_for_log("sysctl write for 'net/ipv4/tcp_fin_timeout'", Duration::from_secs(10)), "{}", daemon.log());
+    assert!(
+        daemon.wait_for_log("sysctl write for 'net/ipv4/tcp_fin_timeout'", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

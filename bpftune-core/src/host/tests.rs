@@ -139,7 +139,9 @@ fn override_matches_exact_names_only() {
     let disabled = host.admin_override(1, 1, "net/ipv4/tcp_mem");
     assert_eq!(disabled.len(), 1);
     assert!(lines.borrow()[0].starts_with("pid 1, cmd '"));
-    assert!(lines.borrow()[0].ends_with("modified sysctl 'net.ipv4.tcp_mem' that tuner 'tcp_buffer' uses; disabling 'tcp_buffer' for namespace cookie 1"));
+    assert!(lines.borrow()[0].ends_with(
+        "modified sysctl 'net.ipv4.tcp_mem' that tuner 'tcp_buffer' uses; disabling 'tcp_buffer' for namespace cookie 1"
+    ));
 }
 
 #[test]
