@@ -57,12 +57,7 @@ impl Event {
 
     /// Build an event (tests and tools).
     pub fn new(tuner_id: u32, scenario_id: u32, netns_cookie: u64, pid: i32) -> Self {
-        let mut raw = bpftune_event::default();
-        raw.tuner_id = tuner_id;
-        raw.scenario_id = scenario_id;
-        raw.netns_cookie = netns_cookie;
-        raw.pid = pid;
-        Self { raw }
+        Self { raw: bpftune_event { tuner_id, scenario_id, netns_cookie, pid, ..Default::default() } }
     }
 
     pub fn tuner_id(&self) -> u32 {

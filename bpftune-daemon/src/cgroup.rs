@@ -68,10 +68,6 @@ impl Cgroup {
         self.dir.as_raw_fd()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Detach programs named `bpftune_*` left attached to this cgroup by a
     /// previous run that did not exit cleanly (link-based attachments go
     /// away with their process; legacy attachments do not).

@@ -17,6 +17,7 @@ enum Dest {
     Stderr,
     Syslog(Box<syslog::Logger<LoggerBackend, Formatter3164>>),
     /// Tests: keep lines in memory.
+    #[cfg(test)]
     Memory(Vec<String>),
 }
 
@@ -61,6 +62,7 @@ impl Logger {
                     let _ = writeln!(std::io::stderr(), "bpftune: {msg}");
                 }
             }
+            #[cfg(test)]
             Dest::Memory(v) => v.push(msg.to_string()),
         }
     }

@@ -75,7 +75,7 @@ impl TunerSet {
         let mut n = 0;
         for path in files {
             let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            if !self.allow.is_empty() && !self.allow.iter().any(|a| *a == file_name) {
+            if !self.allow.is_empty() && !self.allow.contains(&file_name) {
                 logging::debug(&format!("skipping {file_name} as not on allowlist"));
                 continue;
             }
@@ -363,10 +363,12 @@ impl TunerSet {
     }
 
     /// Index of the active tuner loaded from `path`.
+    #[allow(dead_code, reason = "used by plugin hot-plug (being written)")]
     pub fn index_by_path(&self, path: &Path) -> Option<usize> {
         self.tuners.iter().position(|t| t.instance.is_some() && t.plugin.path == path)
     }
 
+    #[allow(dead_code, reason = "used by plugin hot-plug (being written)")]
     pub fn paths(&self) -> Vec<PathBuf> {
         self.tuners.iter().filter(|t| t.instance.is_some()).map(|t| t.plugin.path.clone()).collect()
     }
