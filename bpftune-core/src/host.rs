@@ -21,7 +21,7 @@ use crate::abi::{
 };
 use crate::advice::{Advice, AdviceLog};
 use crate::learning::LearningRate;
-use crate::netns::NetnsRegistry;
+use crate::netns::{NetnsHandle, NetnsRegistry, NsTarget};
 use crate::registry::{Registry, TunerState};
 use crate::sysctl::{self, SysctlIo};
 
@@ -41,6 +41,24 @@ pub struct FirstWrite<'a> {
     pub netns_cookie: u64,
     pub global: bool,
     pub original: &'a str,
+}
+
+/// Called before every sysctl write made for a tuner (never in advise
+/// mode), after [`FirstWriteHook`]: the daemon journals the value being
+/// replaced and the value about to be written, and where.
+pub type WriteHook = Box<dyn FnMut(&PlannedWrite<'_>)>;
+
+/// What [`WriteHook`] receives.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedWrite<'a> {
+    pub tuner: &'a str,
+    pub tunable: &'a str,
+    pub netns_cookie: u64,
+    pub global: bool,
+    /// How to find the namespace again (None for the global one).
+    pub netns: Option<&'a NetnsHandle>,
+    pub old: &'a str,
+    pub new: &'a str,
 }
 
 /// Settings fixed at start-up.
@@ -81,6 +99,7 @@ pub struct HostState {
     sysctl: Box<dyn SysctlIo>,
     log: LogSink,
     first_write: Option<FirstWriteHook>,
+    write_hook: Option<WriteHook>,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -88,11 +107,24 @@ pub type SharedHost = Rc<RefCell<HostState>>;
 
 impl HostState {
     pub fn new(config: HostConfig, netns: NetnsRegistry, sysctl: Box<dyn SysctlIo>, log: LogSink) -> Self {
-        Self { config, registry: Registry::new(), netns, advice: AdviceLog::default(), sysctl, log, first_write: None }
+        Self {
+            config,
+            registry: Registry::new(),
+            netns,
+            advice: AdviceLog::default(),
+            sysctl,
+            log,
+            first_write: None,
+            write_hook: None,
+        }
     }
 
     pub fn set_first_write_hook(&mut self, hook: FirstWriteHook) {
         self.first_write = Some(hook);
+    }
+
+    pub fn set_write_hook(&mut self, hook: WriteHook) {
+        self.write_hook = Some(hook);
     }
 
     pub fn logger(&self) -> LogSink {
@@ -219,6 +251,21 @@ impl HostState {
                     original: &old_text,
                 });
             }
+        }
+
+        if let Some(hook) = self.write_hook.as_mut() {
+            hook(&PlannedWrite {
+                tuner: &tuner_name,
+                tunable: &info.name,
+                netns_cookie: cookie,
+                global,
+                netns: match &target {
+                    NsTarget::Netns(h) => Some(h),
+                    NsTarget::Global => None,
+                },
+                old: &old_text,
+                new: &new_text,
+            });
         }
 
         match self.sysctl.write(&target, &info.name, &new_text) {

@@ -428,25 +428,6 @@ macro_rules! export_tuner {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
-    }
-
-    #[test]
-    fn guard_turns_panic_into_error() {
-        let r: RResult<(), RString> = guard(|| panic!("boom"));
-        match r {
-            RResult::RErr(e) => assert!(e.as_str().contains("boom")),
-            RResult::ROk(()) => panic!("expected an error"),
-        }
-    }
-}
-
 /// A BPF skeleton together with the storage its open object lives in, so a
 /// tuner can own both in one field. The skeleton is dropped (programs
 /// detached, maps closed) before the storage is freed.
@@ -506,5 +487,24 @@ impl<S> Drop for OwnedSkel<S> {
         // SAFETY: the storage came from Box::leak in `new` and nothing
         // borrows it any more.
         drop(unsafe { Box::from_raw(self.storage.as_ptr()) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_module_symbol_matches_abi_stable() {
+        assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
+    }
+
+    #[test]
+    fn guard_turns_panic_into_error() {
+        let r: RResult<(), RString> = guard(|| panic!("boom"));
+        match r {
+            RResult::RErr(e) => assert!(e.as_str().contains("boom")),
+            RResult::ROk(()) => panic!("expected an error"),
+        }
     }
 }

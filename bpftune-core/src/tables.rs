@@ -23,6 +23,7 @@ macro_rules! tunables {
         #[repr(u32)]
         $vis enum $name { $($variant),* }
 
+        #[allow(dead_code)]
         impl $name {
             /// The table the daemon sees, in discriminant order.
             pub const TABLE: &'static [$crate::abi::TunableDesc] = &[
@@ -62,6 +63,7 @@ macro_rules! scenarios {
         #[repr(u32)]
         $vis enum $name { $($variant),* }
 
+        #[allow(dead_code)]
         impl $name {
             pub const TABLE: &'static [$crate::abi::ScenarioDesc] = &[
                 $( $crate::abi::ScenarioDesc {
