@@ -443,19 +443,13 @@ impl<S> OwnedSkel<S> {
         f: impl FnOnce(&'static mut std::mem::MaybeUninit<libbpf_rs::OpenObject>) -> Result<S, E>,
     ) -> Result<Self, E> {
         let raw = Box::into_raw(Box::new(std::mem::MaybeUninit::uninit()));
+        // SAFETY: Box::into_raw never returns null.
+        let storage = unsafe { std::ptr::NonNull::new_unchecked(raw) };
         // SAFETY: `raw` is a fresh heap allocation that only this value owns
         // and frees, after the skeleton borrowing it has been dropped (see
         // Drop); until then the pointer stays valid and unaliased.
-        let storage = unsafe { &mut *raw };
-        match f(storage) {
-            Ok(skel) => Ok(Self {
-                skel: std::mem::ManuallyDrop::new(skel),
-                storage: std::ptr::NonNull::from(Box::leak(
-                    // SAFETY: reclaiming the allocation made above; ownership
-                    // passes to `storage`, still freed only in Drop.
-                    unsafe { Box::from_raw(raw) },
-                )),
-            }),
+        match f(unsafe { &mut *raw }) {
+            Ok(skel) => Ok(Self { skel: std::mem::ManuallyDrop::new(skel), storage }),
             Err(e) => {
                 // SAFETY: whatever borrowed the storage inside `f` was
                 // dropped when `f` returned its error.
