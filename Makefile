@@ -23,7 +23,7 @@ CARGO_FLAGS ?=
 TUNERS := $(notdir $(wildcard tuners/*))
 PLUGIN_DIR := $(prefix)/$(libdir)/bpftune
 LOCAL_PLUGIN_DIR := $(prefix)/local/$(libdir)/bpftune
-TARGET_DIR := $(CURDIR)/target
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 RELEASE_DIR := $(TARGET_DIR)/release
 # Root-owned staging directory holding the freshly built tuners under their
 # installed names (the daemon refuses plugins from untrusted directories).
@@ -44,7 +44,7 @@ deps:
 	@./scripts/install-deps.sh $(BUILD_PACKAGES)
 
 test-deps: deps
-	@./scripts/install-deps.sh $(TEST_PACKAGES)
+	@./scripts/install-deps.sh $(TEST_PACKAGES) $(PKG_TEST_PACKAGES)
 
 build:
 	$(CARGO) build --release --workspace $(CARGO_FLAGS)
@@ -104,6 +104,7 @@ DEB_OUT_DIR ?= $(TARGET_DIR)/deb
 # (the plugin dir is compiled in), so target/release keeps the lib64 build.
 DEB_CARGO_DIR ?= $(TARGET_DIR)/deb-cargo
 DEB_ARCH = $(shell dpkg --print-architecture)
+STRIP ?= strip
 
 .PHONY: install-devel uninstall-devel man-deps pkg-deps pkg deb
 
@@ -175,7 +176,7 @@ pkg:
 	$(MAKE) build man prefix=/usr libdir=$$(rpm --eval '%{_lib}')
 	rm -rf $(RPM_TOPDIR)
 	install -d -m 0755 $(RPM_TOPDIR)/SOURCES $(RPM_TOPDIR)/SPECS $(RPM_TOPDIR)/BUILD $(RPM_TOPDIR)/RPMS $(RPM_TOPDIR)/SRPMS
-	tar -czf $(RPM_TOPDIR)/SOURCES/bpftune-$(VERSION).tar.gz --exclude=./target --exclude=./.git \
+	tar -czf $(RPM_TOPDIR)/SOURCES/bpftune-$(VERSION).tar.gz --exclude=target --exclude=./.git \
 		--exclude='./debian/bpftune' --exclude='./debian/.debhelper' --transform 's|^\.|bpftune-$(VERSION)|' .
 	tar -czf $(RPM_TOPDIR)/SOURCES/bpftune-$(VERSION)-prebuilt.tar.gz -C $(TARGET_DIR) --transform 's|^|target/|' \
 		release/bpftune $(TUNERS:%=release/lib%_tuner.so) $(MAN_NAMES:%=man/%.8)
@@ -193,6 +194,8 @@ deb: build man
 	rm -rf $(DEB_OUT_DIR) && install -d -m 0755 $(DEB_OUT_DIR)/root/DEBIAN
 	$(MAKE) install NOBUILD=1 DESTDIR=$(DEB_OUT_DIR)/root prefix=/usr libdir=lib WITH_OPENRC=0 \
 		DAEMON_BIN=$(DEB_CARGO_DIR)/release/bpftune
+	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note \
+		$(DEB_OUT_DIR)/root/usr/sbin/bpftune $(DEB_OUT_DIR)/root/usr/lib/bpftune/*_tuner.so
 	install -d -m 0755 $(DEB_OUT_DIR)/root/usr/share/doc/bpftune
 	install -m 0644 debian/copyright $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/copyright
 	gzip -9n < debian/changelog > $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/changelog.Debian.gz
@@ -200,10 +203,10 @@ deb: build man
 	install -m 0644 docs/README.md $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/README.md
 	gzip -9nf $(DEB_OUT_DIR)/root/usr/share/man/man8/*.8
 	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEB_OUT_DIR)/root/DEBIAN/
-	{ sed -e 's/@VERSION@/$(VERSION)-1/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+	sed -e 's/@VERSION@/$(VERSION)-1/' -e 's/@ARCH@/$(DEB_ARCH)/' \
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_OUT_DIR)/root | cut -f1)/" \
-		-e "s/@DEPENDS@/$$(packaging/deb/shlibdeps.sh $(DEB_OUT_DIR)/root)/" packaging/deb/control; } \
-		> $(DEB_OUT_DIR)/root/DEBIAN/control
+		-e "s/@DEPENDS@/$$(packaging/deb/shlibdeps.sh $(DEB_OUT_DIR)/root)/" \
+		packaging/deb/control > $(DEB_OUT_DIR)/root/DEBIAN/control
 	dpkg-deb --root-owner-group --build $(DEB_OUT_DIR)/root $(DEB_OUT_DIR)/bpftune_$(VERSION)-1_$(DEB_ARCH).deb
 
 clean:

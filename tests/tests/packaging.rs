@@ -18,7 +18,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{TEST_RUN_DIR, build_dir, require_root, test_lock};
+use bpftune_tests::{Daemon, PluginDir, TEST_RUN_DIR, build_dir, require_root, test_lock};
 
 /// Every option of the daemon, short and long, as documented in bpftune(8);
 /// `--help` adds any this list misses.
@@ -253,7 +253,7 @@ fn man_pages_render_without_warnings() {
         }
         assert!(rendered.contains("NAME"), "{name}: no NAME section rendered");
         assert!(!rendered.contains("System Message"), "{name}: rst errors in the page");
-        let out = Command::new("groff").args(["-ww", "-z", "-man"]).arg(&page).output().expect("run groff");
+        let out = Command::new("groff").args(["-k", "-ww", "-z", "-man"]).arg(&page).output().expect("run groff");
         let warnings = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && warnings.trim().is_empty(), "groff -ww {}:\n{warnings}", page.display());
     }
@@ -360,6 +360,39 @@ fn install_devel_ships_the_sdk() {
     make(&["uninstall-devel", &destdir, "prefix=/usr"]);
     let left = regular_files(&scratch.0);
     assert!(left.is_empty(), "uninstall-devel left {left:#?}");
+}
+
+/// The SDK `make install-devel` ships is enough to build `sample_tuner`
+/// outside the tree, and the daemon loads the result.
+#[test]
+fn devel_sdk_builds_sample_tuner_that_loads() {
+    pkg_deps();
+    if !repo_root().join("sample_tuner/Cargo.toml").exists() {
+        eprintln!("no sample_tuner/ in this tree; nothing to build");
+        return;
+    }
+    let scratch = Scratch::new("sdk");
+    make(&["install-devel", &format!("DESTDIR={}", scratch.0.display()), "prefix=/usr"]);
+    let manifest = scratch.0.join("usr/share/bpftune/sdk/sample_tuner/Cargo.toml");
+    assert!(manifest.exists(), "SDK lacks sample_tuner");
+    // The shared target dir: crates the workspace build already compiled
+    // (libbpf-sys, ...) are reused; --offline: no network needed.
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
+    cmd.args(["build", "--release", "--offline", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir());
+    for var in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CARGO_MAKEFLAGS"] {
+        cmd.env_remove(var);
+    }
+    run(cmd);
+    let built = build_dir().join("libsample_tuner.so");
+    let plugins = PluginDir::empty();
+    plugins.add_bytes("sample_tuner.so", &fs::read(&built).expect("read built sample tuner"));
+    let _lock = test_lock();
+    let daemon = Daemon::start(&plugins, &[]);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "daemon failed:\n{log}");
+    assert!(log.contains("sucessfully initialized tuner sample["), "sample tuner from the SDK did not load:\n{log}");
 }
 
 #[test]
