@@ -8,6 +8,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bpftune_tests::{Daemon, Netns, PluginDir, SysctlGuard, Veth, bulk_transfer, sysctl_read, test_lock, values};
@@ -70,9 +71,8 @@ fn rmem_grows_in_the_receiver_namespace_only() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
     assert!(
-        log.contains(&format!(
-            "# Summary: scenario 'need to increase TCP buffer size(s)' occurred"
-        )) && log.contains(&format!("for tunable '{RMEM}' in non-global ns")),
+        log.contains("# Summary: scenario 'need to increase TCP buffer size(s)' occurred")
+            && log.contains(&format!("for tunable '{RMEM}' in non-global ns")),
         "{log}"
     );
     assert!(log.contains(&format!("# sysctl '{RMEM}' changed from")), "{log}");
@@ -245,7 +245,10 @@ fn tcp_mem_pressure_and_exhaustion_then_recovery() {
     assert!(log.contains("Due to near memory"), "{log}");
     let mem = values(&sysctl_read(None, "net.ipv4.tcp_mem"));
     assert!(mem[2] > 1200, "tcp_mem max not raised: {mem:?}");
-    assert!(mem[2] <= bounds[2] && mem[1] <= bounds[1].max(900) && mem[0] <= bounds[0].max(600), "{mem:?} vs {bounds:?}");
+    assert!(
+        mem[2] <= bounds[2] && mem[1] <= bounds[1].max(900) && mem[0] <= bounds[0].max(600),
+        "{mem:?} vs {bounds:?}"
+    );
     assert!(
         log.contains(&format!(
             "Scenario 'set tunable on entering low-memory state' occurred for tunable '{}' in global ns",
@@ -279,13 +282,16 @@ fn bounds_from_log(log: &str) -> Vec<i64> {
     values(inside)
 }
 
-/// Half-open connections: `n` non-blocking connects from `tx` whose SYN-ACKs
-/// are dropped there (nftables), so requests sit in the listener's queue.
-fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, n: usize, spread: Duration) -> Vec<OwnedFd> {
+/// Half-open connections: non-blocking connects from `tx` at `per_sec`
+/// until `stop` is set or `limit` passes. Their SYN-ACKs are dropped in
+/// `tx` (nftables) and each client socket is closed right after its SYN
+/// left, so the requests sit in the listener's queue until they expire.
+fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, per_sec: u32, limit: Duration, stop: &AtomicBool) -> usize {
     tx.run(|| {
-        let mut fds = Vec::new();
-        let gap = spread / n as u32;
-        for _ in 0..n {
+        let deadline = Instant::now() + limit;
+        let gap = Duration::from_secs(1) / per_sec;
+        let mut sent = 0;
+        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             // SAFETY: plain socket(2); owned right away.
             let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
             assert!(fd >= 0, "socket");
@@ -298,7 +304,7 @@ fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, n: usize, spread: Duration) 
                 sin_zero: [0; 8],
             };
             // SAFETY: connect with a valid sockaddr_in of the given size;
-            // non-blocking, so it returns EINPROGRESS.
+            // non-blocking, so it sends the SYN and returns EINPROGRESS.
             unsafe {
                 libc::connect(
                     owned.as_raw_fd(),
@@ -306,10 +312,11 @@ fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, n: usize, spread: Duration) 
                     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 )
             };
-            fds.push(owned);
+            drop(owned);
+            sent += 1;
             std::thread::sleep(gap);
         }
-        fds
+        sent
     })
 }
 
@@ -335,18 +342,22 @@ fn syn_flood_grows_then_shrinks_the_syn_backlog() {
     let port = listener.local_addr().expect("addr").port();
     let (_p, daemon) = start_daemon();
 
-    let _fds = syn_flood(&tx, veth.b_addr, port, 800, Duration::from_secs(4));
     let name = "net.ipv4.tcp_max_syn_backlog";
-    assert!(
-        daemon.wait_for_log(
+    let stop = AtomicBool::new(false);
+    let shrunk = std::thread::scope(|s| {
+        let flood = s.spawn(|| syn_flood(&tx, veth.b_addr, port, 200, Duration::from_secs(40), &stop));
+        let seen = daemon.wait_for_log(
             &format!(
                 "Scenario 'decrease maximum syn backlog due to large numbers of uncompleted connections' occurred for tunable '{name}' in non-global ns"
             ),
-            Duration::from_secs(40)
-        ),
-        "{}",
-        daemon.log()
-    );
+            Duration::from_secs(40),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let sent = flood.join().expect("flood thread");
+        assert!(sent > 0);
+        seen
+    });
+    assert!(shrunk, "{}", daemon.log());
     let log = daemon.log();
     assert!(
         log.contains(&format!(

@@ -29,7 +29,15 @@ use tables::{Scenario, Tunable};
 use wire::Extra;
 
 mod skel {
-    #![allow(clippy::all, clippy::pedantic, non_camel_case_types, non_snake_case, dead_code, unused_imports)]
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used,
+        non_camel_case_types,
+        non_snake_case,
+        dead_code,
+        unused_imports
+    )]
     #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/tcp_buffer.skel.rs"));
 }
@@ -351,8 +359,7 @@ impl Tuner for TcpBufferTuner {
         let page_size = i64::from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i32).max(4096);
         let bounds = MemBounds { free_pages, page_size };
         let mut skel = OwnedSkel::new(|storage| {
-            let mut open =
-                skel::TcpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            let mut open = skel::TcpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("BPF load for tuner 'tcp_buffer' failed: {e}"))
         })?;

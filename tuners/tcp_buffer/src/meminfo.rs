@@ -129,8 +129,7 @@ pub fn read_netstat(cookie: u64, inum: Option<u32>) -> Result<String, ProcError>
     let path = candidate_paths(Path::new("/proc")).remove(&u64::from(inum)).ok_or(ProcError::NoNetns { inum })?;
     let handle = NetnsHandle { cookie, inum: u64::from(inum), path };
     let netstat = PathBuf::from("/proc/thread-self/net/netstat");
-    in_netns(&handle, || read(&netstat))
-        .map_err(|source| ProcError::Io { path: handle.path.clone(), source })?
+    in_netns(&handle, || read(&netstat)).map_err(|source| ProcError::Io { path: handle.path.clone(), source })?
 }
 
 #[cfg(test)]

@@ -219,7 +219,9 @@ pub struct SynInput {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SynDecision {
-    DisableSyncookies { failed: u64 },
+    DisableSyncookies {
+        failed: u64,
+    },
     EnableSyncookies,
     Grow(i64),
     Shrink(i64),
@@ -263,15 +265,19 @@ mod tests {
     const BOUNDS: MemBounds = MemBounds { free_pages: 4_000_000, page_size: 4096 };
 
     fn input(old: [i64; 3]) -> BufferInput {
-        BufferInput { old, mem: MemState::Normal, corr: 0.0, corr_samples: 0, latency_hold: None, cap: BOUNDS.buffer_cap() }
+        BufferInput {
+            old,
+            mem: MemState::Normal,
+            corr: 0.0,
+            corr_samples: 0,
+            latency_hold: None,
+            cap: BOUNDS.buffer_cap(),
+        }
     }
 
     #[test]
     fn growth_is_one_step_of_max_only() {
-        assert_eq!(
-            decide_buffer(input([4096, 131072, 131072]), lr()),
-            BufferDecision::Grow([4096, 131072, 163840])
-        );
+        assert_eq!(decide_buffer(input([4096, 131072, 131072]), lr()), BufferDecision::Grow([4096, 131072, 163840]));
         let slow = LearningRate::new(0);
         assert_eq!(decide_buffer(input([4096, 131072, 6400]), slow), BufferDecision::Grow([4096, 131072, 6500]));
     }

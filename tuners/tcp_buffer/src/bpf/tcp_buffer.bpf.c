@@ -72,10 +72,29 @@ struct {
 	__type(value, struct netns_counts);
 } netns_counts_map SEC(".maps");
 
-/* Adaptive sampling state of the hot hooks (readable from userspace). */
-struct bpftune_sample rcv_space_sample = {};
-struct bpftune_sample tcp_probe_sample = {};
-struct bpftune_sample syn_flood_sample = {};
+/* Adaptive sampling state of the hot hooks, per CPU: tcp_probe fires on
+ * the sending and the receiving CPU of every flow, and one shared counter
+ * would bounce its cache line between them on every segment. */
+enum sample_id {
+	SAMPLE_RCV_SPACE = 0,
+	SAMPLE_TCP_PROBE = 1,
+	SAMPLE_SYN_FLOOD = 2,
+	SAMPLE_MAX = 3,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SAMPLE_MAX);
+	__type(key, __u32);
+	__type(value, struct bpftune_sample);
+} sample_map SEC(".maps");
+
+static __always_inline bool sampled(__u32 id)
+{
+	struct bpftune_sample *s = bpf_map_lookup_elem(&sample_map, &id);
+
+	return s && bpftune_sample(s);
+}
 
 static __always_inline void extra_set(struct bpftune_event *e, int idx, __s64 v)
 {
@@ -163,24 +182,30 @@ static __always_inline void send_buffer_event(struct sock *sk, __u32 id,
 	bpftune_send_sk_sysctl_event(sk, TCP_BUFFER_INCREASE, id, old, new, event);
 }
 
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
+/* The two hot hooks below run for a large share of TCP segments: all but
+ * sampled calls return after the sampling check, and the work (with its
+ * 248-byte event on the stack, which clang would otherwise zero on every
+ * call) lives in non-inlined functions. Sockets are read through their BTF
+ * pointers (plain loads, CO-RE relocated) rather than probe-read helpers. */
+
+static __noinline int rmem_check(struct sock *sk)
 {
 	struct bpftune_event event = {};
 	__s64 mem[3] = {}, allocated = 0;
-	int limits[3] = {};
+	int limits[3];
 	struct net *net;
 	int rcvbuf, state;
 
-	if (!bpftune_sample(&rcv_space_sample))
-		return 0;
 	/* The application chose its size (SO_RCVBUF): not ours to change. */
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_RCVBUF_LOCK)
+	if (BPF_CORE_READ_BITFIELD(sk, sk_userlocks) & SOCK_RCVBUF_LOCK)
 		return 0;
-	net = bpftune_sk_net(sk);
-	if (!net || bpf_core_read(limits, sizeof(limits), &net->ipv4.sysctl_tcp_rmem))
+	net = sk->__sk_common.skc_net.net;
+	if (!net)
 		return 0;
-	rcvbuf = BPF_CORE_READ(sk, sk_rcvbuf);
+	limits[0] = net->ipv4.sysctl_tcp_rmem[0];
+	limits[1] = net->ipv4.sysctl_tcp_rmem[1];
+	limits[2] = net->ipv4.sysctl_tcp_rmem[2];
+	rcvbuf = sk->sk_rcvbuf;
 	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(rcvbuf, limits[2]))
 		return 0;
 	state = tcp_mem_state(sk, mem, &allocated);
@@ -192,27 +217,35 @@ int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(bpftune_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
+{
+	if (!sampled(SAMPLE_RCV_SPACE))
+		return 0;
+	return rmem_check(sk);
+}
+
+static __noinline int wmem_check(struct sock *sk)
 {
 	struct bpftune_event event = {};
 	__s64 mem[3] = {}, allocated = 0;
-	int limits[3] = {};
+	int limits[3];
 	int sndbuf, queued, state;
 	struct net *net;
 
-	if (!bpftune_sample(&tcp_probe_sample))
+	if (BPF_CORE_READ_BITFIELD(sk, sk_userlocks) & SOCK_SNDBUF_LOCK)
 		return 0;
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_userlocks) & SOCK_SNDBUF_LOCK)
-		return 0;
-	sndbuf = BPF_CORE_READ(sk, sk_sndbuf);
-	queued = BPF_CORE_READ(sk, sk_wmem_queued);
+	sndbuf = sk->sk_sndbuf;
+	queued = sk->sk_wmem_queued;
 	/* Send-buffer limited: the queue is (nearly) as large as the buffer. */
 	if (sndbuf <= 0 || !BPFTUNE_NEARLY_FULL(queued, sndbuf))
 		return 0;
-	net = bpftune_sk_net(sk);
-	if (!net || bpf_core_read(limits, sizeof(limits), &net->ipv4.sysctl_tcp_wmem))
+	net = sk->__sk_common.skc_net.net;
+	if (!net)
 		return 0;
+	limits[0] = net->ipv4.sysctl_tcp_wmem[0];
+	limits[1] = net->ipv4.sysctl_tcp_wmem[1];
+	limits[2] = net->ipv4.sysctl_tcp_wmem[2];
 	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(sndbuf, limits[2]))
 		return 0;
 	state = tcp_mem_state(sk, mem, &allocated);
@@ -222,6 +255,14 @@ int BPF_PROG(bpftune_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	}
 	send_buffer_event(sk, TCP_BUFFER_WMEM, limits, false, &event);
 	return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(bpftune_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	if (!sampled(SAMPLE_TCP_PROBE))
+		return 0;
+	return wmem_check(sk);
 }
 
 SEC("tp_btf/sock_exceed_buf_limit")
@@ -261,7 +302,7 @@ int BPF_PROG(bpftune_set_state, const struct sock *sk, const int oldstate,
 
 	if (newstate != TCP_ESTABLISHED || oldstate != TCP_SYN_RECV)
 		return 0;
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	c = netns_counts(bpftune_net_cookie(bpftune_sk_net((struct sock *)sk)));
 	if (c)
@@ -309,7 +350,7 @@ int BPF_PROG(bpftune_retransmit_synack, const struct sock *listener,
 		floods = c->syn_floods;
 		established = c->established;
 	}
-	if (!bpftune_sample(&syn_flood_sample))
+	if (!sampled(SAMPLE_SYN_FLOOD))
 		return 0;
 	old[0] = max_syn;
 	new[0] = BPFTUNE_GROW(max_syn);
