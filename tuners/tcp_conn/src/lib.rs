@@ -11,7 +11,6 @@
 pub mod policy;
 pub mod report;
 
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use bpftune_core::abi::WriteOutcome;
@@ -24,7 +23,15 @@ use policy::{Algorithm, NR_CC, Reason};
 use report::{Budget, ChoiceEvent, HostRow, LogBudget};
 
 mod skel {
-    #![allow(clippy::all, clippy::pedantic, non_camel_case_types, non_snake_case, dead_code, unused_imports)]
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used,
+        non_camel_case_types,
+        non_snake_case,
+        dead_code,
+        unused_imports
+    )]
     #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
     include!(concat!(env!("OUT_DIR"), "/tcp_conn.skel.rs"));
 }
@@ -204,11 +211,14 @@ impl Tuner for TcpConnTuner {
             .bpftune_conn_tuner
             .attach_cgroup(host.cgroup_fd())
             .map_err(|e| format!("cannot attach 'bpftune_conn_tuner' to cgroup: {e}"))?;
-        host.debug_log(&format!(
-            "tcp_conn: sockops program attached (prog fd {:?})",
-            skel.progs.bpftune_conn_tuner.as_fd()
-        ));
-        Ok(Self { host, candidates, budget: LogBudget::new(LOG_BURST, LOG_REFILL, Instant::now()), link: Some(link), skel })
+        host.debug_log("tcp_conn: sockops program 'bpftune_conn_tuner' attached to the cgroup");
+        Ok(Self {
+            host,
+            candidates,
+            budget: LogBudget::new(LOG_BURST, LOG_REFILL, Instant::now()),
+            link: Some(link),
+            skel,
+        })
     }
 
     fn event(&mut self, event: &Event) -> Result<(), String> {

@@ -12,10 +12,6 @@
 pub const REMOTE_HOST_MIN_INSTANCES: u64 = 4;
 /// Loss threshold: retransmissions above `segs_out >> DROP_SHIFT` (1/64).
 pub const DROP_SHIFT: u32 = 6;
-/// Segments a loss-free connection must have sent before it clears a
-/// destination's "lossy" mark (LOSS_MIN_SEGS): fewer say nothing about a
-/// 1/64 loss rate.
-pub const LOSS_MIN_SEGS: u32 = 1 << (DROP_SHIFT + 1);
 /// One connection in `RL_EPSILON` explores a random candidate (5 %).
 pub const RL_EPSILON: u32 = 20;
 /// Fixed-point scale of the two cost terms.
@@ -74,23 +70,29 @@ pub fn candidates(mask: u32) -> Vec<Algorithm> {
     Algorithm::ALL.iter().copied().filter(|a| mask & a.bit() != 0).collect()
 }
 
+/// Loopback peers (127.0.0.0/8, its v4-mapped form, ::1) are skipped: no
+/// path to tune (BPF `is_loopback`).
+pub fn is_loopback(addr: std::net::Ipv6Addr) -> bool {
+    match addr.to_ipv4_mapped() {
+        Some(v4) => v4.is_loopback(),
+        None => addr.is_loopback(),
+    }
+}
+
 /// True when a connection's retransmissions exceed 1/64 of its segments.
 pub fn is_lossy(total_retrans: u32, segs_out: u32) -> bool {
     total_retrans > (segs_out >> DROP_SHIFT)
 }
 
-/// Whether a destination stays marked lossy after a connection to it
-/// closes (BPF `on_close`): any lossy connection marks it; only a
-/// connection that ran bbr from the start, sent at least [`LOSS_MIN_SEGS`]
-/// segments and stayed under the threshold clears it.
-pub fn still_lossy(was_lossy: bool, started_on_bbr: bool, total_retrans: u32, segs_out: u32) -> bool {
-    if is_lossy(total_retrans, segs_out) {
-        true
-    } else if started_on_bbr && segs_out >= LOSS_MIN_SEGS {
-        false
-    } else {
-        was_lossy
-    }
+/// Fold a closed connection into a destination's decaying loss sums
+/// (BPF `on_close`): `sum -= sum >> shift; sum += count` for retransmits
+/// and segments. Returns the new sums and whether the destination is now
+/// lossy (its recent, segment-weighted loss rate above 1/64), i.e. whether
+/// new connections to it start on bbr.
+pub fn loss_update(sums: (u64, u64), total_retrans: u32, segs_out: u32, shift: u32) -> ((u64, u64), bool) {
+    let retrans = sums.0 - (sums.0 >> shift) + u64::from(total_retrans);
+    let segs = sums.1 - (sums.1 >> shift) + u64::from(segs_out);
+    ((retrans, segs), retrans > (segs >> DROP_SHIFT))
 }
 
 /// Delivery rate in bytes/s of the last rate sample.
@@ -239,8 +241,7 @@ pub fn choose(host: &Host, mask: u32, rng: &mut impl Random) -> Option<(Algorith
     let (greedy, ncand) = rl_greedy(host, mask, rng);
     let greedy = greedy?;
     let mut choice = greedy;
-    let mut reason =
-        if host.metrics[greedy as usize].metric_count == 0 { Reason::Untried } else { Reason::Cost };
+    let mut reason = if host.metrics[greedy as usize].metric_count == 0 { Reason::Untried } else { Reason::Cost };
     if ncand > 1 && rng.next_u32() % RL_EPSILON == 0 {
         if let Some(alg) = nth_candidate(mask, rng.next_u32() % ncand) {
             choice = alg;
@@ -327,6 +328,16 @@ mod tests {
     }
 
     #[test]
+    fn loopback_peers_are_skipped() {
+        for a in ["::ffff:127.0.0.1", "::ffff:127.1.2.3", "::1"] {
+            assert!(is_loopback(a.parse().expect("test value")), "{a}");
+        }
+        for a in ["::ffff:10.0.0.1", "::ffff:128.0.0.1", "fd00::1", "::2", "::"] {
+            assert!(!is_loopback(a.parse().expect("test value")), "{a}");
+        }
+    }
+
+    #[test]
     fn loss_threshold_is_one_in_64() {
         assert!(!is_lossy(0, 0));
         assert!(!is_lossy(1, 64));
@@ -338,16 +349,41 @@ mod tests {
     }
 
     #[test]
-    fn lossy_mark_needs_a_real_sample_to_clear() {
-        // set by any lossy connection
-        assert!(still_lossy(false, false, 3, 100));
-        // a short clean bbr connection (e.g. a control connection) proves nothing
-        assert!(still_lossy(true, true, 0, 10));
-        // a long clean bbr connection clears it
-        assert!(!still_lossy(true, true, 1, 1000));
-        // a clean connection that did not start on bbr leaves it alone
-        assert!(still_lossy(true, false, 0, 1000));
-        assert!(!still_lossy(false, false, 0, 1000));
+    fn destination_loss_rate_is_smoothed_over_connections() {
+        // one lossy connection marks the destination
+        let (mut sums, lossy) = loss_update((0, 0), 30, 1000, 2);
+        assert!(lossy);
+        // a few more at 3 % reach the steady state
+        for _ in 0..6 {
+            (sums, _) = loss_update(sums, 30, 1000, 2);
+        }
+        // a short clean connection (e.g. a control connection) does not clear it
+        let (sums, lossy) = loss_update(sums, 0, 10, 2);
+        assert!(lossy);
+        // one lucky clean bulk connection does not either
+        let (sums, lossy) = loss_update(sums, 0, 1000, 2);
+        assert!(lossy, "{sums:?}");
+        // a run of clean connections does
+        let mut s = sums;
+        let mut lossy = true;
+        for _ in 0..8 {
+            (s, lossy) = loss_update(s, 0, 1000, 2);
+        }
+        assert!(!lossy, "{s:?}");
+        // a path with 3 % loss stays lossy despite noisy samples
+        let mut s = (0, 0);
+        for retrans in [40, 22, 35, 18, 30, 25, 41, 20] {
+            let (n, l) = loss_update(s, retrans, 1000, 2);
+            s = n;
+            assert!(l, "{s:?}");
+        }
+        // a path under 1/64 never becomes lossy
+        let mut s = (0, 0);
+        for _ in 0..20 {
+            let (n, l) = loss_update(s, 10, 1000, 2);
+            s = n;
+            assert!(!l);
+        }
     }
 
     #[test]
@@ -494,10 +530,7 @@ mod tests {
         // exploration that lands on the greedy choice keeps its reason
         assert_eq!(choose(&h, mask, &mut Seq(vec![0, 0], 0)), Some((Algorithm::Cubic, Reason::Cost)));
         // a single candidate never explores
-        assert_eq!(
-            choose(&h, Algorithm::Cubic.bit(), &mut Seq(vec![0, 0], 0)),
-            Some((Algorithm::Cubic, Reason::Cost))
-        );
+        assert_eq!(choose(&h, Algorithm::Cubic.bit(), &mut Seq(vec![0, 0], 0)), Some((Algorithm::Cubic, Reason::Cost)));
     }
 
     #[test]

@@ -232,8 +232,11 @@ mod tests {
 
     #[test]
     fn addresses_decode_from_bpf_words() {
-        assert_eq!(addr_from_words(v4_words(Ipv4Addr::new(10, 1, 2, 3))), "10.1.2.3".parse::<IpAddr>().unwrap());
-        let v6: Ipv6Addr = "fd00::1".parse().unwrap();
+        assert_eq!(
+            addr_from_words(v4_words(Ipv4Addr::new(10, 1, 2, 3))),
+            "10.1.2.3".parse::<IpAddr>().expect("test value")
+        );
+        let v6: Ipv6Addr = "fd00::1".parse().expect("test value");
         let o = v6.octets();
         let words = [0, 1, 2, 3].map(|i| u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]]));
         assert_eq!(addr_from_words(words), IpAddr::V6(v6));
@@ -323,14 +326,14 @@ mod tests {
         let mut metrics = [Metric::default(); NR_CC];
         metrics[1] = Metric { metric_value: 42, max_rate: 1000, min_rtt: 80, metric_count: 3, greedy_count: 2 };
         let rows = vec![
-            HostRow { addr: "10.0.0.2".parse().unwrap(), netns_cookie: 1, metrics },
-            HostRow { addr: "fd00::2".parse().unwrap(), netns_cookie: 4097, metrics },
+            HostRow { addr: "10.0.0.2".parse().expect("test value"), netns_cookie: 1, metrics },
+            HostRow { addr: "fd00::2".parse().expect("test value"), netns_cookie: 4097, metrics },
         ];
         let lines = summary_lines(&[0; NR_CC], 0, 0b1011, Some((&rows, 5)), 1);
         assert!(lines.iter().any(|l| l.contains("IPAddress") && l.contains("MaxDlvr")));
-        let row = lines.iter().find(|l| l.contains("10.0.0.2")).unwrap();
+        let row = lines.iter().find(|l| l.contains("10.0.0.2")).expect("test value");
         assert!(row.contains(" bbr ") && row.contains(" 42 ") && row.ends_with(" 1000"), "{row}");
         assert!(lines.iter().any(|l| l.contains("fd00::2 (netns 4097)")));
-        assert!(lines.last().unwrap().contains("5 more destinations"));
+        assert!(lines.last().expect("test value").contains("5 more destinations"));
     }
 }

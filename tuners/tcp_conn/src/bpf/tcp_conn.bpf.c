@@ -15,17 +15,22 @@
  *                               above 1/64), switch it to bbr, remember the
  *                               destination as lossy, stop RETRANS callbacks.
  *   STATE_CB                    on close (FIN_WAIT1, CLOSE_WAIT, or a reset
- *                               from ESTABLISHED): learn the cost of the
- *                               algorithm the connection ran.
+ *                               from ESTABLISHED): fold the connection's
+ *                               retransmits into the destination's decaying
+ *                               loss rate (which keeps or clears "lossy"),
+ *                               and learn the cost of the algorithm it ran.
  *
  * Choice at establishment, for a destination {netns cookie, peer address}:
- *   1. destination remembered as lossy and bbr available -> bbr;
+ *   1. destination lossy (recent loss rate above 1/64) and bbr
+ *      available -> bbr;
  *   2. else, from the REMOTE_HOST_MIN_INSTANCES-th connection on, the
  *      candidate with the lowest learned cost (never-tried candidates count
  *      as cost 0, so each is tried once; ties are broken uniformly at
  *      random), replaced by a uniformly random candidate with probability
  *      1/RL_EPSILON (epsilon-greedy exploration);
  *   3. else the namespace default is left alone.
+ * Loopback peers are skipped: nothing to tune, and local connection churn
+ * should not pay for it.
  *
  * Cost of a closed connection (lower is better), relative to the best this
  * destination has shown with any algorithm:
@@ -102,7 +107,7 @@ struct cc_metric {
 };
 
 /* Host flags. */
-#define HOST_LOSSY		0x1	/* last measured connection was lossy */
+#define HOST_LOSSY		0x1	/* recent connections lost > 1/64 */
 #define HOST_REPORTED_FIRST	0x2	/* first choice reported */
 #define HOST_REPORTED_LEARNED	0x4	/* first learned choice reported */
 #define HOST_REPORTED_LOSS	0x8	/* loss switch reported */
@@ -110,6 +115,12 @@ struct cc_metric {
 struct remote_host {
 	__u64 instances;	/* connections established */
 	__u64 max_rate;		/* best delivery rate with any algorithm */
+	/* Decaying sums over closed connections: each close does
+	 * sum -= sum >> shift; sum += this connection's count. Their ratio is
+	 * the destination's recent loss rate, weighted by segments, so short
+	 * connections count for little. */
+	__u64 retrans_sum;
+	__u64 segs_sum;
 	__u32 min_rtt;		/* best min RTT with any algorithm */
 	__u32 flags;
 	struct cc_metric metrics[NR_CC];
@@ -224,6 +235,17 @@ static __always_inline void host_key(struct bpf_sock_ops *skops,
 	key->addr[1] = a1;
 	key->addr[2] = a2;
 	key->addr[3] = a3;
+}
+
+/* Loopback peers (127.0.0.0/8, ::ffff:127.0.0.0/104, ::1) have no path to
+ * tune: no loss, no bottleneck. Same as policy.rs::is_loopback. */
+static __always_inline bool is_loopback(const struct remote_host_key *key)
+{
+	if (key->addr[0] || key->addr[1])
+		return false;
+	if (key->addr[2] == bpf_htonl(0xffff))
+		return (bpf_ntohl(key->addr[3]) >> 24) == 127;
+	return !key->addr[2] && key->addr[3] == bpf_htonl(1);
 }
 
 /* Index of the algorithm the socket runs now, or CC_NONE. */
@@ -400,8 +422,9 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	host_key(skops, &key);
-	if (bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
-		return;
+	if (is_loopback(&key) ||
+	    bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
+		return;		/* no callbacks, no state for this socket */
 	st = bpf_sk_storage_get(&conn_state_map, sk, NULL,
 				BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
@@ -443,7 +466,8 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 		set_cb_flags(skops, st);
 		return;
 	}
-	if (set_alg(skops, alg) == 0) {
+	/* Already running it (e.g. the namespace default): nothing to set. */
+	if (alg == cur || set_alg(skops, alg) == 0) {
 		stat_inc(alg);
 		st->alg = alg;
 		st->start_alg = alg;
@@ -540,12 +564,16 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	if (!host)
 		return;
 
-	/* A connection that ran bbr from the start without exceeding the loss
-	 * threshold means the path no longer needs it: forget "lossy" and let
-	 * the learned costs decide again. */
-	if (lossy(skops))
+	/* The destination stays "lossy" (new connections start on bbr) while
+	 * its recent loss rate is above the threshold; once it drops below,
+	 * the learned costs decide again. Same as policy.rs::loss_update. */
+	host->retrans_sum = host->retrans_sum - (host->retrans_sum >> shift) +
+			    skops->total_retrans;
+	host->segs_sum = host->segs_sum - (host->segs_sum >> shift) +
+			 skops->segs_out;
+	if (host->retrans_sum > (host->segs_sum >> DROP_SHIFT))
 		host->flags |= HOST_LOSSY;
-	else if (st->start_alg == CC_BBR)
+	else
 		host->flags &= ~HOST_LOSSY;
 
 	/* Mixed connections (switched mid-way) say nothing clean about
