@@ -195,8 +195,53 @@ pub struct HostVtable {
     pub admin_override: extern "C" fn(host: HostHandle, pid: i32, netns_cookie: u64, name: RStr<'_>),
     /// Make sure the daemon can act in the namespace with that cookie (it
     /// was seen in an event carrying `netns_inum`).
-    #[sabi(last_prefix_field)]
     pub netns_seen: extern "C" fn(host: HostHandle, netns_cookie: u64, netns_inum: u32),
+    /// The netns tuner's view of namespaces: learn the one an event names
+    /// (`netns_cookie` non-zero; `pid`, a process or thread id, was in it,
+    /// 0 if unknown), rescan every namespace if `scan` is
+    /// [`NetnsScan::Full`] (or only if `/run/netns` changed, for
+    /// [`NetnsScan::IfChanged`]), forget the dead everywhere, and return
+    /// every change since the caller last asked.
+    #[sabi(last_prefix_field)]
+    pub netns_changes: extern "C" fn(
+        host: HostHandle,
+        netns_cookie: u64,
+        netns_inum: u32,
+        pid: i32,
+        scan: NetnsScan,
+    ) -> RVec<NetnsChange>,
+}
+
+/// How much [`HostVtable::netns_changes`] looks before answering.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetnsScan {
+    /// Only report what is already known.
+    None = 0,
+    /// Rescan if `/run/netns` changed since the last scan.
+    IfChanged = 1,
+    /// Walk every nsfs mount and process.
+    Full = 2,
+}
+
+/// What happened to a network namespace.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetnsChangeKind {
+    /// Appeared while the daemon runs.
+    Created = 0,
+    /// No process or mount holds it any more; its state was released.
+    Destroyed = 1,
+    /// Existed when the daemon started (start-up discovery).
+    Found = 2,
+}
+
+/// One namespace change, by cookie.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsChange {
+    pub cookie: u64,
+    pub kind: NetnsChangeKind,
 }
 
 /// Everything `init` receives. Plain data plus the host vtable.

@@ -8,6 +8,7 @@
 //! panicking.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,11 +18,12 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::abi::{
-    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
+    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange, NetnsChangeKind, NetnsScan,
+    SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
 };
 use crate::advice::{Advice, AdviceLog};
 use crate::learning::LearningRate;
-use crate::netns::{NetnsHandle, NetnsRegistry, NsTarget};
+use crate::netns::{self, NetnsHandle, NetnsRegistry, NsTarget};
 use crate::registry::{Registry, TunerState};
 use crate::sysctl::{self, SysctlIo};
 
@@ -100,6 +102,9 @@ pub struct HostState {
     log: LogSink,
     first_write: Option<FirstWriteHook>,
     write_hook: Option<WriteHook>,
+    /// Namespace changes not yet handed to the netns tuner; `None` until it
+    /// first asks (so nothing queues up without one).
+    netns_watcher: Option<VecDeque<NetnsChange>>,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -116,7 +121,75 @@ impl HostState {
             log,
             first_write: None,
             write_hook: None,
+            netns_watcher: None,
         }
+    }
+
+    /// Log and apply what the namespace registry noticed: a destroyed
+    /// namespace's state is released in every tuner (it is then "gone" for
+    /// a while, so late events are skipped), a created one is tracked.
+    pub fn sync_netns(&mut self) {
+        if !self.netns.has_pending() {
+            return;
+        }
+        for change in self.netns.take_changes() {
+            let cookie = change.cookie;
+            let what = match change.kind {
+                NetnsChangeKind::Created => "created",
+                NetnsChangeKind::Found => "found",
+                NetnsChangeKind::Destroyed => "destroyed",
+            };
+            if change.kind != NetnsChangeKind::Destroyed && !self.netns.is_gone(cookie) {
+                self.registry.clear_gone(cookie);
+            }
+            self.log(LogLevel::Debug, &format!("netns {what} (cookie {cookie})"));
+            if let Some(q) = self.netns_watcher.as_mut() {
+                if q.len() >= netns::CHANGES_MAX {
+                    q.pop_front();
+                }
+                q.push_back(change);
+            }
+        }
+        for cookie in self.netns.take_evicted() {
+            self.registry.forget_netns(cookie);
+        }
+        for cookie in self.netns.take_newly_gone() {
+            self.registry.forget_netns(cookie);
+            if self.netns.is_gone(cookie) {
+                self.registry.mark_gone(cookie);
+            }
+        }
+    }
+
+    /// The netns tuner's call: learn an event's namespace, scan, release
+    /// the dead, and return the changes since it last asked.
+    pub fn netns_changes(&mut self, cookie: u64, inum: u32, pid: i32, scan: NetnsScan) -> Vec<NetnsChange> {
+        if self.netns_watcher.is_none() {
+            self.netns_watcher = Some(VecDeque::new());
+        }
+        if cookie != 0 {
+            self.netns.note(cookie, u64::from(inum), pid);
+        }
+        match scan {
+            NetnsScan::None => {}
+            NetnsScan::IfChanged => {
+                self.netns.scan_if_changed();
+            }
+            NetnsScan::Full => self.netns.scan(),
+        }
+        self.sync_netns();
+        self.netns_watcher.as_mut().map(|q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// State of tuner `tuner_id` in namespace `cookie`: active, manual
+    /// (an administrator took over there) or gone (namespace destroyed).
+    pub fn tuner_netns_state(&self, tuner_id: u32, cookie: u64) -> Option<TunerState> {
+        let cookie = self.netns.normalize(cookie);
+        let t = self.registry.get(tuner_id)?;
+        if t.state == TunerState::Active && self.netns.is_gone(cookie) {
+            return Some(TunerState::Gone);
+        }
+        Some(t.netns_state(cookie))
     }
 
     pub fn set_first_write_hook(&mut self, hook: FirstWriteHook) {
@@ -141,14 +214,45 @@ impl HostState {
 
     /// Read a sysctl as text in the namespace with that cookie.
     pub fn read_text(&mut self, cookie: u64, name: &str) -> io::Result<String> {
-        let target = self.netns.target(cookie)?;
-        self.sysctl.read(&target, name)
+        let r = match self.netns.target(cookie) {
+            Ok(mut target) => self.read_at(cookie, &mut target, name),
+            Err(e) => Err(e),
+        };
+        self.sync_netns();
+        r
+    }
+
+    /// Read at `target`; if the namespace's path vanished meanwhile (a
+    /// process left), find another path for it once and retry.
+    fn read_at(&mut self, cookie: u64, target: &mut NsTarget, name: &str) -> io::Result<String> {
+        match self.sysctl.read(target, name) {
+            Err(e) if netns::is_gone_error(&e) && matches!(target, NsTarget::Netns(_)) => {
+                *target = self.netns.retarget(cookie)?;
+                self.sysctl.read(target, name)
+            }
+            r => r,
+        }
+    }
+
+    /// Write at `target`, with the same single retry as [`Self::read_at`].
+    fn write_at(&mut self, cookie: u64, target: &mut NsTarget, name: &str, text: &str) -> io::Result<()> {
+        match self.sysctl.write(target, name, text) {
+            Err(e) if netns::is_gone_error(&e) && matches!(target, NsTarget::Netns(_)) => {
+                *target = self.netns.retarget(cookie)?;
+                self.sysctl.write(target, name, text)
+            }
+            r => r,
+        }
     }
 
     /// Write a sysctl as text in the namespace with that cookie (rollback).
     pub fn write_text(&mut self, cookie: u64, name: &str, text: &str) -> io::Result<()> {
-        let target = self.netns.target(cookie)?;
-        self.sysctl.write(&target, name, text)
+        let r = match self.netns.target(cookie) {
+            Ok(mut target) => self.write_at(cookie, &mut target, name, text),
+            Err(e) => Err(e),
+        };
+        self.sync_netns();
+        r
     }
 
     /// Read for a tuner: integers or a string.
@@ -195,6 +299,9 @@ impl HostState {
                     state.as_str()
                 ),
             );
+            if state == TunerState::Gone {
+                return Ok(WriteOutcome::NetnsGone);
+            }
             return Ok(WriteOutcome::SkippedManual);
         }
         let new_text = if info.is_string() {
@@ -203,13 +310,15 @@ impl HostState {
             sysctl::format_values(req.values.as_slice())
         };
 
-        let target = match self.netns.target(cookie) {
+        let target = self.netns.target(cookie);
+        self.sync_netns();
+        let mut target = match target {
             Ok(t) => t,
             Err(_) => return Ok(self.netns_gone(tuner_id, cookie, &info.name)),
         };
-        let old_text = match self.sysctl.read(&target, &info.name) {
+        let old_text = match self.read_at(cookie, &mut target, &info.name) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !global => {
+            Err(e) if netns::is_gone_error(&e) && !global => {
                 return Ok(self.netns_gone(tuner_id, cookie, &info.name));
             }
             Err(e) => return Err(format!("could not read sysctl '{}' in {}: {e}", info.name, self.ns_label(cookie))),
@@ -268,9 +377,9 @@ impl HostState {
             });
         }
 
-        match self.sysctl.write(&target, &info.name, &new_text) {
+        match self.write_at(cookie, &mut target, &info.name, &new_text) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !global => {
+            Err(e) if netns::is_gone_error(&e) && !global => {
                 return Ok(self.netns_gone(tuner_id, cookie, &info.name));
             }
             Err(e) => {
@@ -294,14 +403,13 @@ impl HostState {
         Ok(WriteOutcome::Written)
     }
 
-    fn netns_gone(&mut self, tuner_id: u32, cookie: u64, tunable: &str) -> WriteOutcome {
-        let first = self.netns.forget(cookie);
-        if first {
-            self.log(LogLevel::Debug, &format!("netns (cookie {cookie}) is gone; not changing '{tunable}' there"));
-        }
-        if let Some(t) = self.registry.get_mut(tuner_id) {
-            t.netns_state.insert(cookie, TunerState::Gone);
-        }
+    /// The namespace vanished under a write: one debug line, its state
+    /// released in every tuner (via [`HostState::sync_netns`]), no error.
+    /// (Later writes for it stop earlier, at the "gone" state check.)
+    fn netns_gone(&mut self, _tuner_id: u32, cookie: u64, tunable: &str) -> WriteOutcome {
+        self.netns.forget(cookie);
+        self.log(LogLevel::Debug, &format!("netns (cookie {cookie}) is gone; not changing '{tunable}' there"));
+        self.sync_netns();
         WriteOutcome::NetnsGone
     }
 
@@ -312,9 +420,13 @@ impl HostState {
         let Some(tuner) = self.registry.get(tuner_id) else {
             return WriteOutcome::SkippedManual;
         };
-        if !tuner.active_in(cookie) {
+        // A gone namespace can still be reported on (the netns tuner logs
+        // its destruction); only an inactive tuner or an admin blocks this.
+        if !matches!(tuner.netns_state(cookie), TunerState::Active | TunerState::Gone) {
             return WriteOutcome::SkippedManual;
         }
+        // Counts of dead namespaces go to one bucket, so they cannot pile up.
+        let count_cookie = if self.netns.is_gone(cookie) { crate::registry::RETIRED_NETNS_COOKIE } else { cookie };
         let (Some(info), Some(sc)) = (tuner.tunables.get(tunable as usize), tuner.scenarios.get(scenario as usize))
         else {
             self.log(LogLevel::Err, &format!("no tunable {tunable} / scenario {scenario} for tuner '{}'", tuner.name));
@@ -324,7 +436,7 @@ impl HostState {
         self.log(LogLevel::Notice, &line);
         self.log(LogLevel::Notice, reason);
         if let Some(rec) = self.registry.get_mut(tuner_id).and_then(|t| t.records.get_mut(tunable as usize)) {
-            *rec.counts.entry((scenario, cookie)).or_insert(0) += 1;
+            *rec.counts.entry((scenario, count_cookie)).or_insert(0) += 1;
         }
         WriteOutcome::Written
     }
@@ -469,10 +581,22 @@ extern "C" fn host_admin_override(handle: HostHandle, pid: i32, cookie: u64, nam
 extern "C" fn host_netns_seen(handle: HostHandle, cookie: u64, inum: u32) {
     with_binding(handle, (), |b| {
         if let Ok(mut h) = b.host.try_borrow_mut() {
-            if h.netns.note(cookie, u64::from(inum)) {
-                h.log(LogLevel::Debug, &format!("netns created (cookie {cookie})"));
-            }
+            h.netns.note(cookie, u64::from(inum), 0);
+            h.sync_netns();
         }
+    })
+}
+
+extern "C" fn host_netns_changes(
+    handle: HostHandle,
+    cookie: u64,
+    inum: u32,
+    pid: i32,
+    scan: NetnsScan,
+) -> RVec<NetnsChange> {
+    with_binding(handle, RVec::new(), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => RVec::from(h.netns_changes(cookie, inum, pid, scan)),
+        Err(_) => RVec::new(),
     })
 }
 
@@ -483,6 +607,7 @@ static HOST_VTABLE: WithMetadata<HostVtable> = WithMetadata::new(HostVtable {
     tunable_update: host_tunable_update,
     admin_override: host_admin_override,
     netns_seen: host_netns_seen,
+    netns_changes: host_netns_changes,
 });
 
 /// The vtable every tuner's context points to.

@@ -6,6 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::{TunableFlags, TunableKind, TunerDescriptor};
 
+/// Counts of namespaces that are gone are summed under this cookie (never a
+/// real one: the kernel counts cookies up from 1), so per-namespace records
+/// do not grow with every namespace that ever existed.
+pub const RETIRED_NETNS_COOKIE: u64 = u64::MAX - 1;
+
 /// Same strings as the original's `bpftune_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,13 +196,38 @@ impl Registry {
         self.tuners.is_empty()
     }
 
-    /// Drop per-namespace state for a namespace that is gone.
+    /// Drop per-namespace state for a namespace that is gone; its counts
+    /// are folded into [`RETIRED_NETNS_COOKIE`] (the summary still adds
+    /// them up as non-global).
     pub fn forget_netns(&mut self, cookie: u64) {
         for t in self.tuners.values_mut() {
             t.netns_state.remove(&cookie);
             for r in &mut t.records {
                 r.initial.remove(&cookie);
                 r.current.remove(&cookie);
+                let dead: Vec<(u32, u64)> = r.counts.keys().filter(|(_, c)| *c == cookie).copied().collect();
+                for key in dead {
+                    if let Some(n) = r.counts.remove(&key) {
+                        *r.counts.entry((key.0, RETIRED_NETNS_COOKIE)).or_insert(0) += n;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mark a destroyed namespace gone in every tuner (its late events are
+    /// skipped); removed again by [`Registry::forget_netns`].
+    pub fn mark_gone(&mut self, cookie: u64) {
+        for t in self.tuners.values_mut() {
+            t.netns_state.insert(cookie, TunerState::Gone);
+        }
+    }
+
+    /// A namespace thought gone is back (found again): drop its gone marks.
+    pub fn clear_gone(&mut self, cookie: u64) {
+        for t in self.tuners.values_mut() {
+            if t.netns_state.get(&cookie) == Some(&TunerState::Gone) {
+                t.netns_state.remove(&cookie);
             }
         }
     }
@@ -261,5 +291,30 @@ mod tests {
         assert_eq!(reg.next_id(), 1);
         reg.forget_netns(7);
         assert!(reg.get(0).expect("tuner").active_in(7));
+    }
+
+    #[test]
+    fn gone_namespaces_release_state_and_fold_counts() {
+        let mut rec = TunerRecord::from_descriptor(0, "p", &descriptor());
+        rec.state = TunerState::Active;
+        rec.records[0].initial.insert(9, "1 2 3".into());
+        rec.records[0].current.insert(9, "1 2 4".into());
+        rec.records[0].counts.insert((0, 9), 2);
+        rec.records[0].counts.insert((0, 1), 5);
+        let mut reg = Registry::new();
+        reg.insert(rec);
+        reg.forget_netns(9);
+        reg.mark_gone(9);
+        let t = reg.get(0).expect("tuner");
+        assert_eq!(t.netns_state(9), TunerState::Gone);
+        assert!(!t.active_in(9));
+        assert!(t.records[0].initial.is_empty() && t.records[0].current.is_empty());
+        assert_eq!(t.records[0].counts.get(&(0, RETIRED_NETNS_COOKIE)), Some(&2));
+        assert_eq!(t.records[0].counts.get(&(0, 1)), Some(&5));
+        reg.clear_gone(9);
+        assert!(reg.get(0).expect("tuner").active_in(9));
+        reg.mark_gone(9);
+        reg.forget_netns(9);
+        assert!(reg.get(0).expect("tuner").netns_state.is_empty());
     }
 }

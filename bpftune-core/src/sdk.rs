@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 use crate::abi::{
-    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, ScenarioDesc, StrategyDesc, SupportLevel, TunableDesc,
-    TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome, WriteRequest,
+    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, NetnsChange, ScenarioDesc, StrategyDesc, SupportLevel,
+    TunableDesc, TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome, WriteRequest,
 };
 use crate::event::Event;
 use crate::learning::LearningRate;
@@ -193,6 +193,19 @@ impl Host {
     /// Tell the daemon about a namespace seen in an event.
     pub fn netns_seen(&self, netns_cookie: u64, netns_inum: u32) {
         (self.ctx.vtable.netns_seen())(self.ctx.host, netns_cookie, netns_inum);
+    }
+
+    /// Namespace changes since last asked (for the netns tuner): first
+    /// learn the namespace of an event, if `seen` is `Some((cookie, inum,
+    /// pid))`, and scan as `scan` says.
+    pub fn netns_changes(&self, seen: Option<(u64, u32, i32)>, scan: crate::abi::NetnsScan) -> Vec<NetnsChange> {
+        let (cookie, inum, pid) = seen.unwrap_or((0, 0, 0));
+        (self.ctx.vtable.netns_changes())(self.ctx.host, cookie, inum, pid, scan).into_vec()
+    }
+
+    /// Whether the kernel has netns cookies (per-namespace policy).
+    pub fn netns_cookie_supported(&self) -> bool {
+        self.ctx.netns_cookie_supported
     }
 }
 

@@ -183,3 +183,45 @@ fn unknown_tunable_is_an_error() {
     assert!(host.write(0, &r).is_err());
     assert!(host.write(5, &req(T::Rmem, 0, &[1], "r")).is_err());
 }
+
+#[test]
+fn destroyed_namespace_releases_state_everywhere() {
+    let (mut host, fake, lines) = setup(false);
+    let h = crate::netns::NetnsHandle { cookie: 42, inum: 4026599999, path: "/nonexistent/ns".into() };
+    host.netns.insert(h, NetnsChangeKind::Created);
+    // The netns tuner subscribes and sees the creation.
+    let changes = host.netns_changes(0, 0, 0, NetnsScan::None);
+    assert_eq!(changes, vec![NetnsChange { cookie: 42, kind: NetnsChangeKind::Created }]);
+    // An administrator takes over in 42, then 42 dies.
+    host.admin_override(1, 42, "net/ipv4/tcp_rmem");
+    assert_eq!(host.tuner_netns_state(0, 42), Some(TunerState::Manual));
+    host.registry.get_mut(0).expect("tuner").records[0].counts.insert((0, 42), 3);
+    assert!(host.netns.forget(42));
+    host.sync_netns();
+    assert_eq!(host.tuner_netns_state(0, 42), Some(TunerState::Gone));
+    let t = host.registry.get(0).expect("tuner");
+    assert!(!t.active_in(42), "late events for a dead namespace are skipped");
+    assert_eq!(t.records[0].counts.get(&(0, crate::registry::RETIRED_NETNS_COOKIE)), Some(&3));
+    assert!(lines.borrow().iter().any(|l| l == "netns destroyed (cookie 42)"));
+    assert_eq!(
+        host.netns_changes(0, 0, 0, NetnsScan::None),
+        vec![NetnsChange { cookie: 42, kind: NetnsChangeKind::Destroyed }]
+    );
+    // A write for it is dropped quietly; the global namespace is untouched.
+    let out = host.write(0, &req(T::Rmem, 42, &[1, 2, 3], "r")).expect("no error");
+    assert_eq!(out, WriteOutcome::NetnsGone);
+    assert_eq!(*fake.writes.borrow(), 0);
+    assert_eq!(host.tuner_netns_state(0, 1), Some(TunerState::Active));
+}
+
+#[test]
+fn write_into_unknown_namespace_is_one_debug_line() {
+    let (mut host, fake, lines) = setup(false);
+    for _ in 0..5 {
+        let out = host.write(0, &req(T::Rmem, 4242, &[1, 2, 3], "r")).expect("no error");
+        assert_eq!(out, WriteOutcome::NetnsGone);
+    }
+    assert_eq!(*fake.writes.borrow(), 0);
+    let gone = lines.borrow().iter().filter(|l| l.contains("is gone; not changing")).count();
+    assert_eq!(gone, 1, "{:?}", lines.borrow());
+}

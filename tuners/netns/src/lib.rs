@@ -1,0 +1,192 @@
+//! The netns tuner: keeps the daemon's view of network namespaces current,
+//! so every other tuner can act per namespace without leaking state.
+//!
+//! * New namespaces: its BPF program reports a namespace the first time a
+//!   TCP socket in it connects or listens (with the cookie, inode and pid,
+//!   so a handle is found at once); a namespace without TCP is found by the
+//!   rescan below, and one seen in another tuner's event is resolved then.
+//! * Dead namespaces: every tick (1 s) the daemon rescans if `/run/netns`
+//!   changed (inotify), and every fifth tick it walks every nsfs mount and
+//!   `/proc/<pid>/ns/net` regardless; a namespace no process or mount holds
+//!   any more is destroyed: its state, in every tuner, is released.
+//!
+//! Each change is logged with the scenario lines `netns created` /
+//! `netns destroyed` (tunable `network_namespace`; nothing is written).
+//! Without netns cookies the tuner refuses to load: policy is global-only.
+
+use bpftune_core::abi::{NetnsChange, NetnsChangeKind, NetnsScan};
+use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::{Event, prepare_object};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore};
+
+mod skel {
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        clippy::restriction,
+        non_camel_case_types,
+        non_snake_case,
+        dead_code,
+        unused_imports
+    )]
+    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
+    include!(concat!(env!("OUT_DIR"), "/netns.skel.rs"));
+}
+
+bpftune_core::tunables! {
+    pub enum Tunable {
+        NetworkNamespace = ("network_namespace", Other, NAMESPACED, 0),
+    }
+}
+
+bpftune_core::scenarios! {
+    pub enum Scenario {
+        Created = ("netns created", "network namespace creation"),
+        Destroyed = ("netns destroyed", "network namespace destruction"),
+    }
+}
+
+/// Milliseconds between ticks.
+pub const TICK_MS: u32 = 1000;
+/// Every this many ticks, a full scan even if `/run/netns` did not change
+/// (namespaces held only by processes: containers, `unshare -n`).
+pub const FULL_SCAN_EVERY: u32 = 5;
+
+/// Which scan each tick asks for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Schedule {
+    ticks: u32,
+}
+
+impl Schedule {
+    pub fn next_scan(&mut self) -> NetnsScan {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % FULL_SCAN_EVERY == 0 { NetnsScan::Full } else { NetnsScan::IfChanged }
+    }
+}
+
+/// The reason line logged after the scenario line, or None for changes
+/// that are not news (namespaces found at start-up are only debug-logged).
+pub fn reason(change: &NetnsChange) -> Option<(Scenario, String)> {
+    let cookie = change.cookie;
+    match change.kind {
+        NetnsChangeKind::Created => {
+            Some((Scenario::Created, format!("netns (cookie {cookie}) is new: it will be tuned on its own")))
+        }
+        NetnsChangeKind::Destroyed => Some((
+            Scenario::Destroyed,
+            format!("netns (cookie {cookie}) is gone: its state in every tuner was released"),
+        )),
+        NetnsChangeKind::Found => None,
+    }
+}
+
+/// The loaded tuner: the BPF object and its tracepoint link.
+pub struct NetnsTuner {
+    host: Host,
+    schedule: Schedule,
+    // Dropped in this order: link first, then the object.
+    _link: Link,
+    skel: OwnedSkel<skel::NetnsSkel<'static>>,
+}
+
+impl NetnsTuner {
+    fn report(&mut self, changes: Vec<NetnsChange>) {
+        for change in changes {
+            if change.kind == NetnsChangeKind::Destroyed {
+                // Tidy the BPF side too (the LRU would evict it eventually).
+                let _ = self.skel.maps.netns_seen_map.delete(&change.cookie.to_ne_bytes());
+            }
+            if let Some((scenario, why)) = reason(&change) {
+                self.host.update(Tunable::NetworkNamespace, scenario, change.cookie, &why);
+            }
+        }
+    }
+}
+
+impl Tuner for NetnsTuner {
+    const NAME: &'static str = "netns";
+    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TICK_MS: u32 = TICK_MS;
+
+    fn init(host: Host) -> Result<Self, String> {
+        if !host.netns_cookie_supported() {
+            return Err(
+                "netns cookies are not supported (Operation not supported): policy stays global-only".to_string()
+            );
+        }
+        let global = host.global_netns_cookie();
+        let skel = OwnedSkel::new(|storage| {
+            let mut open = skel::NetnsSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            prepare_object!(open, host)?;
+            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+                rodata.global_netns_cookie = global;
+            }
+            open.load().map_err(|e| format!("load: {e}"))
+        })?;
+        let link = skel
+            .progs
+            .bpftune_netns_first_socket
+            .attach()
+            .map_err(|e| format!("cannot attach tp_btf/inet_sock_set_state: {e}"))?;
+        let mut tuner = Self { host, schedule: Schedule::default(), _link: link, skel };
+        // Subscribe: from now on every namespace change is queued for us.
+        let changes = tuner.host.netns_changes(None, NetnsScan::None);
+        tuner.report(changes);
+        Ok(tuner)
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), String> {
+        // `pid` is the id of a thread that was in the namespace (see BPF).
+        let seen = (event.netns_cookie(), event.netns_inum(), event.pid());
+        let changes = self.host.netns_changes(Some(seen), NetnsScan::None);
+        self.report(changes);
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        let scan = self.schedule.next_scan();
+        let changes = self.host.netns_changes(None, scan);
+        self.report(changes);
+        Ok(())
+    }
+}
+
+bpftune_core::export_tuner!(NetnsTuner);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_match_the_reference() {
+        assert_eq!(Tunable::NetworkNamespace as u32, 0);
+        let t = &Tunable::TABLE[0];
+        assert_eq!(t.name.as_str(), "network_namespace");
+        assert_eq!(t.kind, bpftune_core::abi::TunableKind::Other);
+        assert!(t.flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED));
+        assert_eq!(t.num_values, 0);
+        assert_eq!(Scenario::Created.name(), "netns created");
+        assert_eq!(Scenario::Destroyed.name(), "netns destroyed");
+        assert_eq!(Scenario::TABLE[1].description.as_str(), "network namespace destruction");
+    }
+
+    #[test]
+    fn every_fifth_tick_is_a_full_scan() {
+        let mut s = Schedule::default();
+        let kinds: Vec<NetnsScan> = (0..10).map(|_| s.next_scan()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == NetnsScan::Full).count(), 2);
+        assert_eq!(kinds[4], NetnsScan::Full);
+        assert_eq!(kinds[0], NetnsScan::IfChanged);
+    }
+
+    #[test]
+    fn found_at_start_is_not_news() {
+        assert!(reason(&NetnsChange { cookie: 3, kind: NetnsChangeKind::Found }).is_none());
+        let (s, why) = reason(&NetnsChange { cookie: 3, kind: NetnsChangeKind::Destroyed }).expect("news");
+        assert_eq!(s, Scenario::Destroyed);
+        assert!(why.contains("cookie 3"));
+    }
+}
