@@ -1,20 +1,41 @@
 //! The daemon's one event loop (mio): the shared ring buffer, a signalfd for
-//! SIGINT/SIGTERM, and timers for tuner ticks and strategy evaluation. It
-//! sleeps until something happens; an idle daemon with no timers never wakes.
+//! SIGINT/SIGTERM, inotify on the plugin directories, the query socket and
+//! its connections, and timers for tuner ticks, strategy evaluation and
+//! query deadlines. It sleeps until something happens; an idle daemon with
+//! no timers never wakes. Nothing in it blocks on a client.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bpftune_core::ringbuf::SharedRing;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::hotplug::{self, Hotplug};
+use crate::journal::Journal;
 use crate::logging;
+use crate::query::QueryServer;
+use crate::replies::{Recent, ReplyCtx};
 use crate::tuners::TunerSet;
 
 const RING: Token = Token(0);
 const SIGNAL: Token = Token(1);
+const INOTIFY: Token = Token(2);
+
+/// Everything besides the tuners the loop serves.
+#[derive(Default)]
+pub struct Services {
+    pub query: Option<QueryServer>,
+    pub hotplug: Option<Hotplug>,
+    /// Plugin directories (rescanned if inotify events were lost).
+    pub plugin_dirs: Vec<PathBuf>,
+    pub journal: Option<Rc<RefCell<Journal>>>,
+    pub recent: Recent,
+}
 
 /// How often, at most, the ring-buffer drop counter is read.
 const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -53,18 +74,34 @@ fn read_signal(fd: &OwnedFd) -> Option<u32> {
     if n as usize == size { Some(info.ssi_signo) } else { None }
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
 /// Run until SIGINT or SIGTERM.
-pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd) -> io::Result<()> {
+pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Services) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(64);
+    let mut events = Events::with_capacity(256);
     let ring_fd = ring.epoll_fd();
     let sig_fd = sigfd.as_raw_fd();
     poll.registry().register(&mut SourceFd(&ring_fd), RING, Interest::READABLE)?;
     poll.registry().register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
+    if let Some(h) = &svc.hotplug {
+        let fd = h.raw_fd();
+        poll.registry().register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)?;
+    }
+    if let Some(q) = svc.query.as_mut() {
+        q.register(poll.registry())?;
+    }
     let mut last_drop_check = Instant::now();
     let mut drops_seen = 0u64;
     loop {
-        let timeout = set.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let deadline = earliest(set.next_deadline(), svc.query.as_ref().and_then(QueryServer::next_deadline));
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 logging::debug("poll interrupted; continuing");
@@ -95,6 +132,20 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd) -> io::Result
                         }
                     }
                 }
+                INOTIFY => {
+                    if let Some(h) = svc.hotplug.as_mut() {
+                        let changes = h.read_changes();
+                        let journal = svc.journal.as_deref();
+                        hotplug::apply(set, journal, changes, &svc.plugin_dirs);
+                    }
+                }
+                token if QueryServer::owns(token) => {
+                    if let Some(q) = svc.query.as_mut() {
+                        let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
+                        let ctx = ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent };
+                        q.handle(poll.registry(), token, &ctx);
+                    }
+                }
                 SIGNAL => {
                     while let Some(signo) = read_signal(sigfd) {
                         if signo == libc::SIGINT as u32 || signo == libc::SIGTERM as u32 {
@@ -106,6 +157,10 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd) -> io::Result
                 _ => {}
             }
         }
-        set.run_timers(Instant::now());
+        let now = Instant::now();
+        if let Some(q) = svc.query.as_mut() {
+            q.expire(poll.registry(), now);
+        }
+        set.run_timers(now);
     }
 }

@@ -6,7 +6,11 @@
 mod cgroup;
 mod cli;
 mod event_loop;
+mod hotplug;
+mod journal;
 mod logging;
+mod query;
+mod replies;
 mod runlock;
 mod tuners;
 
@@ -17,7 +21,7 @@ use std::rc::Rc;
 
 use anyhow::{Context, Result};
 use bpftune_core::abi::SupportLevel;
-use bpftune_core::host::{HostConfig, HostState, LogSink, SharedFds};
+use bpftune_core::host::{HostConfig, HostState, LogSink, SharedFds, SharedHost};
 use bpftune_core::netns::{self, NetnsRegistry};
 use bpftune_core::ringbuf::SharedRing;
 use bpftune_core::sysctl::ProcSysctl;
@@ -57,7 +61,9 @@ fn main() -> ExitCode {
     };
     logging::init(target, cli.debug);
     if let Some(verb) = &cli.query {
-        return query_unavailable(verb);
+        let code = query::client(Path::new(cli::RUN_DIR), cli.port, verb);
+        logging::flush();
+        return ExitCode::from(code);
     }
     if cli.daemon {
         // SAFETY: daemon(3) forks before any thread exists (we have not
@@ -78,11 +84,6 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn query_unavailable(verb: &str) -> ExitCode {
-    logging::err(&format!("could not get bpftune port for request '{verb}': query server not available"));
-    ExitCode::from(1)
-}
-
 /// Raise RLIMIT_MEMLOCK; kernels ≥ 5.11 account BPF memory to the memory
 /// cgroup and do not need it, so failure is only noted.
 fn unlock_memory() {
@@ -101,6 +102,41 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
+}
+
+/// Open the rollback journal, deal with what a previous run left (restore
+/// with `-R`, else report), and journal every change from now on. Runs
+/// before any tuner is loaded.
+fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<RefCell<journal::Journal>>> {
+    let mut j = match journal::Journal::open(Path::new(journal::JOURNAL_PATH), global_cookie) {
+        Ok(j) => j,
+        Err(e) => {
+            logging::err(&format!(
+                "cannot open rollback journal '{}': {e}; changes will not survive a crash",
+                journal::JOURNAL_PATH
+            ));
+            return None;
+        }
+    };
+    let restored = j.recover(cli.rollback && !cli.advise);
+    if restored > 0 {
+        logging::notice(&format!("restored {restored} sysctl value(s) a previous bpftune run left changed"));
+    }
+    let j = Rc::new(RefCell::new(j));
+    let mut h = host.borrow_mut();
+    let first = j.clone();
+    h.set_first_write_hook(Box::new(move |w| match first.try_borrow_mut() {
+        Ok(mut j) => j.record_original(w),
+        Err(_) => logging::err(&format!("rollback journal busy; original of '{}' not journaled", w.tunable)),
+    }));
+    let every = j.clone();
+    h.set_write_hook(Box::new(move |w| {
+        if let Ok(mut j) = every.try_borrow_mut() {
+            j.record_write(w);
+        }
+    }));
+    drop(h);
+    Some(j)
 }
 
 fn run(cli: &Cli) -> Result<u8> {
@@ -132,6 +168,14 @@ fn run(cli: &Cli) -> Result<u8> {
         return Ok(0);
     }
     cgroup.detach_leftovers();
+    // The query server: a port in use is a clear error before anything runs.
+    let query = match query::QueryServer::bind(run_dir, cli.port) {
+        Ok(q) => q,
+        Err(msg) => {
+            logging::err(&msg);
+            return Ok(1);
+        }
+    };
 
     let global_cookie = if report.netns_cookie { netns::current_netns_cookie().unwrap_or(0) } else { 0 };
     logging::debug(&format!("global netns cookie is {global_cookie}"));
@@ -145,13 +189,21 @@ fn run(cli: &Cli) -> Result<u8> {
         daemon_pid: std::process::id(),
         netns_cookie_supported: report.netns_cookie,
     };
-    let sink: LogSink = Rc::new(|level, msg: &str| logging::log(level, msg));
+    let recent = replies::Recent::default();
+    let sink: LogSink = {
+        let recent = recent.clone();
+        Rc::new(move |level, msg: &str| {
+            logging::log(level, msg);
+            recent.push(level, msg);
+        })
+    };
     let host =
         HostState::new(config, NetnsRegistry::new(global_cookie, "/proc"), Box::new(ProcSysctl::default()), sink);
     let host = Rc::new(RefCell::new(host));
     if cli.advise {
         logging::notice("advise mode: decisions are logged as advice; no sysctl will be changed");
     }
+    let journal = setup_journal(cli, global_cookie, &host);
 
     let fds = SharedFds { ringbuf_fd: ring.ringbuf_fd(), stats_map_fd: ring.stats_fd(), cgroup_fd: cgroup.raw_fd() };
     let mut set = tuners::TunerSet::new(host.clone(), fds, cli.allow.clone(), cli.rollback);
@@ -171,12 +223,32 @@ fn run(cli: &Cli) -> Result<u8> {
         ));
         return Ok(1);
     }
+    let mut dirs = vec![system_dir.clone()];
+    if !same_dir(&system_dir, &local_dir) {
+        dirs.push(local_dir.clone());
+    }
+    let hotplug = match hotplug::Hotplug::new(&dirs) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            logging::err(&format!("could not create inotify instance: {e}"));
+            None
+        }
+    };
     let found = host.borrow_mut().netns.discover();
     logging::debug(&format!("found {} network namespaces besides the global one", found.len()));
 
-    event_loop::run(&mut set, &ring, &sigfd).context("ring_buffer__poll")?;
+    let mut services =
+        event_loop::Services { query: Some(query), hotplug, plugin_dirs: dirs, journal: journal.clone(), recent };
+    event_loop::run(&mut set, &ring, &sigfd, &mut services).context("ring_buffer__poll")?;
+    drop(services.query.take());
 
     set.finalize_all();
+    if cli.rollback && !cli.advise {
+        // Everything was restored (or deliberately left): nothing to undo.
+        if let Some(j) = &journal {
+            j.borrow_mut().clear();
+        }
+    }
     drop(set);
     drop(cgroup);
     Ok(0)

@@ -59,6 +59,11 @@ impl TunerSet {
         Self { host, tuners: Vec::new(), fds, allow, rollback, unknown_ids: HashSet::new(), owner: 0 }
     }
 
+    /// Is this plugin file name allowed by `-a` (everything if no list)?
+    pub fn allowed(&self, file_name: &str) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|a| a == file_name)
+    }
+
     pub fn active_count(&self) -> usize {
         self.tuners.iter().filter(|t| t.instance.is_some()).count()
     }
