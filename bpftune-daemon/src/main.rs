@@ -235,6 +235,8 @@ fn run(cli: &Cli) -> Result<u8> {
         }
     };
     let found = host.borrow_mut().netns.discover();
+    // Tell the tuners about the namespaces found now, not at the first tick.
+    host.borrow_mut().sync_netns();
     logging::debug(&format!("found {} network namespaces besides the global one", found.len()));
 
     let mut services =
