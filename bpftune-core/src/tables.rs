@@ -89,6 +89,34 @@ macro_rules! scenarios {
     };
 }
 
+/// Include the libbpf-rs skeleton a `build.rs` generated for `$name` (via
+/// `bpf_common::build_skeleton`) as module `$module`, with the lints that
+/// generated code cannot satisfy switched off.
+///
+/// ```ignore
+/// bpftune_core::include_skeleton!(mod skel = "sysctl");
+/// ```
+#[macro_export]
+macro_rules! include_skeleton {
+    ($(#[$meta:meta])* $vis:vis mod $module:ident = $name:literal) => {
+        $(#[$meta])*
+        #[allow(
+            clippy::all,
+            clippy::pedantic,
+            clippy::restriction,
+            non_camel_case_types,
+            non_snake_case,
+            dead_code,
+            unused_imports,
+            missing_docs,
+            unsafe_op_in_unsafe_fn
+        )]
+        $vis mod $module {
+            include!(concat!(env!("OUT_DIR"), "/", $name, ".skel.rs"));
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     crate::tunables! {

@@ -9,19 +9,7 @@ use bpftune_core::{Event, prepare_object};
 use libbpf_rs::Link;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        clippy::restriction,
-        non_camel_case_types,
-        non_snake_case,
-        dead_code,
-        unused_imports
-    )]
-    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
-    include!(concat!(env!("OUT_DIR"), "/sample.skel.rs"));
-}
+bpftune_core::include_skeleton!(mod skel = "sample");
 
 /// The loaded tuner: the BPF object and its cgroup link.
 pub struct SampleTuner {

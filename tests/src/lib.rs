@@ -494,6 +494,23 @@ pub fn bulk_transfer(
     })
 }
 
+/// Open `n` short TCP connections over loopback in `ns` (None: the global
+/// namespace), 40 ms apart: BPF rate-limits events per namespace and
+/// tunable to one per 25 ms.
+pub fn loopback_connections(ns: Option<&Netns>, n: usize) {
+    in_ns(ns, || {
+        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        for _ in 0..n {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            drop(c);
+            drop(s);
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+}
+
 /// SO_RCVBUF on a socket fd (locks the receive buffer size).
 pub fn set_rcvbuf(fd: i32, size: usize) {
     let v = size as libc::c_int;

@@ -4,11 +4,10 @@
 //! keep working, panics caught at the plugin boundary, SIGINT summary, and
 //! the single-instance lock.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use bpftune_tests::{Daemon, Netns, PluginDir, daemon_binary, test_lock};
+use bpftune_tests::{Daemon, Netns, PluginDir, daemon_binary, loopback_connections, test_lock};
 
 fn bpftune(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(daemon_binary()).args(args).output().expect("run bpftune");
@@ -17,22 +16,6 @@ fn bpftune(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Open a few TCP connections over loopback inside `ns`.
-fn connect_in(ns: &Netns, n: usize) {
-    ns.run(|| {
-        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
-        let addr = l.local_addr().expect("addr");
-        for _ in 0..n {
-            let c = TcpStream::connect(addr).expect("connect");
-            let (s, _) = l.accept().expect("accept");
-            drop(c);
-            drop(s);
-            // Events closer than 25 ms for one netns are rate-limited in BPF.
-            std::thread::sleep(Duration::from_millis(40));
-        }
-    });
 }
 
 #[test]
@@ -85,8 +68,8 @@ fn admin_override_disables_tuner_in_that_namespace_only() {
         "{}",
         daemon.log()
     );
-    connect_in(&a, 3);
-    connect_in(&b, 3);
+    loopback_connections(Some(&a), 3);
+    loopback_connections(Some(&b), 3);
     assert!(daemon.wait_for_log("in non-global ns", Duration::from_secs(10)), "{}", daemon.log());
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(a.sysctl("net.ipv4.tcp_fin_timeout"), "45", "admin's value must stay");
@@ -130,7 +113,7 @@ fn bad_plugins_are_refused_and_good_ones_work() {
 
     // The good tuners still work.
     let ns = Netns::new("badp");
-    connect_in(&ns, 2);
+    loopback_connections(Some(&ns), 2);
     assert!(
         daemon.wait_for_log("occurred for tunable 'net.ipv4.tcp_fin_timeout'", Duration::from_secs(10)),
         "{}",
@@ -182,7 +165,7 @@ fn panic_in_event_handler_disables_only_that_tuner() {
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let mut daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "panic_event")]);
     let ns = Netns::new("pev");
-    connect_in(&ns, 2);
+    loopback_connections(Some(&ns), 2);
     assert!(daemon.wait_for_log("in its event handler; disabling it", Duration::from_secs(10)), "{}", daemon.log());
     assert!(!daemon.has_exited(), "daemon must survive a tuner panic");
     // The sysctl tuner still sees writes.

@@ -7,11 +7,10 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use bpftune_tests::{Daemon, Netns, PluginDir, fd_count, rss_kib, sysctl_read, test_lock};
+use bpftune_tests::{Daemon, Netns, PluginDir, fd_count, loopback_connections, rss_kib, sysctl_read, test_lock};
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
 const TUNERS: &[&str] = &["sysctl", "test", "netns"];
@@ -30,22 +29,6 @@ fn current_cookie() -> u64 {
 
 fn cookie_of(ns: &Netns) -> u64 {
     ns.run(current_cookie)
-}
-
-/// A few TCP connections over loopback inside `ns`.
-fn tcp_in(ns: &Netns, n: usize) {
-    ns.run(|| {
-        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
-        let addr = l.local_addr().expect("addr");
-        for _ in 0..n {
-            let c = TcpStream::connect(addr).expect("connect");
-            let (s, _) = l.accept().expect("accept");
-            drop(c);
-            drop(s);
-            // Events closer than 25 ms for one netns are rate-limited in BPF.
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    });
 }
 
 /// Links of the daemon's open fds that name a network namespace.
@@ -87,7 +70,7 @@ fn discovery_at_start_finds_namespaces_made_before_the_daemon() {
         assert!(!daemon.log().contains(&format!("netns created (cookie {c})")), "{}", daemon.log());
     }
     // And they are tuned without any further lookup.
-    tcp_in(&before[0], 2);
+    loopback_connections(Some(&before[0]), 2);
     assert!(
         daemon.wait_for_log(&format!("(netns cookie {})", cookies[0]), Duration::from_secs(10)),
         "{}",
@@ -116,8 +99,8 @@ fn manual_namespace_stays_manual_while_a_new_one_is_active() {
     let nc = cookie_of(&n);
     // (No sysctl write here: that would be an administrator taking over.)
     let n_fin = int(&n.sysctl(FIN));
-    tcp_in(&n, 3);
-    tcp_in(&m, 3);
+    loopback_connections(Some(&n), 3);
+    loopback_connections(Some(&m), 3);
     assert!(daemon.wait_for_log(&format!("(netns cookie {nc})"), Duration::from_secs(10)), "{}", daemon.log());
     std::thread::sleep(Duration::from_millis(500));
     assert!(int(&n.sysctl(FIN)) > n_fin, "new namespace is tuned");
@@ -130,7 +113,7 @@ fn manual_namespace_stays_manual_while_a_new_one_is_active() {
         "{}",
         daemon.log()
     );
-    tcp_in(&m, 2);
+    loopback_connections(Some(&m), 2);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(m.sysctl(FIN), "45");
     assert_eq!(daemon.count("disabling 'test'"), 1, "{}", daemon.log());
@@ -166,9 +149,9 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
         let nss: Vec<Netns> = (0..20).map(|i| Netns::new(&format!("ch{wave}x{i}"))).collect();
         for ns in &nss {
             churned.push(cookie_of(ns));
-            tcp_in(ns, 2);
+            loopback_connections(Some(ns), 2);
         }
-        tcp_in(&m, 1);
+        loopback_connections(Some(&m), 1);
         std::thread::sleep(Duration::from_millis(300));
         drop(nss);
         assert!(!daemon.has_exited(), "daemon died in wave {wave}: {}", daemon.log());
@@ -207,7 +190,7 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
     let n = Netns::new("after");
     let nc = cookie_of(&n);
     let n_fin = int(&n.sysctl(FIN));
-    tcp_in(&n, 3);
+    loopback_connections(Some(&n), 3);
     assert!(daemon.wait_for_log(&format!("(netns cookie {nc})"), Duration::from_secs(10)), "{}", daemon.log());
     std::thread::sleep(Duration::from_millis(300));
     assert!(int(&n.sysctl(FIN)) > n_fin, "namespace made after the churn is tuned");

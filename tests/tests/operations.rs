@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{Daemon, Netns, PluginDir, SysctlGuard, daemon_binary, sysctl_read, sysctl_write, test_lock};
+use bpftune_tests::{
+    Daemon, Netns, PluginDir, SysctlGuard, daemon_binary, loopback_connections, sysctl_read, sysctl_write, test_lock,
+};
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
 const SOCKET: &str = "/var/run/bpftune/query.sock";
@@ -57,26 +59,6 @@ fn raw_query(bytes: &[u8]) -> std::io::Result<String> {
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Open `n` TCP connections over loopback inside `ns` (None: global).
-fn connect_in(ns: Option<&Netns>, n: usize) {
-    let work = || {
-        let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
-        let addr = l.local_addr().expect("addr");
-        for _ in 0..n {
-            let c = TcpStream::connect(addr).expect("connect");
-            let (s, _) = l.accept().expect("accept");
-            drop(c);
-            drop(s);
-            // Events closer than 25 ms for one netns are rate-limited in BPF.
-            std::thread::sleep(Duration::from_millis(40));
-        }
-    };
-    match ns {
-        Some(ns) => ns.run(work),
-        None => work(),
-    }
 }
 
 /// Connections in each namespace, in the background, until dropped.
@@ -207,7 +189,7 @@ fn every_verb_has_the_original_format_and_json_is_valid() {
     assert_eq!(js["test"][FIN].as_i64(), Some(int(&value)), "{js}");
 
     // Make a change, then the summary and rollback verbs show it.
-    connect_in(Some(&ns), 3);
+    loopback_connections(Some(&ns), 3);
     assert!(daemon.wait_for_log("in non-global ns", Duration::from_secs(10)), "{}", daemon.log());
     let summary = query_ok("summary");
     assert!(summary.starts_with("# Summary of changes made across all tuners:\n"), "{summary}");
@@ -443,7 +425,7 @@ fn journal_skips_values_an_administrator_changed_after_a_crash() {
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let mut daemon = Daemon::start(&plugins, &[]);
-    connect_in(None, 3);
+    loopback_connections(None, 3);
     assert!(wait_until(Duration::from_secs(10), || int(&sysctl_read(None, FIN)) > 50), "{}", daemon.log());
     daemon.signal(libc::SIGKILL);
     let _ = daemon.wait_exit(Duration::from_secs(30));
@@ -466,8 +448,8 @@ fn advise_mode_changes_nothing_under_load_that_normal_mode_acts_on() {
     a.set_sysctl(FIN, "30");
 
     let daemon = Daemon::start(&plugins, &["--advise"]);
-    connect_in(Some(&a), 5);
-    connect_in(None, 5);
+    loopback_connections(Some(&a), 5);
+    loopback_connections(None, 5);
     assert!(daemon.wait_for_log("Advice ", Duration::from_secs(10)), "{}", daemon.log());
     assert!(daemon.wait_for_log("in netns (cookie", Duration::from_secs(10)), "{}", daemon.log());
     std::thread::sleep(Duration::from_millis(500));
@@ -485,8 +467,8 @@ fn advise_mode_changes_nothing_under_load_that_normal_mode_acts_on() {
 
     // The same load in normal mode changes both.
     let daemon = Daemon::start(&plugins, &[]);
-    connect_in(Some(&a), 5);
-    connect_in(None, 5);
+    loopback_connections(Some(&a), 5);
+    loopback_connections(None, 5);
     assert!(
         wait_until(Duration::from_secs(10), || int(&a.sysctl(FIN)) > 30 && int(&sysctl_read(None, FIN)) > 50),
         "{}",
@@ -524,7 +506,7 @@ fn plugins_are_added_removed_and_replaced_at_run_time() {
         daemon.log()
     );
     assert!(query_ok("tuners").contains(&format!("{:>20} {:>20}", "test", "active")));
-    connect_in(Some(&a), 3);
+    loopback_connections(Some(&a), 3);
     assert!(wait_until(Duration::from_secs(10), || int(&a.sysctl(FIN)) > 30), "{}", daemon.log());
 
     // Removed: finalised and, with -R, rolled back in that namespace.
@@ -552,7 +534,7 @@ fn plugins_are_added_removed_and_replaced_at_run_time() {
     let active = query_ok("tuners").lines().filter(|l| *l == format!("{:>20} {:>20}", "test", "active")).count();
     assert_eq!(active, 1, "exactly one live instance");
     // The new instance works.
-    connect_in(Some(&a), 3);
+    loopback_connections(Some(&a), 3);
     assert!(wait_until(Duration::from_secs(10), || int(&a.sysctl(FIN)) > 30), "{}", daemon.log());
 
     // A broken file is refused without harm.

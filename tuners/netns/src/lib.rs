@@ -20,19 +20,7 @@ use bpftune_core::{Event, prepare_object};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore};
 
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        clippy::restriction,
-        non_camel_case_types,
-        non_snake_case,
-        dead_code,
-        unused_imports
-    )]
-    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
-    include!(concat!(env!("OUT_DIR"), "/netns.skel.rs"));
-}
+bpftune_core::include_skeleton!(mod skel = "netns");
 
 bpftune_core::tunables! {
     pub enum Tunable {

@@ -28,19 +28,7 @@ use policy::{BufferDecision, BufferInput, MemBounds, MemState, SynDecision, SynI
 use tables::{Scenario, Tunable};
 use wire::Extra;
 
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        clippy::unwrap_used,
-        non_camel_case_types,
-        non_snake_case,
-        dead_code,
-        unused_imports
-    )]
-    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
-    include!(concat!(env!("OUT_DIR"), "/tcp_buffer.skel.rs"));
-}
+bpftune_core::include_skeleton!(mod skel = "tcp_buffer");
 
 /// Consecutive normal ticks before leaving the low-memory state, so the
 /// toggles do not flap while usage hovers at a threshold.

@@ -22,19 +22,7 @@ use libbpf_rs::{Link, MapCore, MapFlags};
 use policy::{Algorithm, NR_CC, Reason};
 use report::{Budget, ChoiceEvent, HostRow, LogBudget};
 
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        clippy::unwrap_used,
-        non_camel_case_types,
-        non_snake_case,
-        dead_code,
-        unused_imports
-    )]
-    #![allow(missing_docs, unsafe_op_in_unsafe_fn)]
-    include!(concat!(env!("OUT_DIR"), "/tcp_conn.skel.rs"));
-}
+bpftune_core::include_skeleton!(mod skel = "tcp_conn");
 
 bpftune_core::tunables! {
     pub enum Tunable {
