@@ -36,9 +36,43 @@ pub fn require_root() {
     assert!(is_root(), "integration tests need root (run `make test` as root)");
 }
 
+/// The daemon's rollback journal: host state every daemon run writes.
+pub const JOURNAL: &str = "/var/lib/bpftune/journal";
+
+/// Saves the rollback journal and removes it, so a test starts without
+/// entries from earlier runs; puts it back (or removes the test's) on drop,
+/// leaving the host's journal as it was.
+pub struct JournalGuard {
+    saved: Option<Vec<u8>>,
+}
+
+impl JournalGuard {
+    pub fn clear() -> Self {
+        let saved = fs::read(JOURNAL).ok();
+        let _ = fs::remove_file(JOURNAL);
+        Self { saved }
+    }
+}
+
+impl Drop for JournalGuard {
+    fn drop(&mut self) {
+        match &self.saved {
+            Some(b) => {
+                let _ = fs::write(JOURNAL, b);
+            }
+            None => {
+                let _ = fs::remove_file(JOURNAL);
+            }
+        }
+    }
+}
+
 /// Held for the whole test: serialises every test that starts a daemon or
-/// touches global state, across test binaries and processes.
+/// touches global state, across test binaries and processes, and keeps the
+/// host's rollback journal out of the test (restored on drop).
 pub struct TestLock {
+    // Dropped first: the journal is restored while the lock is still held.
+    _journal: JournalGuard,
     _file: File,
 }
 
@@ -49,7 +83,7 @@ pub fn test_lock() -> TestLock {
     // SAFETY: blocking flock on an fd we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock test lock");
-    TestLock { _file: file }
+    TestLock { _journal: JournalGuard::clear(), _file: file }
 }
 
 /// `target/<profile>`, where the daemon and tuner libraries were built.

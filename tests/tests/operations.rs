@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bpftune_tests::{
-    Daemon, Netns, PluginDir, SysctlGuard, daemon_binary, loopback_connections, sysctl_read, sysctl_write, test_lock,
+    Daemon, JOURNAL, Netns, PluginDir, SysctlGuard, daemon_binary, loopback_connections, sysctl_read, sysctl_write,
+    test_lock,
 };
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
 const SOCKET: &str = "/var/run/bpftune/query.sock";
-const JOURNAL: &str = "/var/lib/bpftune/journal";
 
 fn bpftune(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(daemon_binary()).args(args).output().expect("run bpftune");
@@ -119,32 +119,6 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 fn int(s: &str) -> i64 {
     s.trim().parse().unwrap_or_else(|_| panic!("not an integer: {s:?}"))
-}
-
-/// Back up the rollback journal and start without one; restored on drop.
-struct JournalGuard {
-    saved: Option<Vec<u8>>,
-}
-
-impl JournalGuard {
-    fn clear() -> Self {
-        let saved = std::fs::read(JOURNAL).ok();
-        let _ = std::fs::remove_file(JOURNAL);
-        Self { saved }
-    }
-}
-
-impl Drop for JournalGuard {
-    fn drop(&mut self) {
-        match &self.saved {
-            Some(b) => {
-                let _ = std::fs::write(JOURNAL, b);
-            }
-            None => {
-                let _ = std::fs::remove_file(JOURNAL);
-            }
-        }
-    }
 }
 
 #[test]
@@ -334,7 +308,6 @@ fn port_binds_loopback_only_and_a_used_port_is_a_clear_error() {
 #[test]
 fn rollback_restores_every_namespace_after_sigterm_during_load() {
     let _l = test_lock();
-    let _j = JournalGuard::clear();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let a = Netns::new("rba");
@@ -366,7 +339,6 @@ fn rollback_restores_every_namespace_after_sigterm_during_load() {
 #[test]
 fn journal_restores_after_sigkill_only_with_rollback_flag() {
     let _l = test_lock();
-    let _j = JournalGuard::clear();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let a = Netns::new("jka");
@@ -421,7 +393,6 @@ fn journal_restores_after_sigkill_only_with_rollback_flag() {
 #[test]
 fn journal_skips_values_an_administrator_changed_after_a_crash() {
     let _l = test_lock();
-    let _j = JournalGuard::clear();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let mut daemon = Daemon::start(&plugins, &[]);
@@ -441,7 +412,6 @@ fn journal_skips_values_an_administrator_changed_after_a_crash() {
 #[test]
 fn advise_mode_changes_nothing_under_load_that_normal_mode_acts_on() {
     let _l = test_lock();
-    let _j = JournalGuard::clear();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let a = Netns::new("adv");
@@ -490,7 +460,6 @@ fn install_by_rename(dir: &Path, src: &Path, name: &str) {
 #[test]
 fn plugins_are_added_removed_and_replaced_at_run_time() {
     let _l = test_lock();
-    let _j = JournalGuard::clear();
     let plugins = PluginDir::with(&["sysctl"]);
     let a = Netns::new("hot");
     a.set_sysctl(FIN, "30");
