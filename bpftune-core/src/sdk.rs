@@ -145,7 +145,7 @@ impl Host {
             text: RStr::from_str(""),
             reason: RStr::from_str(reason),
         };
-        (self.ctx.vtable.tunable_write())(self.ctx.host, &req).into_result().map_err(RString::into_string)
+        self.submit(&req)
     }
 
     /// Change a declared string tunable.
@@ -165,7 +165,11 @@ impl Host {
             text: RStr::from_str(text),
             reason: RStr::from_str(reason),
         };
-        (self.ctx.vtable.tunable_write())(self.ctx.host, &req).into_result().map_err(RString::into_string)
+        self.submit(&req)
+    }
+
+    fn submit(&self, req: &WriteRequest<'_>) -> Result<WriteOutcome, String> {
+        (self.ctx.vtable.tunable_write())(self.ctx.host, req).into_result().map_err(RString::into_string)
     }
 
     /// Log and count a change made another way (netlink, per socket).
