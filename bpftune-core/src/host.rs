@@ -317,6 +317,8 @@ impl HostState {
             Err(_) => return Ok(self.netns_gone(tuner_id, cookie, &info.name)),
         };
         let old_text = match self.read_at(cookie, &mut target, &info.name) {
+            // The kernel separates values with tabs; keep one spacing everywhere.
+            Ok(t) if !info.is_string() => t.split_whitespace().collect::<Vec<_>>().join(" "),
             Ok(t) => t,
             Err(e) if netns::is_gone_error(&e) && !global => {
                 return Ok(self.netns_gone(tuner_id, cookie, &info.name));

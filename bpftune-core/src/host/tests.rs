@@ -107,7 +107,7 @@ fn write_logs_two_lines_and_counts() {
     );
     let rec = &host.registry.get(0).expect("tuner").records[0];
     assert_eq!(rec.counts[&(0, 1)], 1);
-    assert_eq!(rec.initial[&1], "4096\t131072\t6291456");
+    assert_eq!(rec.initial[&1], "4096 131072 6291456");
 }
 
 #[test]
