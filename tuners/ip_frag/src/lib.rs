@@ -1,0 +1,198 @@
+//! The ip_frag tuner: raises a network namespace's IPv4/IPv6 fragment
+//! reassembly high threshold when its reassembly memory nears it, and
+//! lowers it again if reassembly failures correlate with the increases.
+//!
+//! BPF (`src/bpf/ip_frag.bpf.c`) watches received fragments and reports
+//! "nearly full" per namespace; every decision is a pure function in
+//! [`policy`]. Unlike the original, thresholds are tuned in the namespace
+//! the fragments arrived in (they are per namespace), growth is capped,
+//! a zero request count never divides, and low_thresh is kept below
+//! high_thresh.
+
+pub mod policy;
+pub mod snmp;
+pub mod tables;
+
+use std::collections::{HashMap, HashSet};
+
+use bpftune_core::corr::CorrTable;
+use bpftune_core::event::NETNS_UNKNOWN;
+use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+
+use policy::{FragDecision, FragInput};
+use snmp::SnmpReader;
+use tables::{Scenario, Tunable};
+
+bpftune_core::include_skeleton!(mod skel = "ip_frag");
+
+/// Byte offset of `payload.update[1].old[0]` (fqdir mem when BPF looked):
+/// one update is 56 bytes, then slot 1's id and pad.
+const SLOT1_OLD: usize = 56 + 8;
+
+fn event_mem(event: &Event) -> i64 {
+    let raw = event.raw_data();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&raw[SLOT1_OLD..SLOT1_OLD + 8]);
+    i64::from_ne_bytes(b)
+}
+
+/// The loaded tuner.
+pub struct IpFragTuner {
+    host: Host,
+    lr: LearningRate,
+    /// The daemon's namespace (events from it carry its real cookie).
+    global_cookie: u64,
+    /// (high threshold, netns) → (threshold, failure rate) samples.
+    corr: CorrTable<(Tunable, u64)>,
+    snmp: SnmpReader,
+    /// Namespace cookie → inode, as seen in events.
+    seen: HashMap<u64, u32>,
+    /// Namespaces where an administrator took over (or that are gone).
+    disabled: HashSet<u64>,
+    // Dropped last: the BPF object (its links live in the skeleton).
+    skel: OwnedSkel<skel::IpFragSkel<'static>>,
+}
+
+impl IpFragTuner {
+    fn norm(&self, cookie: u64) -> u64 {
+        if cookie == 0 { self.global_cookie } else { cookie }
+    }
+
+    fn read(&self, t: Tunable, cookie: u64) -> Option<i64> {
+        match self.host.sysctl_read(cookie, t.name()) {
+            Ok(v) => v.first().copied(),
+            Err(e) => {
+                self.host.debug_log(&format!("ip_frag: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Write through the daemon; stop acting in a namespace where an
+    /// administrator took over or that is gone. True if the value is now set.
+    fn write(&mut self, t: Tunable, s: Scenario, cookie: u64, old: i64, new: i64) -> bool {
+        let reason = tables::reason(t.name(), old, new);
+        match self.host.write(t, s, cookie, &[new], &reason) {
+            Ok(WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged) => true,
+            Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
+                self.disabled.insert(cookie);
+                self.snmp.forget(cookie);
+                self.corr.retain(|k, _| k.1 != cookie);
+                false
+            }
+            Err(e) => {
+                self.host.error(&format!("ip_frag: could not change '{}': {e}", t.name()));
+                false
+            }
+        }
+    }
+
+    /// Feed the correlation with (new threshold, failure rate) and say
+    /// whether failures follow our increases.
+    fn correlated(&mut self, t: Tunable, cookie: u64, next_high: i64) -> bool {
+        let inum = if cookie == self.global_cookie { None } else { self.seen.get(&cookie).copied() };
+        if cookie != self.global_cookie && inum.is_none() {
+            return false;
+        }
+        let key = (t, cookie);
+        match self.snmp.read(cookie, inum, t.is_ipv6()) {
+            Ok(r) => {
+                if let Some(rate) = policy::fail_rate(r.fails, r.reqds) {
+                    self.corr.update(key, next_high as f64, rate as f64);
+                }
+            }
+            Err(e) => self.host.debug_log(&format!("ip_frag: {e}")),
+        }
+        self.corr.get(&key).is_correlated()
+    }
+
+    fn on_nearly_full(&mut self, t: Tunable, cookie: u64, event_high: i64, mem: i64) {
+        let Some(current_high) = self.read(t, cookie) else { return };
+        let Some(low) = self.read(t.low(), cookie) else { return };
+        if event_high != current_high {
+            self.host.debug_log(&format!(
+                "ip_frag: stale event for '{}' (cookie {cookie}): saw {event_high}, now {current_high}",
+                t.name()
+            ));
+            return;
+        }
+        let correlated = self.correlated(t, cookie, self.lr.grow(current_high));
+        let input = FragInput { event_high, current_high, low, correlated };
+        match policy::decide(input, self.lr) {
+            FragDecision::Grow(new) => {
+                self.write(t, Scenario::Increase, cookie, current_high, new);
+            }
+            FragDecision::Shrink { high, low: new_low } => {
+                if let Some(new_low) = new_low {
+                    if !self.write(t.low(), Scenario::Decrease, cookie, low, new_low) {
+                        return;
+                    }
+                }
+                self.write(t, Scenario::Decrease, cookie, current_high, high);
+            }
+            FragDecision::Hold(why) => {
+                self.host.debug_log(&format!(
+                    "ip_frag: not changing '{}' (cookie {cookie}, mem {mem}, high {current_high}): {why:?}",
+                    t.name()
+                ));
+            }
+        }
+    }
+}
+
+impl Tuner for IpFragTuner {
+    const NAME: &'static str = "ip_frag";
+    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+
+    fn init(host: Host) -> Result<Self, String> {
+        let mut skel = OwnedSkel::new(|storage| {
+            let mut open = skel::IpFragSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            prepare_object!(open, host)?;
+            open.load().map_err(|e| format!("BPF load for tuner 'ip_frag' failed: {e}"))
+        })?;
+        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        Ok(Self {
+            host,
+            lr: host.learning_rate(),
+            global_cookie: host.global_netns_cookie(),
+            corr: CorrTable::new(),
+            snmp: SnmpReader::default(),
+            seen: HashMap::new(),
+            disabled: HashSet::new(),
+            skel,
+        })
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), String> {
+        if event.netns_cookie() == NETNS_UNKNOWN {
+            return Ok(());
+        }
+        let cookie = self.norm(event.netns_cookie());
+        if self.disabled.contains(&cookie) {
+            return Ok(());
+        }
+        if cookie != self.global_cookie && self.seen.insert(cookie, event.netns_inum()).is_none() {
+            self.host.netns_seen(cookie, event.netns_inum());
+        }
+        let upd = event.update();
+        match Tunable::from_id(upd.tunable) {
+            Some(t @ (Tunable::IpfragHighThresh | Tunable::Ip6fragHighThresh)) => {
+                self.on_nearly_full(t, cookie, upd.old[0], event_mem(event));
+            }
+            _ => self.host.debug_log(&format!("ip_frag: unexpected event for tunable {}", upd.tunable)),
+        }
+        Ok(())
+    }
+
+    fn fini(&mut self) -> Result<(), String> {
+        // Links are dropped with the skeleton; nothing is restored here
+        // (the daemon's rollback does that when asked).
+        let _ = &self.skel;
+        Ok(())
+    }
+}
+
+bpftune_core::export_tuner!(IpFragTuner);
