@@ -15,6 +15,7 @@ pub mod host;
 pub mod learning;
 pub mod loader;
 pub mod netns;
+pub mod procfs;
 pub mod registry;
 pub mod ringbuf;
 pub mod sdk;

@@ -2,116 +2,26 @@
 //! (`/proc/zoneinfo`, the bound for `tcp_mem`), TCP memory in use
 //! (`/proc/net/sockstat`, read on the tuner's 1 s tick) and the syncookie
 //! counters of a namespace (`/proc/net/netstat`, read inside that
-//! namespace). Parsers take text so they are tested on captured fixtures.
+//! namespace), on top of `bpftune_core::procfs`.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use bpftune_core::netns::{NetnsHandle, candidate_paths, in_netns};
+use bpftune_core::procfs;
+pub use bpftune_core::procfs::{ProcError, free_buffer_pages, read_free_buffer_pages};
 
-/// Why a `/proc` read failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcError {
-    #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("no '{field}' in {path}")]
-    Missing { path: PathBuf, field: &'static str },
-    #[error("no handle for netns inode {inum}")]
-    NoNetns { inum: u32 },
-}
-
-fn read(path: &Path) -> Result<String, ProcError> {
-    fs::read_to_string(path).map_err(|source| ProcError::Io { path: path.to_path_buf(), source })
-}
-
-/// Sum of (managed − high) pages over the `Normal` zones, or over the
-/// `DMA32` zones if that is 0 (machines under 4 GiB): memory the kernel can
-/// give to buffers without dipping below its watermarks.
-pub fn free_buffer_pages(zoneinfo: &str) -> i64 {
-    let sum_zone = |wanted: &str| -> i64 {
-        let mut total = 0i64;
-        let mut in_zone = false;
-        let (mut managed, mut high) = (None, None);
-        let mut flush = |managed: &mut Option<i64>, high: &mut Option<i64>| {
-            if let (Some(m), Some(h)) = (managed.take(), high.take()) {
-                if m > h {
-                    total += m - h;
-                }
-            }
-        };
-        for line in zoneinfo.lines() {
-            let t = line.trim();
-            if t.starts_with("Node ") {
-                if in_zone {
-                    flush(&mut managed, &mut high);
-                }
-                in_zone = t.split_whitespace().last() == Some(wanted);
-                managed = None;
-                high = None;
-                continue;
-            }
-            if !in_zone {
-                continue;
-            }
-            let mut f = t.split_whitespace();
-            match (f.next(), f.next(), f.next()) {
-                (Some("high"), Some(v), None) => high = v.parse().ok(),
-                (Some("managed"), Some(v), None) => managed = v.parse().ok(),
-                _ => {}
-            }
-        }
-        if in_zone {
-            flush(&mut managed, &mut high);
-        }
-        total
-    };
-    let normal = sum_zone("Normal");
-    if normal > 0 { normal } else { sum_zone("DMA32") }
-}
-
-/// Read `/proc/zoneinfo` under `proc_root`.
-pub fn read_free_buffer_pages(proc_root: &Path) -> Result<i64, ProcError> {
-    let path = proc_root.join("zoneinfo");
-    let pages = free_buffer_pages(&read(&path)?);
-    if pages <= 0 {
-        return Err(ProcError::Missing { path, field: "managed/high" });
-    }
-    Ok(pages)
-}
-
-/// TCP memory in use, in pages: the `mem` field of the `TCP:` line of
-/// `/proc/net/sockstat`.
+/// TCP memory in use, in pages (the `TCP:` line of `/proc/net/sockstat`).
 pub fn sockstat_tcp_mem(sockstat: &str) -> Option<i64> {
-    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut f = line.split_whitespace();
-    while let Some(k) = f.next() {
-        if k == "mem" {
-            return f.next()?.parse().ok();
-        }
-    }
-    None
+    procfs::sockstat_mem(sockstat, "TCP")
 }
 
 /// Read the daemon namespace's `/proc/net/sockstat` (`tcp_mem` is global).
 pub fn read_sockstat_tcp_mem(proc_root: &Path) -> Result<i64, ProcError> {
-    let path = proc_root.join("net/sockstat");
-    sockstat_tcp_mem(&read(&path)?).ok_or(ProcError::Missing { path, field: "TCP mem" })
+    procfs::read_sockstat_mem(proc_root, "TCP")
 }
 
-/// A counter from the header/value line pairs of `/proc/net/netstat`
-/// (e.g. `TcpExt:` `SyncookiesFailed`).
+/// A counter from the header/value line pairs of `/proc/net/netstat`.
 pub fn netstat_value(netstat: &str, prefix: &str, name: &str) -> Option<u64> {
-    let mut lines = netstat.lines();
-    while let Some(header) = lines.next() {
-        let values = lines.next()?;
-        if !header.starts_with(prefix) {
-            continue;
-        }
-        let idx = header.split_whitespace().position(|h| h == name)?;
-        return values.split_whitespace().nth(idx)?.parse().ok();
-    }
-    None
+    procfs::counter(netstat, prefix, name)
 }
 
 /// Syncookie counters of one namespace: (SyncookiesRecv, SyncookiesFailed).
@@ -120,16 +30,9 @@ pub fn syncookie_counters(netstat: &str) -> Option<(u64, u64)> {
 }
 
 /// `/proc/net/netstat` of the namespace with that cookie and inode; `None`
-/// for the inode means the daemon's own namespace. Other namespaces are
-/// entered on a helper thread, which is why the path is `thread-self`.
+/// for the inode means the daemon's own namespace.
 pub fn read_netstat(cookie: u64, inum: Option<u32>) -> Result<String, ProcError> {
-    let Some(inum) = inum else {
-        return read(Path::new("/proc/net/netstat"));
-    };
-    let path = candidate_paths(Path::new("/proc")).remove(&u64::from(inum)).ok_or(ProcError::NoNetns { inum })?;
-    let handle = NetnsHandle { cookie, inum: u64::from(inum), path };
-    let netstat = PathBuf::from("/proc/thread-self/net/netstat");
-    in_netns(&handle, || read(&netstat)).map_err(|source| ProcError::Io { path: handle.path.clone(), source })?
+    procfs::with_net_dir(cookie, inum, |dir| procfs::read(&dir.join("netstat")))?
 }
 
 #[cfg(test)]

@@ -1,0 +1,179 @@
+//! What tuners read from `/proc`, in one place: free buffer pages (the
+//! bound every protocol-memory tuner uses), protocol memory in use from
+//! `sockstat`, counters from `netstat`/`snmp`/`snmp6`, and any `/proc/net`
+//! file of another namespace (read on a helper thread inside it). Parsers
+//! take text so they are tested on captured samples.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::netns::{NetnsHandle, candidate_paths, in_netns};
+
+/// Why a `/proc` read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no '{field}' in {path}")]
+    Missing { path: PathBuf, field: &'static str },
+    #[error("no handle for netns inode {inum}")]
+    NoNetns { inum: u32 },
+}
+
+/// Read a whole file.
+pub fn read(path: &Path) -> Result<String, ProcError> {
+    fs::read_to_string(path).map_err(|source| ProcError::Io { path: path.to_path_buf(), source })
+}
+
+/// Sum of (managed - high) pages over the `Normal` zones, or over the
+/// `DMA32` zones if that is 0 (machines under 4 GiB): memory the kernel can
+/// give to buffers without dipping below its watermarks (the original's
+/// `nr_free_buffer_pages`).
+pub fn free_buffer_pages(zoneinfo: &str) -> i64 {
+    let sum_zone = |wanted: &str| -> i64 {
+        let (mut total, mut in_zone) = (0i64, false);
+        let (mut managed, mut high): (Option<i64>, Option<i64>) = (None, None);
+        let mut flush = |m: &mut Option<i64>, h: &mut Option<i64>| {
+            if let (Some(m), Some(h)) = (m.take(), h.take()) {
+                total += (m - h).max(0);
+            }
+        };
+        for line in zoneinfo.lines() {
+            let t = line.trim();
+            if t.starts_with("Node ") {
+                flush(&mut managed, &mut high);
+                in_zone = t.split_whitespace().last() == Some(wanted);
+                continue;
+            }
+            let mut f = t.split_whitespace();
+            match (in_zone, f.next(), f.next(), f.next()) {
+                (true, Some("high"), Some(v), None) => high = v.parse().ok(),
+                (true, Some("managed"), Some(v), None) => managed = v.parse().ok(),
+                _ => {}
+            }
+        }
+        flush(&mut managed, &mut high);
+        total
+    };
+    let normal = sum_zone("Normal");
+    if normal > 0 { normal } else { sum_zone("DMA32") }
+}
+
+/// Read `<proc_root>/zoneinfo`; an error if no zone gives a positive count.
+pub fn read_free_buffer_pages(proc_root: &Path) -> Result<i64, ProcError> {
+    let path = proc_root.join("zoneinfo");
+    let pages = free_buffer_pages(&read(&path)?);
+    if pages <= 0 {
+        return Err(ProcError::Missing { path, field: "managed/high" });
+    }
+    Ok(pages)
+}
+
+/// Memory in use, in pages, of protocol `proto` (`TCP`, `UDP`): the `mem`
+/// field of its line in `/proc/net/sockstat`.
+pub fn sockstat_mem(sockstat: &str, proto: &str) -> Option<i64> {
+    let line = sockstat.lines().find(|l| l.strip_prefix(proto).is_some_and(|rest| rest.starts_with(':')))?;
+    let mut f = line.split_whitespace();
+    while let Some(k) = f.next() {
+        if k == "mem" {
+            return f.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Read the daemon namespace's `<proc_root>/net/sockstat` for `proto`.
+pub fn read_sockstat_mem(proc_root: &Path, proto: &'static str) -> Result<i64, ProcError> {
+    let path = proc_root.join("net/sockstat");
+    sockstat_mem(&read(&path)?, proto).ok_or(ProcError::Missing { path, field: proto })
+}
+
+/// A counter from the header/value line pairs of `/proc/net/netstat` or
+/// `/proc/net/snmp` (e.g. prefix `TcpExt:`, name `SyncookiesFailed`).
+pub fn counter(text: &str, prefix: &str, name: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    while let Some(header) = lines.next() {
+        let values = lines.next()?;
+        if !header.starts_with(prefix) || !values.starts_with(prefix) {
+            continue;
+        }
+        let idx = header.split_whitespace().position(|h| h == name)?;
+        return values.split_whitespace().nth(idx)?.parse().ok();
+    }
+    None
+}
+
+/// A counter from the `name value` lines of `/proc/net/snmp6`.
+pub fn snmp6_counter(snmp6: &str, name: &str) -> Option<u64> {
+    snmp6.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next()? == name).then(|| f.next()?.parse().ok())?
+    })
+}
+
+/// Run `f` with the `/proc/net` directory of the namespace with that cookie
+/// and inode (`None`: the daemon's own). Another namespace is entered on a
+/// helper thread, so `f` gets `/proc/thread-self/net`, which follows the
+/// thread (plain `/proc/net` follows the main thread).
+pub fn with_net_dir<R: Send>(
+    cookie: u64,
+    inum: Option<u32>,
+    f: impl FnOnce(&Path) -> R + Send,
+) -> Result<R, ProcError> {
+    let Some(inum) = inum else {
+        return Ok(f(Path::new("/proc/net")));
+    };
+    let path = candidate_paths(Path::new("/proc")).remove(&u64::from(inum)).ok_or(ProcError::NoNetns { inum })?;
+    let handle = NetnsHandle { cookie, inum: u64::from(inum), path };
+    in_netns(&handle, || f(Path::new("/proc/thread-self/net")))
+        .map_err(|source| ProcError::Io { path: handle.path.clone(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZONEINFO: &str = "Node 0, zone      DMA
+        high     18
+        managed  3840
+Node 0, zone    DMA32
+        high     1400
+        managed  700000
+Node 0, zone   Normal
+        high     14000
+        managed  5000000
+Node 1, zone   Normal
+        high     100
+        managed  50
+";
+
+    #[test]
+    fn free_pages_sum_normal_zones_else_dma32() {
+        assert_eq!(free_buffer_pages(ZONEINFO), 5_000_000 - 14_000);
+        let small = "Node 0, zone    DMA32\n high 1400\n managed 700000\n";
+        assert_eq!(free_buffer_pages(small), 700_000 - 1_400);
+        assert_eq!(free_buffer_pages(""), 0);
+        assert!(read_free_buffer_pages(Path::new("/proc")).expect("zoneinfo") > 0);
+    }
+
+    #[test]
+    fn sockstat_and_counters() {
+        let sockstat =
+            "sockets: used 5\nTCP: inuse 3 orphan 0 tw 0 alloc 4 mem 17\nUDP: inuse 1 mem 2\nUDPLITE: inuse 0\n";
+        assert_eq!(sockstat_mem(sockstat, "TCP"), Some(17));
+        assert_eq!(sockstat_mem(sockstat, "UDP"), Some(2));
+        assert_eq!(sockstat_mem(sockstat, "RAW"), None);
+        let netstat = "TcpExt: SyncookiesSent SyncookiesRecv SyncookiesFailed\nTcpExt: 1 2 3\n";
+        assert_eq!(counter(netstat, "TcpExt:", "SyncookiesFailed"), Some(3));
+        assert_eq!(counter(netstat, "TcpExt:", "Nope"), None);
+        assert_eq!(snmp6_counter("Udp6InDatagrams 12\nUdp6RcvbufErrors 4\n", "Udp6RcvbufErrors"), Some(4));
+        assert!(read_sockstat_mem(Path::new("/proc"), "TCP").is_ok());
+    }
+
+    #[test]
+    fn own_namespace_net_dir() {
+        let n = with_net_dir(0, None, |dir| read(&dir.join("snmp")).map(|s| s.len())).expect("own ns");
+        assert!(n.expect("snmp") > 0);
+    }
+}
