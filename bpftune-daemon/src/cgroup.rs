@@ -39,8 +39,11 @@ impl Cgroup {
         if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(path) {
             return Err(format!("couldnt create cgroup dir '{}': {e}", path.display()));
         }
-        let mut mounted = false;
         let already = is_cgroup2(path).map_err(|e| format!("cannot inspect cgroup dir '{}': {e}", path.display()))?;
+        // A cgroup2 mount inside our run directory is one an earlier run
+        // made and could not remove (it was killed): adopt it, so it is
+        // unmounted at exit. Mounts elsewhere belong to someone else.
+        let mut mounted = already && (path.starts_with("/var/run/bpftune") || path.starts_with("/run/bpftune"));
         if !already {
             let target = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
             // SAFETY: all pointers are valid NUL-terminated strings (or NULL

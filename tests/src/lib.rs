@@ -67,12 +67,62 @@ impl Drop for JournalGuard {
     }
 }
 
+/// The daemon's run directory (lock file, query socket, default cgroup).
+pub const RUN_DIR: &str = "/var/run/bpftune";
+/// The daemon's state directory (rollback journal).
+pub const STATE_DIR: &str = "/var/lib/bpftune";
+
+/// Removes the daemon's run and state directories after a test if they did
+/// not exist before it, unmounting a cgroup2 mount a killed daemon left.
+pub struct DirsGuard {
+    run_existed: bool,
+    state_existed: bool,
+}
+
+impl DirsGuard {
+    pub fn new() -> Self {
+        Self { run_existed: Path::new(RUN_DIR).exists(), state_existed: Path::new(STATE_DIR).exists() }
+    }
+}
+
+impl Default for DirsGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn is_mount_point(path: &str) -> bool {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else { return false };
+    let real = fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string());
+    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(real.as_str()))
+}
+
+impl Drop for DirsGuard {
+    fn drop(&mut self) {
+        if !self.run_existed {
+            let cgroup = format!("{RUN_DIR}/cgroupv2");
+            if is_mount_point(&cgroup) {
+                let _ = Command::new("umount").args(["-l", &cgroup]).output();
+            }
+            // Never recurse into a cgroup file system that is still mounted.
+            if !is_mount_point(&cgroup) {
+                let _ = fs::remove_dir_all(RUN_DIR);
+            }
+        }
+        if !self.state_existed {
+            let _ = fs::remove_dir_all(STATE_DIR);
+        }
+    }
+}
+
 /// Held for the whole test: serialises every test that starts a daemon or
 /// touches global state, across test binaries and processes, and keeps the
-/// host's rollback journal out of the test (restored on drop).
+/// host's rollback journal out of the test (restored on drop) and the
+/// daemon's directories as they were.
 pub struct TestLock {
-    // Dropped first: the journal is restored while the lock is still held.
+    // Dropped first, while the lock is still held.
     _journal: JournalGuard,
+    _dirs: DirsGuard,
     _file: File,
 }
 
@@ -83,7 +133,8 @@ pub fn test_lock() -> TestLock {
     // SAFETY: blocking flock on an fd we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock test lock");
-    TestLock { _journal: JournalGuard::clear(), _file: file }
+    let dirs = DirsGuard::new();
+    TestLock { _journal: JournalGuard::clear(), _dirs: dirs, _file: file }
 }
 
 /// `target/<profile>`, where the daemon and tuner libraries were built.
