@@ -212,6 +212,47 @@ static __always_inline long bpftune_send_sk_sysctl_event(struct sock *sk,
 					     tunable, old, new, event);
 }
 
+/* Where a protocol's memory stands against its limits (tcp_mem, udp_mem). */
+enum bpftune_mem_state {
+	BPFTUNE_MEM_NORMAL = 0,
+	BPFTUNE_MEM_PRESSURE = 1,
+	BPFTUNE_MEM_EXHAUSTION = 2,
+};
+
+/* Read the socket's protocol memory (pages) and its sysctl limits into
+ * mem[3] and *allocated, and say whether it nearly reached pressure
+ * (mem[1]) or exhaustion (mem[2]). */
+static __always_inline int bpftune_proto_mem_state(struct sock *sk, __s64 *mem,
+						   __s64 *allocated)
+{
+	struct proto *prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
+	atomic_long_t *alloc_p;
+	long *limits_p;
+	long limits[3] = {};
+	long alloc;
+
+	if (!prot)
+		return BPFTUNE_MEM_NORMAL;
+	alloc_p = BPF_CORE_READ(prot, memory_allocated);
+	limits_p = BPF_CORE_READ(prot, sysctl_mem);
+	if (!alloc_p || !limits_p)
+		return BPFTUNE_MEM_NORMAL;
+	alloc = BPF_CORE_READ(alloc_p, counter);
+	if (bpf_probe_read_kernel(limits, sizeof(limits), limits_p))
+		return BPFTUNE_MEM_NORMAL;
+	mem[0] = limits[0];
+	mem[1] = limits[1];
+	mem[2] = limits[2];
+	*allocated = alloc;
+	if (alloc <= 0 || limits[1] <= 0 || limits[2] <= 0)
+		return BPFTUNE_MEM_NORMAL;
+	if (BPFTUNE_NEARLY_FULL(alloc, limits[2]))
+		return BPFTUNE_MEM_EXHAUSTION;
+	if (BPFTUNE_NEARLY_FULL(alloc, limits[1]))
+		return BPFTUNE_MEM_PRESSURE;
+	return BPFTUNE_MEM_NORMAL;
+}
+
 /* Adaptive sampling state; one per hot hook. */
 struct bpftune_sample {
 	__u64 count;

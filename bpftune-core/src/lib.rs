@@ -16,6 +16,7 @@ pub mod learning;
 pub mod loader;
 pub mod netns;
 pub mod procfs;
+pub mod protomem;
 pub mod registry;
 pub mod ringbuf;
 pub mod sdk;

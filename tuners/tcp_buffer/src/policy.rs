@@ -17,52 +17,8 @@ pub const BAD_SYNCOOKIES: u64 = 1024;
 /// backlog by memory (a request sock plus its share of overhead, generous).
 pub const SYN_REQUEST_BYTES: i64 = 512;
 
-/// TCP memory relative to `tcp_mem`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub enum MemState {
-    #[default]
-    Normal,
-    Pressure,
-    Exhaustion,
-}
-
-impl MemState {
-    /// The original's label, used in reason lines.
-    pub fn label(self) -> &'static str {
-        match self {
-            MemState::Normal => "normal memory conditions",
-            MemState::Pressure => "near memory pressure",
-            MemState::Exhaustion => "near memory exhaustion",
-        }
-    }
-    pub fn is_low(self) -> bool {
-        self != MemState::Normal
-    }
-    /// From the BPF encoding (`enum mem_state`).
-    pub fn from_raw(v: i64) -> Self {
-        match v {
-            1 => MemState::Pressure,
-            2 => MemState::Exhaustion,
-            _ => MemState::Normal,
-        }
-    }
-}
-
-/// Classify `allocated` pages against `tcp_mem` (pages): within one
-/// learning-rate step of `tcp_mem[2]` is exhaustion, of `tcp_mem[1]`
-/// pressure. Mirrors `tcp_mem_state()` in the BPF program.
-pub fn mem_state(allocated: i64, tcp_mem: [i64; 3], lr: LearningRate) -> MemState {
-    if allocated <= 0 || tcp_mem[1] <= 0 || tcp_mem[2] <= 0 {
-        return MemState::Normal;
-    }
-    if lr.nearly_full(allocated, tcp_mem[2]) {
-        MemState::Exhaustion
-    } else if lr.nearly_full(allocated, tcp_mem[1]) {
-        MemState::Pressure
-    } else {
-        MemState::Normal
-    }
-}
+use bpftune_core::protomem::{MemCaps, raise_capped, raise_limits};
+pub use bpftune_core::protomem::{MemState, mem_state};
 
 /// Bounds derived from the machine's free buffer memory (as the original:
 /// `tcp_mem` max ≤ 25 % of free buffer pages, pressure ≤ 1/8, min ≤ 1/16).
@@ -74,14 +30,17 @@ pub struct MemBounds {
 }
 
 impl MemBounds {
+    fn caps(&self) -> MemCaps {
+        MemCaps { free_pages: self.free_pages }
+    }
     pub fn mem_min_cap(&self) -> i64 {
-        self.free_pages / 16
+        self.caps().min_cap()
     }
     pub fn mem_pressure_cap(&self) -> i64 {
-        self.free_pages / 8
+        self.caps().pressure_cap()
     }
     pub fn mem_max_cap(&self) -> i64 {
-        self.free_pages / 4
+        self.caps().max_cap()
     }
     /// A socket buffer max (bytes) beyond all TCP memory is pointless.
     pub fn buffer_cap(&self) -> i64 {
@@ -93,12 +52,6 @@ impl MemBounds {
     }
 }
 
-/// One step up, but never past `cap`, and never down (an administrator's
-/// value above the cap is left alone).
-fn raise_capped(v: i64, cap: i64, lr: LearningRate) -> i64 {
-    if v >= cap { v } else { lr.grow(v).min(cap) }
-}
-
 /// New `tcp_mem` for a memory state, or `None` if nothing should change.
 ///
 /// Pressure raises all three values (each within its bound); exhaustion
@@ -106,22 +59,11 @@ fn raise_capped(v: i64, cap: i64, lr: LearningRate) -> i64 {
 /// could lower `tcp_mem[2]` through its `min()`), and the raised values
 /// keep min ≤ pressure ≤ max.
 pub fn tcp_mem_next(state: MemState, old: [i64; 3], bounds: MemBounds, lr: LearningRate) -> Option<[i64; 3]> {
-    let mut new = match state {
-        MemState::Normal => return None,
-        MemState::Pressure => [
-            raise_capped(old[0], bounds.mem_min_cap(), lr),
-            raise_capped(old[1], bounds.mem_pressure_cap(), lr),
-            raise_capped(old[2], bounds.mem_max_cap(), lr),
-        ],
-        MemState::Exhaustion => [old[0], old[1], raise_capped(old[2], bounds.mem_max_cap(), lr)],
-    };
-    if new[1] > new[2] {
-        new[1] = new[2].max(old[1]);
+    match state {
+        MemState::Normal => None,
+        MemState::Pressure => raise_limits(old, bounds.caps(), lr, [true; 3]),
+        MemState::Exhaustion => raise_limits(old, bounds.caps(), lr, [false, false, true]),
     }
-    if new[0] > new[1] {
-        new[0] = new[1].max(old[0]);
-    }
-    (new != old).then_some(new)
 }
 
 /// Is a socket limited by its buffer? The rule the BPF programs apply

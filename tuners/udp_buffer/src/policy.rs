@@ -60,44 +60,8 @@ pub fn decide_rcvbuf(d: RcvbufDrop, lr: LearningRate) -> Option<(RmemTarget, i64
     Some((target, old, new))
 }
 
-/// UDP memory relative to `udp_mem`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub enum MemState {
-    #[default]
-    Normal,
-    Pressure,
-    Exhaustion,
-}
-
-impl MemState {
-    /// The original's label, used in reason lines.
-    pub fn label(self) -> &'static str {
-        match self {
-            MemState::Normal => "normal memory conditions",
-            MemState::Pressure => "near memory pressure",
-            MemState::Exhaustion => "near memory exhaustion",
-        }
-    }
-    pub fn is_low(self) -> bool {
-        self != MemState::Normal
-    }
-}
-
-/// Classify `allocated` pages against `udp_mem` (pages): within one
-/// learning-rate step of `udp_mem[2]` is exhaustion, of `udp_mem[1]`
-/// pressure. Mirrors `udp_mem_state()` in the BPF program.
-pub fn mem_state(allocated: i64, udp_mem: [i64; 3], lr: LearningRate) -> MemState {
-    if allocated <= 0 || udp_mem[1] <= 0 || udp_mem[2] <= 0 {
-        return MemState::Normal;
-    }
-    if lr.nearly_full(allocated, udp_mem[2]) {
-        MemState::Exhaustion
-    } else if lr.nearly_full(allocated, udp_mem[1]) {
-        MemState::Pressure
-    } else {
-        MemState::Normal
-    }
-}
+use bpftune_core::protomem::{MemCaps, raise_limits};
+pub use bpftune_core::protomem::{MemState, mem_state};
 
 /// Bounds from the machine's free buffer memory, as the original (and
 /// tcp_buffer): `udp_mem` max ≤ 1/4 of free buffer pages, pressure ≤ 1/8,
@@ -108,21 +72,18 @@ pub struct MemBounds {
 }
 
 impl MemBounds {
+    fn caps(&self) -> MemCaps {
+        MemCaps { free_pages: self.free_pages }
+    }
     pub fn min_cap(&self) -> i64 {
-        self.free_pages / 16
+        self.caps().min_cap()
     }
     pub fn pressure_cap(&self) -> i64 {
-        self.free_pages / 8
+        self.caps().pressure_cap()
     }
     pub fn max_cap(&self) -> i64 {
-        self.free_pages / 4
+        self.caps().max_cap()
     }
-}
-
-/// One step up, never past `cap`, never down (a value an administrator
-/// set above the cap stays).
-fn raise_capped(v: i64, cap: i64, lr: LearningRate) -> i64 {
-    if v >= cap { v } else { lr.grow(v).min(cap) }
 }
 
 /// New `udp_mem` when memory is low, or `None` if nothing changes. Each of
@@ -133,18 +94,7 @@ pub fn udp_mem_next(state: MemState, old: [i64; 3], bounds: MemBounds, lr: Learn
     if !state.is_low() || old.iter().any(|v| *v <= 0) {
         return None;
     }
-    let mut new = [
-        raise_capped(old[0], bounds.min_cap(), lr),
-        raise_capped(old[1], bounds.pressure_cap(), lr),
-        raise_capped(old[2], bounds.max_cap(), lr),
-    ];
-    if new[1] > new[2] {
-        new[1] = new[2].max(old[1]);
-    }
-    if new[0] > new[1] {
-        new[0] = new[1].max(old[0]);
-    }
-    (new != old).then_some(new)
+    raise_limits(old, bounds.caps(), lr, [true; 3])
 }
 
 /// Dropped datagrams per thousand received; 0 when nothing was received.

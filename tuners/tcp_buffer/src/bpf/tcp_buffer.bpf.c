@@ -46,18 +46,12 @@ enum tcp_buffer_extra {
 	EXTRA_SYNCOOKIES = 2,	/* old[2]: netns tcp_syncookies */
 	EXTRA_SYN_FLOODS = 3,	/* new[0]: SYN-flood observations in the netns */
 	EXTRA_ESTABLISHED = 4,	/* new[1]: passive opens in the netns */
-	EXTRA_MEM_STATE = 5,	/* new[2]: enum mem_state */
+	EXTRA_MEM_STATE = 5,	/* new[2]: enum bpftune_mem_state */
 };
 
 #define SOCK_SNDBUF_LOCK	1
 #define SOCK_RCVBUF_LOCK	2
 #define TCP_BUFFER_MAX		2147483647LL
-
-enum mem_state {
-	MEM_NORMAL = 0,
-	MEM_PRESSURE = 1,
-	MEM_EXHAUSTION = 2,
-};
 
 /* Per-netns counters for SYN-flood correlation. */
 struct netns_counts {
@@ -104,38 +98,6 @@ static __always_inline void extra_set(struct bpftune_event *e, int idx, __s64 v)
 		e->payload.update[1].new[idx - 3] = v;
 }
 
-/* Where TCP memory stands, from the socket's protocol (tcp_mem, pages). */
-static __always_inline int tcp_mem_state(struct sock *sk, __s64 *mem,
-					 __s64 *allocated)
-{
-	struct proto *prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
-	atomic_long_t *alloc_p;
-	long *limits_p;
-	long limits[3] = {};
-	long alloc;
-
-	if (!prot)
-		return MEM_NORMAL;
-	alloc_p = BPF_CORE_READ(prot, memory_allocated);
-	limits_p = BPF_CORE_READ(prot, sysctl_mem);
-	if (!alloc_p || !limits_p)
-		return MEM_NORMAL;
-	alloc = BPF_CORE_READ(alloc_p, counter);
-	if (bpf_probe_read_kernel(limits, sizeof(limits), limits_p))
-		return MEM_NORMAL;
-	mem[0] = limits[0];
-	mem[1] = limits[1];
-	mem[2] = limits[2];
-	*allocated = alloc;
-	if (alloc <= 0 || limits[1] <= 0 || limits[2] <= 0)
-		return MEM_NORMAL;
-	if (BPFTUNE_NEARLY_FULL(alloc, limits[2]))
-		return MEM_EXHAUSTION;
-	if (BPFTUNE_NEARLY_FULL(alloc, limits[1]))
-		return MEM_PRESSURE;
-	return MEM_NORMAL;
-}
-
 /* Report TCP memory approaching pressure or exhaustion. */
 static __always_inline void send_mem_event(struct sock *sk, int state,
 					   const __s64 *mem, __s64 allocated,
@@ -146,7 +108,7 @@ static __always_inline void send_mem_event(struct sock *sk, int state,
 	extra_set(event, EXTRA_MEM_PAGES, allocated);
 	extra_set(event, EXTRA_MEM_STATE, state);
 	bpftune_send_sk_sysctl_event(sk,
-		state == MEM_EXHAUSTION ? TCP_MEM_EXHAUSTION : TCP_MEM_PRESSURE,
+		state == BPFTUNE_MEM_EXHAUSTION ? TCP_MEM_EXHAUSTION : TCP_MEM_PRESSURE,
 		TCP_BUFFER_MEM, mem, new, event);
 }
 
@@ -178,7 +140,7 @@ static __always_inline void send_buffer_event(struct sock *sk, __u32 id,
 	if (new[2] <= old[2])
 		return;
 	extra_set(event, EXTRA_SRTT_US, sk_srtt_us(sk, receiver));
-	extra_set(event, EXTRA_MEM_STATE, MEM_NORMAL);
+	extra_set(event, EXTRA_MEM_STATE, BPFTUNE_MEM_NORMAL);
 	bpftune_send_sk_sysctl_event(sk, TCP_BUFFER_INCREASE, id, old, new, event);
 }
 
@@ -208,8 +170,8 @@ static __noinline int rmem_check(struct sock *sk)
 	rcvbuf = sk->sk_rcvbuf;
 	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(rcvbuf, limits[2]))
 		return 0;
-	state = tcp_mem_state(sk, mem, &allocated);
-	if (state != MEM_NORMAL) {
+	state = bpftune_proto_mem_state(sk, mem, &allocated);
+	if (state != BPFTUNE_MEM_NORMAL) {
 		send_mem_event(sk, state, mem, allocated, &event);
 		return 0;
 	}
@@ -248,8 +210,8 @@ static __noinline int wmem_check(struct sock *sk)
 	limits[2] = net->ipv4.sysctl_tcp_wmem[2];
 	if (limits[2] <= 0 || !BPFTUNE_NEARLY_FULL(sndbuf, limits[2]))
 		return 0;
-	state = tcp_mem_state(sk, mem, &allocated);
-	if (state != MEM_NORMAL) {
+	state = bpftune_proto_mem_state(sk, mem, &allocated);
+	if (state != BPFTUNE_MEM_NORMAL) {
 		send_mem_event(sk, state, mem, allocated, &event);
 		return 0;
 	}
@@ -275,8 +237,8 @@ int BPF_PROG(bpftune_sock_exceed_buf_limit, struct sock *sk, struct proto *prot,
 
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	state = tcp_mem_state(sk, mem, &alloc);
-	if (state == MEM_NORMAL)
+	state = bpftune_proto_mem_state(sk, mem, &alloc);
+	if (state == BPFTUNE_MEM_NORMAL)
 		return 0;
 	send_mem_event(sk, state, mem, alloc, &event);
 	return 0;
@@ -357,7 +319,7 @@ int BPF_PROG(bpftune_retransmit_synack, const struct sock *listener,
 	extra_set(&event, EXTRA_SYNCOOKIES, syncookies);
 	extra_set(&event, EXTRA_SYN_FLOODS, floods);
 	extra_set(&event, EXTRA_ESTABLISHED, established);
-	extra_set(&event, EXTRA_MEM_STATE, tcp_mem_state(sk, mem, &allocated));
+	extra_set(&event, EXTRA_MEM_STATE, bpftune_proto_mem_state(sk, mem, &allocated));
 	extra_set(&event, EXTRA_MEM_PAGES, allocated);
 	bpftune_send_net_sysctl_event(net, TCP_MAX_SYN_BACKLOG_INCREASE,
 				      TCP_BUFFER_MAX_SYN_BACKLOG, old, new, &event);

@@ -54,12 +54,6 @@ enum udp_buffer_extra {
 #define UDP_ENOBUFS		105
 #define UDP_BUFFER_MAX		268435456LL
 
-enum mem_state {
-	MEM_NORMAL = 0,
-	MEM_PRESSURE = 1,
-	MEM_EXHAUSTION = 2,
-};
-
 /* Written by userspace (see the header comment). */
 volatile __s64 rmem_max = 0;
 volatile __s64 rmem_default = 0;
@@ -77,38 +71,6 @@ static __always_inline bool above_80(__s64 v, __s64 limit)
 	return limit > 0 && v + (v >> 2) > limit;
 }
 
-/* Where UDP memory stands against udp_mem (pages). */
-static __always_inline int udp_mem_state(struct sock *sk, __s64 *mem,
-					 __s64 *allocated)
-{
-	struct proto *prot = BPF_CORE_READ(sk, __sk_common.skc_prot);
-	atomic_long_t *alloc_p;
-	long *limits_p;
-	long limits[3] = {};
-	long alloc;
-
-	if (!prot)
-		return MEM_NORMAL;
-	alloc_p = BPF_CORE_READ(prot, memory_allocated);
-	limits_p = BPF_CORE_READ(prot, sysctl_mem);
-	if (!alloc_p || !limits_p)
-		return MEM_NORMAL;
-	alloc = BPF_CORE_READ(alloc_p, counter);
-	if (bpf_probe_read_kernel(limits, sizeof(limits), limits_p))
-		return MEM_NORMAL;
-	mem[0] = limits[0];
-	mem[1] = limits[1];
-	mem[2] = limits[2];
-	*allocated = alloc;
-	if (alloc <= 0 || limits[1] <= 0 || limits[2] <= 0)
-		return MEM_NORMAL;
-	if (BPFTUNE_NEARLY_FULL(alloc, limits[2]))
-		return MEM_EXHAUSTION;
-	if (BPFTUNE_NEARLY_FULL(alloc, limits[1]))
-		return MEM_PRESSURE;
-	return MEM_NORMAL;
-}
-
 /* UDP memory hit its limit (-ENOBUFS): report pressure or exhaustion.
  * A hit of the hard limit while the accounting reads below pressure (it
  * is per-cpu batched) still counts as pressure. */
@@ -118,12 +80,12 @@ static __noinline int mem_check(struct sock *sk)
 	__s64 mem[3] = {}, allocated = 0;
 	int state;
 
-	state = udp_mem_state(sk, mem, &allocated);
+	state = bpftune_proto_mem_state(sk, mem, &allocated);
 	if (mem[2] <= 0)
 		return 0;
 	event.payload.update[1].old[EXTRA_MEM_PAGES] = allocated;
 	bpftune_send_sk_sysctl_event(sk,
-		state == MEM_EXHAUSTION ? UDP_MEM_EXHAUSTION : UDP_MEM_PRESSURE,
+		state == BPFTUNE_MEM_EXHAUSTION ? UDP_MEM_EXHAUSTION : UDP_MEM_PRESSURE,
 		UDP_BUFFER_UDP_MEM, mem, mem, &event);
 	return 0;
 }
