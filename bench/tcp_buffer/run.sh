@@ -13,7 +13,8 @@
 # it never runs alongside a test that starts a daemon.
 #
 # Usage: bench/tcp_buffer/run.sh [BUILD_DIR]   (default: target/release)
-#   ROUNDS=5 SECS=5 IDLE_SECS=60 to change the sizes.
+#   ROUNDS=5 SECS=5 IDLE_SECS=60 to change the sizes; DAEMON_ARGS=--advise
+#   measures the daemon's overhead without the effect of its changes.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -86,7 +87,8 @@ reset_ns() {
 }
 
 start_daemon() { # $1 = plugin dir
-	"$BUILD/bpftune" -s --system-libdir "$1" -l "$1" >"$LOGDIR/daemon.log" 2>&1 &
+	# shellcheck disable=SC2086 # DAEMON_ARGS is a list of flags
+	"$BUILD/bpftune" -s --system-libdir "$1" -l "$1" ${DAEMON_ARGS:-} >"$LOGDIR/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	# Ready once tcp_buffer's programs are loaded (the daemon logs that
 	# only with -d, which would add per-event logging to the measurement).
