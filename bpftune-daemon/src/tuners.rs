@@ -12,7 +12,7 @@ use bpftune_core::LogLevel;
 use bpftune_core::abi::{InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
 use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
-use bpftune_core::loader::{self, LoadError, Plugin};
+use bpftune_core::loader::{self, Plugin};
 use bpftune_core::registry::{TunerRecord, TunerState};
 use bpftune_core::strategy::{StrategyClock, choose};
 use bpftune_core::summary;
@@ -97,11 +97,6 @@ impl TunerSet {
     pub fn load_file(&mut self, path: &Path) -> Result<u32, String> {
         let plugin = match loader::load_plugin(path, self.owner) {
             Ok(p) => p,
-            Err(e @ LoadError::Untrusted(_)) => {
-                let msg = e.to_string();
-                logging::err(&msg);
-                return Err(msg);
-            }
             Err(e) => {
                 let msg = e.to_string();
                 logging::err(&msg);
@@ -368,12 +363,10 @@ impl TunerSet {
     }
 
     /// Index of the active tuner loaded from `path`.
-    #[allow(dead_code, reason = "used by plugin hot-plug (being written)")]
     pub fn index_by_path(&self, path: &Path) -> Option<usize> {
         self.tuners.iter().position(|t| t.instance.is_some() && t.plugin.path == path)
     }
 
-    #[allow(dead_code, reason = "used by plugin hot-plug (being written)")]
     pub fn paths(&self) -> Vec<PathBuf> {
         self.tuners.iter().filter(|t| t.instance.is_some()).map(|t| t.plugin.path.clone()).collect()
     }
