@@ -37,8 +37,9 @@ impl LoadedTuner {
     }
 }
 
-/// Where a plugin came from, for the rollback flag (initial scans only, as
-/// the original; hot-added plugins get it too here, see [`TunerSet::load_file`]).
+/// Every tuner loaded by this daemon, in load order. With `-R`, every
+/// tuner (including ones hot-added later, unlike the original) is rolled
+/// back when it is finalised.
 pub struct TunerSet {
     pub host: SharedHost,
     pub tuners: Vec<LoadedTuner>,
