@@ -210,6 +210,9 @@ fn to_lines(entries: &BTreeMap<Key, Entry>, begin: &Record) -> String {
 /// Write `text` to `path` atomically and durably.
 fn atomic_write(path: &Path, text: &str) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
+    // Created on the first write only: a daemon that changes nothing leaves
+    // no state behind.
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("journal")));
     {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
@@ -224,9 +227,6 @@ impl Journal {
     /// Read the journal at `path` (creating its directory), as this run
     /// (`global_cookie` is the daemon's namespace).
     pub fn open(path: &Path, global_cookie: u64) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        }
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -382,9 +382,16 @@ impl Journal {
     /// Clean exit after rollback: nothing left to undo.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.remove_file();
+    }
+
+    /// No entries: no file (it is created again with the next record).
+    fn remove_file(&mut self) {
         self.file = None;
-        if let Err(e) = atomic_write(&self.path, "") {
-            logging::err(&format!("could not clear rollback journal '{}': {e}", self.path.display()));
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => logging::err(&format!("could not clear rollback journal '{}': {e}", self.path.display())),
         }
     }
 
@@ -465,7 +472,9 @@ impl Journal {
             }
         }
         self.entries = keep;
-        if let Err(e) = self.rewrite() {
+        if self.entries.is_empty() {
+            self.remove_file();
+        } else if let Err(e) = self.rewrite() {
             logging::err(&format!("could not write rollback journal '{}': {e}", self.path.display()));
         }
         restored
