@@ -6,28 +6,22 @@
 # Usage (root): bench/ip_frag/run.sh [BUILD_DIR]   (default target/release)
 # Needs: bpftune, libip_frag_tuner.so in BUILD_DIR; bpftool, jq, iperf3,
 # python3, ethtool. Traffic stays between two namespaces made here.
-set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
+bench_require bpftool jq iperf3 python3 ethtool ip
 
-BUILD=${1:-target/release}
 SECS=${SECS:-3}
 TAG=ipfb$$
-RUN=/run/bpftune-bench-$TAG
 TX=$TAG-tx
 RX=$TAG-rx
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
-DPID=
 
-cleanup() {
-	[ -n "$DPID" ] && kill -INT "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null || true
-	ip netns del "$TX" 2>/dev/null || true
-	ip netns del "$RX" 2>/dev/null || true
-	sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
-	rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-install -d -m 0755 "$RUN/plugins"
-install -m 0644 "$BUILD/libip_frag_tuner.so" "$RUN/plugins/ip_frag_tuner.so"
+bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
+bench_on_exit "ip netns pids $RX 2>/dev/null | xargs -r kill 2>/dev/null"
+bench_on_exit "ip netns del $TX 2>/dev/null"
+bench_on_exit "ip netns del $RX 2>/dev/null"
+bench_plugin "$PLUG" ip_frag
 
 ip netns add "$TX"
 ip netns add "$RX"
@@ -42,18 +36,7 @@ ip -n "$RX" link set "${TAG}b" up
 ip netns exec "$TX" ethtool -K "${TAG}a" gro off tso off gso off >/dev/null
 ip netns exec "$RX" ethtool -K "${TAG}b" gro off tso off gso off >/dev/null
 
-ID_BEFORE=$(bpftool prog show -j | jq '[.[] | select(.name == "bpftune_ip_frag_rcv") | .id] | max // 0')
-"$BUILD/bpftune" -s --system-libdir "$RUN/plugins" -l "$RUN/plugins" >"$RUN/log" 2>&1 &
-DPID=$!
-# Loaded once a program of that name newer than any before the start exists.
-newest_id() {
-	bpftool prog show -j | jq '[.[] | select(.name == "bpftune_ip_frag_rcv") | .id] | max // 0'
-}
-for _ in $(seq 100); do
-	[ "$(newest_id)" -gt "$ID_BEFORE" ] && break
-	sleep 0.1
-done
-[ "$(newest_id)" -gt "$ID_BEFORE" ] || { cat "$RUN/log"; exit 1; }
+daemon_start "$PLUG" bpftune_ip_frag_rcv
 sysctl -q -w kernel.bpf_stats_enabled=1
 
 prog_stats() {

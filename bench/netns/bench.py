@@ -274,6 +274,8 @@ def main():
                   f"netns program ran {s['run_cnt']} times, {per:.0f} ns per run")
     finally:
         shutil.rmtree(STAGE, ignore_errors=True)
+        if os.path.exists(LOG):
+            os.remove(LOG)
 
 
 if __name__ == "__main__":

@@ -15,74 +15,35 @@
 #
 # Usage: bench/udp_buffer/run.sh [BUILD_DIR]  (default: target/release)
 #   ROUNDS=3 FLOWS=10 to change the sizes.
-set -euo pipefail
-
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BUILD=${1:-${BPFTUNE_BUILD_DIR:-$ROOT/target/release}}
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
+bench_require python3 bpftool jq ip
+
 ROUNDS=${ROUNDS:-3}
 FLOWS=${FLOWS:-10}
-
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-for t in python3 bpftool jq ip; do command -v $t >/dev/null || { echo "missing $t" >&2; exit 1; }; done
-[ -x "$BUILD/bpftune" ] || { echo "no $BUILD/bpftune: cargo build first" >&2; exit 1; }
-
-if [ -z "${BENCH_LOCKED:-}" ]; then
-	mkdir -p -m 0755 /run/bpftune-tests
-	exec env BENCH_LOCKED=1 flock /run/bpftune-tests/lock "$0" "$@"
-fi
-
 NS=ubb$$
-PLUG=/run/bpftune-bench-ubb$$
-DAEMON_PID=
 SAVED_MAX=$(sysctl -n net.core.rmem_max)
 SAVED_DEF=$(sysctl -n net.core.rmem_default)
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
-LOGDIR=$(mktemp -d)
 
-stop_daemon() {
-	if [ -n "$DAEMON_PID" ]; then
-		kill -INT "$DAEMON_PID" 2>/dev/null || true
-		wait "$DAEMON_PID" 2>/dev/null || true
-		DAEMON_PID=
-	fi
-}
-cleanup() {
-	stop_daemon
-	sysctl -q -w net.core.rmem_max="$SAVED_MAX" net.core.rmem_default="$SAVED_DEF" || true
-	sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED" || true
-	ip netns del "$NS" 2>/dev/null || true
-	rm -rf "$PLUG" "$LOGDIR"
-}
-trap cleanup EXIT
-
-install -d -m 0755 "$PLUG"
-install -m 0644 "$BUILD/libudp_buffer_tuner.so" "$PLUG/udp_buffer_tuner.so"
-install -m 0644 "$BUILD/libsysctl_tuner.so" "$PLUG/sysctl_tuner.so"
+bench_on_exit "sysctl -q -w net.core.rmem_max=$SAVED_MAX net.core.rmem_default=$SAVED_DEF"
+bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
+bench_on_exit "ip netns del $NS 2>/dev/null"
+bench_plugin "$PLUG" udp_buffer sysctl
 ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
-
-start_daemon() {
-	"$BUILD/bpftune" -s --system-libdir "$PLUG" -l "$PLUG" >"$LOGDIR/daemon.log" 2>&1 &
-	DAEMON_PID=$!
-	for _ in $(seq 300); do
-		bpftool prog show 2>/dev/null | grep -q 'bpftune_udp_fa' && { sleep 0.5; return 0; }
-		sleep 0.1
-	done
-	kill -INT "$DAEMON_PID" 2>/dev/null || true
-	echo "daemon did not start:" >&2; grep -v "libbpf:" "$LOGDIR/daemon.log" >&2; exit 1
-}
+start_daemon() { daemon_start "$PLUG" bpftune_udp_fa; }
+stop_daemon() { daemon_stop; }
 
 # One round: reset the limits, run the flows; prints "mean_loss last_loss".
 round() {
 	sysctl -q -w net.core.rmem_max=16384 net.core.rmem_default=16384
 	[ "$1" = with ] && start_daemon
-	ip netns exec "$NS" python3 "$HERE/udpflood.py" --flows "$FLOWS" >"$LOGDIR/flows.json"
+	ip netns exec "$NS" python3 "$HERE/udpflood.py" --flows "$FLOWS" >"$WORK/flows.json"
 	[ "$1" = with ] && stop_daemon
-	jq -s '[(map(.loss) | add / length), (last.loss), (last.rcvbuf)] | @tsv' -r "$LOGDIR/flows.json"
+	jq -s '[(map(.loss) | add / length), (last.loss), (last.rcvbuf)] | @tsv' -r "$WORK/flows.json"
 }
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A MEAN LAST BUF
 for r in $(seq "$ROUNDS"); do

@@ -1,0 +1,103 @@
+# bench/lib.sh: what every benchmark script needs, sourced by bench/*/run.sh.
+#
+# After `. "$(dirname "$0")/../lib.sh"` a script has:
+#   ROOT, BUILD (argument 1, $BPFTUNE_BUILD_DIR or target/release), WORK (a
+#   private temporary directory), PLUG (a root-owned 0755 plugin directory
+#   the daemon accepts), and these functions:
+#   bench_require TOOL...        exit unless every tool is installed
+#   bench_on_exit CMD            run CMD at exit (last added runs first)
+#   bench_plugin DIR NAME...     stage lib<NAME>_tuner.so as <NAME>_tuner.so
+#   daemon_start DIR PROG [ARGS] start bpftune on plugin dir DIR; ready once it
+#                                loaded a BPF program whose name starts with
+#                                PROG (plus 1 s to finish starting up)
+#   newest_prog_id PROG          highest id of such a program (0: none)
+#   daemon_stop                  SIGINT and wait; the log stays in $WORK/daemon.log
+#   median, mean                 of numbers on stdin, one per line
+#   paired WITHOUT WITH          each "with" run divided by the mean of the
+#                                "without" runs just before and after it
+# Sourcing it re-executes the script under the integration-test lock, so a
+# benchmark never runs beside a test's daemon (or another benchmark).
+# Everything is restored or removed at exit, also after a failure.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${1:-${BPFTUNE_BUILD_DIR:-$ROOT/target/release}}
+DAEMON_PID=
+BENCH_EXIT=()
+
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -x "$BUILD/bpftune" ] || { echo "no $BUILD/bpftune: cargo build --release first" >&2; exit 1; }
+
+bench_require() {
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null || { echo "missing $t (scripts/install-deps.sh installs it)" >&2; exit 1; }
+	done
+}
+
+bench_on_exit() { BENCH_EXIT=("$1" "${BENCH_EXIT[@]}"); }
+
+bench_cleanup() {
+	local cmd
+	daemon_stop
+	for cmd in "${BENCH_EXIT[@]}"; do eval "$cmd" || true; done
+	rm -rf "$PLUG" "$WORK"
+}
+
+bench_plugin() {
+	local dir=$1 name
+	shift
+	install -d -m 0755 "$dir"
+	for name in "$@"; do
+		install -m 0644 "$BUILD/lib${name}_tuner.so" "$dir/${name}_tuner.so"
+	done
+}
+
+# Highest id of a loaded BPF program whose name starts with $1 (0: none).
+newest_prog_id() {
+	bpftool prog show -j 2>/dev/null |
+		jq --arg p "$1" '[.[] | select(.name | startswith($p)) | .id] | max // 0'
+}
+
+daemon_start() {
+	local dir=$1 prog=$2 before
+	shift 2
+	before=$(newest_prog_id "$prog")
+	"$BUILD/bpftune" -s --system-libdir "$dir" -l "$dir" "$@" >"$WORK/daemon.log" 2>&1 &
+	DAEMON_PID=$!
+	for _ in $(seq 300); do
+		if [ "$(newest_prog_id "$prog")" -gt "$before" ]; then
+			sleep 1
+			return 0
+		fi
+		kill -0 "$DAEMON_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "daemon did not start:" >&2
+	grep -v 'libbpf:' "$WORK/daemon.log" >&2 || true
+	exit 1
+}
+
+daemon_stop() {
+	if [ -n "$DAEMON_PID" ]; then
+		kill -INT "$DAEMON_PID" 2>/dev/null || true
+		wait "$DAEMON_PID" 2>/dev/null || true
+		DAEMON_PID=
+	fi
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+mean() { awk '{s+=$1} END {if (NR) printf "%.4f\n", s/NR}'; }
+paired() {
+	paste -d' ' "$1" <(tail -n +2 "$1") | head -n "$(wc -l <"$2")" | paste -d' ' - "$2" |
+		awk '{printf "%.4f\n", $3 / (($1 + $2) / 2)}'
+}
+
+if [ -z "${BENCH_LOCKED:-}" ]; then
+	mkdir -p -m 0755 /run/bpftune-tests
+	exec env BENCH_LOCKED=1 flock /run/bpftune-tests/lock "$0" "$@"
+fi
+WORK=$(mktemp -d)
+PLUG=/run/bpftune-bench-$$
+trap bench_cleanup EXIT
