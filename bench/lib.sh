@@ -5,7 +5,8 @@
 #   private temporary directory), PLUG (a root-owned 0755 plugin directory
 #   the daemon accepts), and these functions:
 #   bench_require TOOL...        exit unless every tool is installed
-#   bench_on_exit CMD            run CMD at exit (last added runs first)
+#   bench_on_exit CMD            run CMD at exit (last added runs first, so
+#                                register teardown before what it needs)
 #   bench_plugin DIR NAME...     stage lib<NAME>_tuner.so as <NAME>_tuner.so
 #   daemon_start DIR PROG [ARGS] start bpftune on plugin dir DIR; ready once it
 #                                loaded a BPF program whose name starts with
@@ -96,7 +97,9 @@ paired() {
 
 if [ -z "${BENCH_LOCKED:-}" ]; then
 	mkdir -p -m 0755 /run/bpftune-tests
-	exec env BENCH_LOCKED=1 flock /run/bpftune-tests/lock "$0" "$@"
+	# -o: the lock's fd is not inherited, so a server the script starts in
+	# the background cannot keep holding the lock after the script ends.
+	exec env BENCH_LOCKED=1 flock -o /run/bpftune-tests/lock "$0" "$@"
 fi
 WORK=$(mktemp -d)
 PLUG=/run/bpftune-bench-$$

@@ -18,9 +18,10 @@ RX=$TAG-rx
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
 
 bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
-bench_on_exit "ip netns pids $RX 2>/dev/null | xargs -r kill 2>/dev/null"
 bench_on_exit "ip netns del $TX 2>/dev/null"
 bench_on_exit "ip netns del $RX 2>/dev/null"
+# Runs first: the iperf3 servers, while their namespace still exists.
+bench_on_exit "ip netns pids $RX 2>/dev/null | xargs -r kill 2>/dev/null"
 bench_plugin "$PLUG" ip_frag
 
 ip netns add "$TX"
