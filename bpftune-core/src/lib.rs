@@ -1,6 +1,7 @@
 //! bpftune-core: what the daemon and every tuner share.
 //!
-//! * [`abi`] and [`sdk`]: the stable plugin interface and the tuner SDK.
+//! * [`abi`] and [`sdk`]: the stable plugin interface and the tuner SDK
+//!   (with [`netns_admission`], the namespace bookkeeping tuners share).
 //! * [`ringbuf`], [`registry`], [`host`]: the shared ring buffer, the tuner-id
 //!   map and the daemon services behind the interface (sysctl writer,
 //!   summaries, admin overrides).
@@ -15,6 +16,7 @@ pub mod host;
 pub mod learning;
 pub mod loader;
 pub mod netns;
+pub mod netns_admission;
 pub mod procfs;
 pub mod protomem;
 pub mod registry;

@@ -134,27 +134,58 @@ pub fn with_net_dir<R: Send>(
 mod tests {
     use super::*;
 
+    /// The only zoneinfo sample in the workspace (tcp_buffer and udp_buffer
+    /// use these functions through re-exports and do not test them again).
     const ZONEINFO: &str = "Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 1
+  pages free     3840
+        boost    0
+        min      12
+        low      15
         high     18
+        spanned  4095
+        present  3998
         managed  3840
 Node 0, zone    DMA32
+  pages free     300000
+        min      1000
+        low      1200
         high     1400
+        spanned  1044480
+        present  782288
         managed  700000
 Node 0, zone   Normal
+  pages free     4000000
+        min      10000
+        low      12000
         high     14000
-        managed  5000000
-Node 1, zone   Normal
-        high     100
-        managed  50
+        spanned  5505024
+        present  5505024
+        managed  5400000
+Node 0, zone  Movable
+  pages free     0
+        high     0
+        managed  0
 ";
 
     #[test]
     fn free_pages_sum_normal_zones_else_dma32() {
-        assert_eq!(free_buffer_pages(ZONEINFO), 5_000_000 - 14_000);
+        assert_eq!(free_buffer_pages(ZONEINFO), 5_400_000 - 14_000);
+        let no_normal = ZONEINFO.replace("zone   Normal", "zone   Other");
+        assert_eq!(free_buffer_pages(&no_normal), 700_000 - 1_400);
         let small = "Node 0, zone    DMA32\n high 1400\n managed 700000\n";
         assert_eq!(free_buffer_pages(small), 700_000 - 1_400);
         assert_eq!(free_buffer_pages(""), 0);
         assert!(read_free_buffer_pages(Path::new("/proc")).expect("zoneinfo") > 0);
+    }
+
+    #[test]
+    fn free_pages_sum_over_nodes_and_never_go_negative() {
+        let two = format!("{ZONEINFO}{}", ZONEINFO.replace("Node 0", "Node 1"));
+        assert_eq!(free_buffer_pages(&two), 2 * (5_400_000 - 14_000));
+        let starved = format!("{ZONEINFO}Node 1, zone   Normal\n        high     100\n        managed  50\n");
+        assert_eq!(free_buffer_pages(&starved), 5_400_000 - 14_000);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::abi::{
 };
 use crate::event::Event;
 use crate::learning::LearningRate;
+pub use crate::netns_admission::{NetnsAdmission, UnknownNetns};
 
 /// What a tuner implements. One instance per loaded `.so`.
 pub trait Tuner: Sized + 'static {

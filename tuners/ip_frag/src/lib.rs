@@ -13,11 +13,8 @@ pub mod policy;
 pub mod snmp;
 pub mod tables;
 
-use std::collections::{HashMap, HashSet};
-
 use bpftune_core::corr::CorrTable;
-use bpftune_core::event::NETNS_UNKNOWN;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
@@ -42,24 +39,17 @@ fn event_mem(event: &Event) -> i64 {
 pub struct IpFragTuner {
     host: Host,
     lr: LearningRate,
-    /// The daemon's namespace (events from it carry its real cookie).
-    global_cookie: u64,
+    /// Namespaces seen in events, and the ones an administrator took over
+    /// (or that are gone); also knows the daemon's namespace.
+    netns: NetnsAdmission,
     /// (high threshold, netns) → (threshold, failure rate) samples.
     corr: CorrTable<(Tunable, u64)>,
     snmp: SnmpReader,
-    /// Namespace cookie → inode, as seen in events.
-    seen: HashMap<u64, u32>,
-    /// Namespaces where an administrator took over (or that are gone).
-    disabled: HashSet<u64>,
     // Dropped last: the BPF object (its links live in the skeleton).
     skel: OwnedSkel<skel::IpFragSkel<'static>>,
 }
 
 impl IpFragTuner {
-    fn norm(&self, cookie: u64) -> u64 {
-        if cookie == 0 { self.global_cookie } else { cookie }
-    }
-
     fn read(&self, t: Tunable, cookie: u64) -> Option<i64> {
         match self.host.sysctl_read(cookie, t.name()) {
             Ok(v) => v.first().copied(),
@@ -77,7 +67,7 @@ impl IpFragTuner {
         match self.host.write(t, s, cookie, &[new], &reason) {
             Ok(WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged) => true,
             Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
-                self.disabled.insert(cookie);
+                self.netns.disable(cookie);
                 self.snmp.forget(cookie);
                 self.corr.retain(|k, _| k.1 != cookie);
                 false
@@ -92,8 +82,8 @@ impl IpFragTuner {
     /// Feed the correlation with (new threshold, failure rate) and say
     /// whether failures follow our increases.
     fn correlated(&mut self, t: Tunable, cookie: u64, next_high: i64) -> bool {
-        let inum = if cookie == self.global_cookie { None } else { self.seen.get(&cookie).copied() };
-        if cookie != self.global_cookie && inum.is_none() {
+        let inum = self.netns.inum(cookie);
+        if !self.netns.is_global(cookie) && inum.is_none() {
             return false;
         }
         let key = (t, cookie);
@@ -157,26 +147,15 @@ impl Tuner for IpFragTuner {
         Ok(Self {
             host,
             lr: host.learning_rate(),
-            global_cookie: host.global_netns_cookie(),
+            netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
             corr: CorrTable::new(),
             snmp: SnmpReader::default(),
-            seen: HashMap::new(),
-            disabled: HashSet::new(),
             skel,
         })
     }
 
     fn event(&mut self, event: &Event) -> Result<(), String> {
-        if event.netns_cookie() == NETNS_UNKNOWN {
-            return Ok(());
-        }
-        let cookie = self.norm(event.netns_cookie());
-        if self.disabled.contains(&cookie) {
-            return Ok(());
-        }
-        if cookie != self.global_cookie && self.seen.insert(cookie, event.netns_inum()).is_none() {
-            self.host.netns_seen(cookie, event.netns_inum());
-        }
+        let Some(cookie) = self.netns.admit(&self.host, event) else { return Ok(()) };
         let upd = event.update();
         match Tunable::from_id(upd.tunable) {
             Some(t @ (Tunable::IpfragHighThresh | Tunable::Ip6fragHighThresh)) => {

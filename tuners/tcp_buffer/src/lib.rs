@@ -18,9 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use bpftune_core::corr::CorrTable;
-use bpftune_core::event::NETNS_UNKNOWN;
 use bpftune_core::host::change_reason;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use bpftune_core::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
@@ -56,18 +55,15 @@ pub struct TcpBufferTuner {
     host: Host,
     lr: LearningRate,
     bounds: MemBounds,
-    /// The daemon's namespace (events from it carry its real cookie).
-    global_cookie: u64,
+    /// Namespaces seen in events, and the ones an administrator took over
+    /// (or that are gone); also knows the daemon's namespace.
+    netns: NetnsAdmission,
     corr: CorrTable<(Tunable, u64)>,
     latency_hold: HashMap<(Tunable, u64), i64>,
     raised: HashMap<(Tunable, u64), Raised>,
     /// Last values this tuner wrote, to drop events that saw older ones.
     last_written: HashMap<(Tunable, u64), Vec<i64>>,
     moderate_checked: HashSet<u64>,
-    /// Namespace cookie → inode, as seen in events.
-    seen: HashMap<u64, u32>,
-    /// Namespaces where an administrator took over (or that are gone).
-    disabled: HashSet<u64>,
     mem: MemState,
     normal_ticks: u32,
     /// Namespaces whose sockets reported low memory (toggles go there too).
@@ -83,12 +79,12 @@ pub struct TcpBufferTuner {
 }
 
 impl TcpBufferTuner {
-    fn norm(&self, cookie: u64) -> u64 {
-        if cookie == 0 { self.global_cookie } else { cookie }
+    fn global_cookie(&self) -> u64 {
+        self.netns.global_cookie()
     }
 
     fn is_global(&self, cookie: u64) -> bool {
-        cookie == self.global_cookie
+        self.netns.is_global(cookie)
     }
 
     /// Write through the daemon; remember what we wrote, and stop acting in
@@ -102,8 +98,8 @@ impl TcpBufferTuner {
                     }
                     WriteOutcome::SkippedManual | WriteOutcome::NetnsGone => {
                         // Global tunables are written in the daemon's ns.
-                        let ns = if t.namespaced() { cookie } else { self.global_cookie };
-                        self.disabled.insert(ns);
+                        let ns = if t.namespaced() { cookie } else { self.global_cookie() };
+                        self.netns.disable(ns);
                     }
                 }
                 Some(outcome)
@@ -194,7 +190,7 @@ impl TcpBufferTuner {
     /// tick): raise `tcp_mem` within its bounds; at exhaustion also enter
     /// the low-memory state.
     fn on_memory(&mut self, state: MemState, tcp_mem: [i64; 3], cookie: u64) {
-        if !state.is_low() || self.disabled.contains(&self.global_cookie) {
+        if !state.is_low() || self.netns.is_disabled(self.global_cookie()) {
             return;
         }
         self.normal_ticks = 0;
@@ -206,7 +202,7 @@ impl TcpBufferTuner {
             let t = Tunable::TcpMem;
             let scenario = if state == MemState::Exhaustion { Scenario::MemExhaustion } else { Scenario::MemPressure };
             let reason = change_reason(state.label(), t.name(), tables::MEM_LABELS, &tcp_mem, &new);
-            self.write(t, scenario, self.global_cookie, &new, &reason);
+            self.write(t, scenario, self.global_cookie(), &new, &reason);
         }
         if state == MemState::Exhaustion {
             self.enter_lowmem();
@@ -216,11 +212,11 @@ impl TcpBufferTuner {
     /// Low memory: set the toggles, step back buffer maxima we raised and
     /// SYN backlogs, remembering what to undo.
     fn enter_lowmem(&mut self) {
-        let mut netns: Vec<u64> = vec![self.global_cookie];
-        netns.extend(self.lowmem_netns.iter().copied().filter(|c| !self.disabled.contains(c)));
+        let mut cookies: Vec<u64> = vec![self.global_cookie()];
+        cookies.extend(self.lowmem_netns.iter().copied().filter(|c| !self.netns.is_disabled(*c)));
         for t in LOWMEM_TOGGLES {
             let namespaced = t != Tunable::HighOrderAllocDisable;
-            for &cookie in &netns {
+            for &cookie in &cookies {
                 if !namespaced && !self.is_global(cookie) {
                     continue;
                 }
@@ -237,7 +233,7 @@ impl TcpBufferTuner {
         }
         let raised: Vec<((Tunable, u64), Raised)> = self.raised.iter().map(|(k, v)| (*k, *v)).collect();
         for ((t, cookie), r) in raised {
-            if self.disabled.contains(&cookie) {
+            if self.netns.is_disabled(cookie) {
                 continue;
             }
             let Some(cur) = self.read(t, cookie).and_then(|v| <[i64; 3]>::try_from(v).ok()) else { continue };
@@ -263,12 +259,12 @@ impl TcpBufferTuner {
     /// Memory recovered: undo what [`Self::enter_lowmem`] set.
     fn leave_lowmem(&mut self) {
         for (t, cookie) in std::mem::take(&mut self.lowmem_set) {
-            if !self.disabled.contains(&cookie) {
+            if !self.netns.is_disabled(cookie) {
                 self.write(t, Scenario::LowmemUnset, cookie, &[0], &tables::reason_lowmem_unset(t.name()));
             }
         }
         for (cookie, value) in std::mem::take(&mut self.syn_saved) {
-            if !self.disabled.contains(&cookie) {
+            if !self.netns.is_disabled(cookie) {
                 let t = Tunable::TcpMaxSynBacklog;
                 self.write(t, Scenario::LowmemUnset, cookie, &[value], &tables::reason_lowmem_unset(t.name()));
             }
@@ -289,8 +285,7 @@ impl TcpBufferTuner {
         let corr = self.corr.get(&key);
         let (mut failed, mut recv) = (None, None);
         if extra.syncookies > 0 {
-            let inum = if self.is_global(cookie) { None } else { self.seen.get(&cookie).copied() };
-            match meminfo::read_netstat(cookie, inum) {
+            match meminfo::read_netstat(cookie, self.netns.inum(cookie)) {
                 Ok(text) => {
                     if let Some((r, f)) = meminfo::syncookie_counters(&text) {
                         recv = Some(r);
@@ -363,14 +358,12 @@ impl Tuner for TcpBufferTuner {
             host,
             lr: host.learning_rate(),
             bounds,
-            global_cookie: host.global_netns_cookie(),
+            netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
             corr: CorrTable::new(),
             latency_hold: HashMap::new(),
             raised: HashMap::new(),
             last_written: HashMap::new(),
             moderate_checked: HashSet::new(),
-            seen: HashMap::new(),
-            disabled: HashSet::new(),
             mem: MemState::Normal,
             normal_ticks: 0,
             lowmem_netns: HashSet::new(),
@@ -382,16 +375,7 @@ impl Tuner for TcpBufferTuner {
     }
 
     fn event(&mut self, event: &Event) -> Result<(), String> {
-        if event.netns_cookie() == NETNS_UNKNOWN {
-            return Ok(());
-        }
-        let cookie = self.norm(event.netns_cookie());
-        if self.disabled.contains(&cookie) {
-            return Ok(());
-        }
-        if !self.is_global(cookie) && self.seen.insert(cookie, event.netns_inum()).is_none() {
-            self.host.netns_seen(cookie, event.netns_inum());
-        }
+        let Some(cookie) = self.netns.admit(&self.host, event) else { return Ok(()) };
         let upd = event.update();
         let extra = Extra::decode(event);
         match Tunable::from_id(upd.tunable) {
@@ -401,7 +385,7 @@ impl Tuner for TcpBufferTuner {
                     Some(Scenario::MemExhaustion) => MemState::Exhaustion,
                     _ => MemState::Pressure,
                 };
-                if self.fresh(Tunable::TcpMem, self.global_cookie, &upd.old) {
+                if self.fresh(Tunable::TcpMem, self.global_cookie(), &upd.old) {
                     self.on_memory(state, upd.old, cookie);
                 }
             }
@@ -424,7 +408,7 @@ impl Tuner for TcpBufferTuner {
         };
         let state = policy::mem_state(allocated, tcp_mem, self.lr);
         if state.is_low() {
-            self.on_memory(state, tcp_mem, self.global_cookie);
+            self.on_memory(state, tcp_mem, self.global_cookie());
         } else if self.mem.is_low() {
             self.normal_ticks += 1;
             if self.normal_ticks >= LOWMEM_EXIT_TICKS {

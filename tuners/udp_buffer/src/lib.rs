@@ -13,12 +13,10 @@ pub mod policy;
 pub mod procfs;
 pub mod tables;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use bpftune_core::event::NETNS_UNKNOWN;
 use bpftune_core::host::change_reason;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
+use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
@@ -55,11 +53,11 @@ pub struct UdpBufferTuner {
     host: Host,
     lr: LearningRate,
     bounds: MemBounds,
-    global_cookie: u64,
+    /// Namespaces seen in events (for their UDP counters); every write goes
+    /// to the daemon's namespace, so none is ever disabled here.
+    netns: NetnsAdmission,
     /// An administrator took over a tunable: leave it alone from then on.
     disabled: Vec<Tunable>,
-    /// Namespace cookie -> inode, as seen in events.
-    seen: HashMap<u64, u32>,
     // Dropped last: the BPF object (its links live in the skeleton).
     skel: OwnedSkel<skel::UdpBufferSkel<'static>>,
 }
@@ -84,7 +82,7 @@ impl UdpBufferTuner {
         if self.disabled.contains(&t) {
             return false;
         }
-        match self.host.write(t, s, self.global_cookie, values, reason) {
+        match self.host.write(t, s, self.netns.global_cookie(), values, reason) {
             Ok(WriteOutcome::Written) => true,
             Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
                 self.disabled.push(t);
@@ -113,8 +111,7 @@ impl UdpBufferTuner {
     }
 
     fn log_drops(&self, cookie: u64) {
-        let inum = if cookie == self.global_cookie { None } else { self.seen.get(&cookie).copied() };
-        match procfs::read_udp_counters(cookie, inum) {
+        match procfs::read_udp_counters(cookie, self.netns.inum(cookie)) {
             Ok(c) => {
                 let rate = policy::drop_rate_per_mille(c.datagrams, c.rcvbuf_errors);
                 self.host.notice(&tables::drops_notice(cookie, c.datagrams, c.rcvbuf_errors, rate));
@@ -187,9 +184,8 @@ impl Tuner for UdpBufferTuner {
             host,
             lr: host.learning_rate(),
             bounds,
-            global_cookie: host.global_netns_cookie(),
+            netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Global),
             disabled: Vec::new(),
-            seen: HashMap::new(),
             skel,
         };
         tuner.sync_bpf_limits();
@@ -197,13 +193,8 @@ impl Tuner for UdpBufferTuner {
     }
 
     fn event(&mut self, event: &Event) -> Result<(), String> {
-        let cookie = match event.netns_cookie() {
-            NETNS_UNKNOWN | 0 => self.global_cookie,
-            c => c,
-        };
-        if cookie != self.global_cookie && self.seen.insert(cookie, event.netns_inum()).is_none() {
-            self.host.netns_seen(cookie, event.netns_inum());
-        }
+        // Unknown namespaces count as the daemon's: all writes go there.
+        let Some(cookie) = self.netns.admit(&self.host, event) else { return Ok(()) };
         let upd = event.update();
         match (Tunable::from_id(upd.tunable), Scenario::from_id(event.scenario_id())) {
             (Some(Tunable::RmemMax | Tunable::RmemDefault), Some(Scenario::Increase)) => {

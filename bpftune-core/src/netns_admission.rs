@@ -1,0 +1,195 @@
+//! Which namespace an event belongs to, and whether a tuner still acts
+//! there: the prologue every per-namespace tuner's event handler shares.
+//!
+//! Before this existed, tcp_buffer, ip_frag and udp_buffer each kept their
+//! own `seen` map and `disabled` set and repeated the same steps at the top
+//! of `Tuner::event`: turn the event's cookie into a real one (0 means the
+//! daemon's namespace), drop events from namespaces the tuner gave up on
+//! (an administrator took over there, or the namespace is gone), and tell
+//! the daemon about a namespace the first time one of its events arrives
+//! (so it can find a handle to read and write sysctls in it). A tuner now
+//! owns one [`NetnsAdmission`] and calls [`NetnsAdmission::admit`] first.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::event::{Event, NETNS_UNKNOWN};
+use crate::sdk::Host;
+
+/// What to do with an event whose namespace BPF could not tell
+/// ([`NETNS_UNKNOWN`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownNetns {
+    /// Drop the event: the tuner acts per namespace and cannot guess one.
+    Skip,
+    /// Treat it as the daemon's namespace: the tuner only changes global
+    /// tunables, so the namespace only matters for reporting.
+    Global,
+}
+
+/// The namespaces one tuner has seen in events and the ones it stopped
+/// acting in, keyed by netns cookie.
+#[derive(Debug, Clone)]
+pub struct NetnsAdmission {
+    global_cookie: u64,
+    unknown: UnknownNetns,
+    /// Namespace cookie → inode, as seen in events (never the global one).
+    seen: HashMap<u64, u32>,
+    /// Namespaces where an administrator took over (or that are gone).
+    disabled: HashSet<u64>,
+}
+
+impl NetnsAdmission {
+    /// Track namespaces for a tuner whose daemon runs in the namespace with
+    /// cookie `global_cookie` ([`Host::global_netns_cookie`]).
+    pub fn new(global_cookie: u64, unknown: UnknownNetns) -> Self {
+        Self { global_cookie, unknown, seen: HashMap::new(), disabled: HashSet::new() }
+    }
+
+    /// The daemon's namespace.
+    pub fn global_cookie(&self) -> u64 {
+        self.global_cookie
+    }
+
+    /// Whether `cookie` (already normalised) is the daemon's namespace.
+    pub fn is_global(&self, cookie: u64) -> bool {
+        cookie == self.global_cookie
+    }
+
+    /// The real cookie of an event's namespace: 0 means the daemon's.
+    pub fn normalize(&self, cookie: u64) -> u64 {
+        if cookie == 0 { self.global_cookie } else { cookie }
+    }
+
+    /// The event's namespace (normalised cookie), or `None` if the tuner
+    /// must ignore the event: its namespace is unknown (and the policy is
+    /// [`UnknownNetns::Skip`]) or disabled. A non-global namespace is
+    /// reported to the daemon ([`Host::netns_seen`]) the first time.
+    pub fn admit(&mut self, host: &Host, event: &Event) -> Option<u64> {
+        self.admit_with(event.netns_cookie(), event.netns_inum(), |cookie, inum| host.netns_seen(cookie, inum))
+    }
+
+    /// [`Self::admit`] with the report to the daemon as a closure.
+    fn admit_with(&mut self, cookie: u64, inum: u32, report: impl FnOnce(u64, u32)) -> Option<u64> {
+        let cookie = match (cookie, self.unknown) {
+            (NETNS_UNKNOWN, UnknownNetns::Skip) => return None,
+            (NETNS_UNKNOWN, UnknownNetns::Global) => self.global_cookie,
+            (c, _) => self.normalize(c),
+        };
+        if self.disabled.contains(&cookie) {
+            return None;
+        }
+        // The latest inode wins, but the daemon hears of a namespace once.
+        if !self.is_global(cookie) && self.seen.insert(cookie, inum).is_none() {
+            report(cookie, inum);
+        }
+        Some(cookie)
+    }
+
+    /// The inode of a namespace seen in events, to read its `/proc/net`;
+    /// `None` for the daemon's namespace (and for one never seen).
+    pub fn inum(&self, cookie: u64) -> Option<u32> {
+        if self.is_global(cookie) { None } else { self.seen.get(&cookie).copied() }
+    }
+
+    /// Stop acting in that namespace: [`Self::admit`] drops its events from
+    /// now on. Returns true if it was not disabled already.
+    pub fn disable(&mut self, cookie: u64) -> bool {
+        self.disabled.insert(cookie)
+    }
+
+    /// Whether the tuner stopped acting in that namespace.
+    pub fn is_disabled(&self, cookie: u64) -> bool {
+        self.disabled.contains(&cookie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::abi::SupportLevel;
+    use crate::host::{HostBinding, HostConfig, HostState, LogSink, SharedFds, make_context};
+    use crate::learning::LearningRate;
+    use crate::netns::NetnsRegistry;
+    use crate::sysctl::ProcSysctl;
+
+    const GLOBAL: u64 = 4096;
+
+    /// Admit (cookie, inum) and return the result and what was reported.
+    fn admit(a: &mut NetnsAdmission, cookie: u64, inum: u32) -> (Option<u64>, Vec<(u64, u32)>) {
+        let mut reported = Vec::new();
+        let got = a.admit_with(cookie, inum, |c, i| reported.push((c, i)));
+        (got, reported)
+    }
+
+    #[test]
+    fn zero_cookie_is_the_global_namespace_and_is_never_reported() {
+        let mut a = NetnsAdmission::new(GLOBAL, UnknownNetns::Skip);
+        assert_eq!(admit(&mut a, 0, 1), (Some(GLOBAL), vec![]));
+        assert_eq!(admit(&mut a, GLOBAL, 1), (Some(GLOBAL), vec![]));
+        assert!(a.is_global(a.normalize(0)));
+        assert_eq!(a.inum(GLOBAL), None);
+    }
+
+    #[test]
+    fn a_namespace_is_reported_once_and_its_latest_inode_kept() {
+        let mut a = NetnsAdmission::new(GLOBAL, UnknownNetns::Skip);
+        assert_eq!(admit(&mut a, 77, 4026531999), (Some(77), vec![(77, 4026531999)]));
+        assert_eq!(admit(&mut a, 77, 4026531999), (Some(77), vec![]));
+        assert_eq!(admit(&mut a, 77, 4026532000), (Some(77), vec![]));
+        assert_eq!(a.inum(77), Some(4026532000));
+        assert_eq!(a.inum(78), None);
+        assert_eq!(admit(&mut a, 78, 5), (Some(78), vec![(78, 5)]));
+    }
+
+    #[test]
+    fn unknown_namespace_is_skipped_or_global_as_configured() {
+        let mut skip = NetnsAdmission::new(GLOBAL, UnknownNetns::Skip);
+        assert_eq!(admit(&mut skip, NETNS_UNKNOWN, 9), (None, vec![]));
+        let mut global = NetnsAdmission::new(GLOBAL, UnknownNetns::Global);
+        assert_eq!(admit(&mut global, NETNS_UNKNOWN, 9), (Some(GLOBAL), vec![]));
+        assert_eq!(global.inum(GLOBAL), None);
+    }
+
+    #[test]
+    fn disabled_namespaces_are_dropped_before_being_reported() {
+        let mut a = NetnsAdmission::new(GLOBAL, UnknownNetns::Skip);
+        assert!(a.disable(77));
+        assert!(!a.disable(77));
+        assert!(a.is_disabled(77));
+        assert_eq!(admit(&mut a, 77, 3), (None, vec![]));
+        assert_eq!(a.inum(77), None);
+        // Disabling the global namespace covers events with cookie 0 too.
+        assert!(a.disable(GLOBAL));
+        assert_eq!(admit(&mut a, 0, 1), (None, vec![]));
+        assert_eq!(admit(&mut a, 78, 4), (Some(78), vec![(78, 4)]));
+    }
+
+    #[test]
+    fn admit_goes_through_a_real_host() {
+        let config = HostConfig {
+            debug: false,
+            advise: false,
+            learning_rate: LearningRate::default(),
+            support: SupportLevel::Normal,
+            daemon_pid: 1,
+            netns_cookie_supported: true,
+        };
+        let log: LogSink = Rc::new(|_, _| {});
+        let dir = std::env::temp_dir().join("bpftune-netns-admission-test-none");
+        let state =
+            HostState::new(config, NetnsRegistry::new(GLOBAL, &dir), Box::new(ProcSysctl::with_root(&dir)), log);
+        let binding = HostBinding::new(0, Rc::new(std::cell::RefCell::new(state)));
+        let fds = SharedFds { ringbuf_fd: -1, stats_map_fd: -1, cgroup_fd: -1 };
+        let host = Host::new(make_context(&binding, fds, 0));
+        let mut a = NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip);
+        assert_eq!(a.global_cookie(), GLOBAL);
+        let mut event = Event::new(0, 0, 77, 0);
+        assert_eq!(a.admit(&host, &event), Some(77));
+        event = Event::new(0, 0, 0, 0);
+        assert_eq!(a.admit(&host, &event), Some(GLOBAL));
+        event = Event::new(0, 0, NETNS_UNKNOWN, 0);
+        assert_eq!(a.admit(&host, &event), None);
+    }
+}
