@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -437,6 +437,8 @@ pub struct Veth {
     pub a_if: String,
     pub b_if: String,
     a_ns: Option<String>,
+    b_ns: Option<String>,
+    subnet: u8,
 }
 
 impl Veth {
@@ -463,7 +465,36 @@ impl Veth {
                 }
             }
         }
-        Self { a_addr, b_addr, a_if, b_if, a_ns: a.map(|n| n.name.clone()) }
+        Self {
+            a_addr,
+            b_addr,
+            a_if,
+            b_if,
+            a_ns: a.map(|n| n.name.clone()),
+            b_ns: b.map(|n| n.name.clone()),
+            subnet: n as u8,
+        }
+    }
+
+    /// Also give the link IPv6 addresses: `fd00:bf7e:0:N::1/64` (side a)
+    /// and `fd00:bf7e:0:N::2/64` (side b), unique local addresses with no
+    /// duplicate address detection (usable at once). Returns (a, b).
+    pub fn add_ipv6(&self) -> (Ipv6Addr, Ipv6Addr) {
+        let n = u16::from(self.subnet);
+        let a = Ipv6Addr::new(0xfd00, 0xbf7e, 0, n, 0, 0, 0, 1);
+        let b = Ipv6Addr::new(0xfd00, 0xbf7e, 0, n, 0, 0, 0, 2);
+        for (ifname, ns, addr) in [(&self.a_if, &self.a_ns, a), (&self.b_if, &self.b_ns, b)] {
+            let cidr = format!("{addr}/64");
+            let mut cmd: Vec<&str> = Vec::new();
+            if let Some(ns) = ns {
+                cmd.extend(["ip", "-n", ns.as_str()]);
+            } else {
+                cmd.push("ip");
+            }
+            cmd.extend(["addr", "add", &cidr, "dev", ifname.as_str(), "nodad"]);
+            run(&cmd);
+        }
+        (a, b)
     }
 }
 
@@ -529,11 +560,12 @@ impl Drop for SysctlGuard {
 pub fn bulk_transfer(
     sender: Option<&Netns>,
     receiver: Option<&Netns>,
-    addr: Ipv4Addr,
+    addr: impl Into<IpAddr>,
     bytes: u64,
     rcvbuf: Option<usize>,
     timeout: Duration,
 ) -> u64 {
+    let addr: IpAddr = addr.into();
     let listener = in_ns(receiver, || {
         let l = TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind");
         if let Some(size) = rcvbuf {

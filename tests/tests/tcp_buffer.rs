@@ -3,10 +3,12 @@
 //! made here. Receive- and send-buffer growth per namespace (and in the
 //! global one), SO_RCVBUF-locked sockets left alone, an administrator's
 //! override in one namespace, TCP memory pressure/exhaustion with the
-//! low-memory toggles, and a bounded SYN flood growing then shrinking the
-//! SYN backlog. Every global sysctl changed is restored by a guard.
+//! low-memory toggles, a bounded SYN flood growing then shrinking the
+//! SYN backlog, syncookies switched on by a SYN flood under TCP memory
+//! pressure and off when only invalid ones arrive, and an IPv6 receiver.
+//! Every global sysctl changed is restored by a guard.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ const RMEM: &str = "net.ipv4.tcp_rmem";
 const WMEM: &str = "net.ipv4.tcp_wmem";
 const SMALL_RMEM: &str = "4096 131072 131072";
 const INCREASE: &str = "Scenario 'need to increase TCP buffer size(s)' occurred for tunable";
+const SYNCOOKIES: &str = "net.ipv4.tcp_syncookies";
+const SYN_BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
 
 fn start_daemon() -> (PluginDir, Daemon) {
     let plugins = PluginDir::with(&["sysctl", "tcp_buffer"]);
@@ -29,11 +33,12 @@ fn start_daemon() -> (PluginDir, Daemon) {
 fn transfer_until(
     tx: Option<&Netns>,
     rx: Option<&Netns>,
-    addr: Ipv4Addr,
+    addr: impl Into<IpAddr>,
     rcvbuf: Option<usize>,
     limit: Duration,
     done: impl Fn() -> bool,
 ) {
+    let addr: IpAddr = addr.into();
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline && !done() {
         let got = bulk_transfer(tx, rx, addr, 2 << 30, rcvbuf, Duration::from_secs(3));
@@ -183,8 +188,9 @@ fn admin_override_keeps_that_namespace_while_another_is_tuned() {
 }
 
 /// `n` connections from `tx` to a listener in `rx` that never reads, each
-/// sender filling its socket, for `dur`: TCP memory fills up.
-fn hold_unread_connections(tx: &Netns, rx: &Netns, addr: Ipv4Addr, n: usize, dur: Duration) {
+/// sender filling its socket, for `dur` or until `stop` is set: TCP memory
+/// fills up.
+fn hold_unread_connections(tx: &Netns, rx: &Netns, addr: Ipv4Addr, n: usize, dur: Duration, stop: &AtomicBool) {
     let listener = rx.run(|| TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind"));
     let port = listener.local_addr().expect("addr").port();
     let senders: Vec<TcpStream> = tx.run(|| {
@@ -199,7 +205,7 @@ fn hold_unread_connections(tx: &Netns, rx: &Netns, addr: Ipv4Addr, n: usize, dur
         s.set_nonblocking(true).expect("nonblocking");
     }
     let deadline = Instant::now() + dur;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         while let Ok((c, _)) = listener.accept() {
             accepted.push(c);
         }
@@ -233,7 +239,7 @@ fn tcp_mem_pressure_and_exhaustion_then_recovery() {
     let (_p, daemon) = start_daemon();
     let bounds = bounds_from_log(&daemon.log());
 
-    hold_unread_connections(&tx, &rx, veth.b_addr, 40, Duration::from_secs(6));
+    hold_unread_connections(&tx, &rx, veth.b_addr, 40, Duration::from_secs(6), &AtomicBool::new(false));
     let log = daemon.log();
     assert!(
         log.contains("Scenario 'approaching TCP memory pressure' occurred for tunable 'net.ipv4.tcp_mem' in global ns")
@@ -280,6 +286,25 @@ fn bounds_from_log(log: &str) -> Vec<i64> {
     let line = log.lines().find(|l| l.contains("tcp_buffer: free buffer pages")).expect("bounds line");
     let inside = line.split("tcp_mem bounds (").nth(1).and_then(|s| s.split(')').next()).expect("bounds");
     values(inside)
+}
+
+/// The flooding side never answers SYN-ACKs (nftables in `tx`, gone with
+/// it): requests to the listener stay half-open.
+fn drop_syn_acks(tx: &Netns) {
+    tx.exec(&["nft", "add", "table", "inet", "bpftt"]);
+    tx.exec(&["nft", "add", "chain", "inet", "bpftt", "in", "{ type filter hook input priority 0 ; }"]);
+    tx.exec(&["nft", "add", "rule", "inet", "bpftt", "in", "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"]);
+}
+
+/// A listener at `addr` in `rx` with accept backlog `backlog` (its SYN
+/// queue holds that many requests before syncookies, if on, take over).
+fn flood_listener(rx: &Netns, addr: Ipv4Addr, backlog: i32) -> TcpListener {
+    rx.run(|| {
+        let l = TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind");
+        // SAFETY: listen(2) again on our listening socket sets its backlog.
+        unsafe { libc::listen(l.as_raw_fd(), backlog) };
+        l
+    })
 }
 
 /// Half-open connections: non-blocking connects from `tx` at `per_sec`
@@ -329,20 +354,12 @@ fn syn_flood_grows_then_shrinks_the_syn_backlog() {
     rx.set_sysctl("net.ipv4.tcp_syncookies", "0");
     rx.set_sysctl("net.ipv4.tcp_max_syn_backlog", "256");
     rx.set_sysctl("net.core.somaxconn", "4096");
-    // The flooding side never answers SYN-ACKs: requests stay half-open.
-    tx.exec(&["nft", "add", "table", "inet", "bpftt"]);
-    tx.exec(&["nft", "add", "chain", "inet", "bpftt", "in", "{ type filter hook input priority 0 ; }"]);
-    tx.exec(&["nft", "add", "rule", "inet", "bpftt", "in", "tcp", "flags", "&", "(syn|ack)", "==", "syn|ack", "drop"]);
-    let listener = rx.run(|| {
-        let l = TcpListener::bind(SocketAddr::from((veth.b_addr, 0))).expect("bind");
-        // SAFETY: listen(2) again on our listening socket raises its backlog.
-        unsafe { libc::listen(l.as_raw_fd(), 4096) };
-        l
-    });
+    drop_syn_acks(&tx);
+    let listener = flood_listener(&rx, veth.b_addr, 4096);
     let port = listener.local_addr().expect("addr").port();
     let (_p, daemon) = start_daemon();
 
-    let name = "net.ipv4.tcp_max_syn_backlog";
+    let name = SYN_BACKLOG;
     let stop = AtomicBool::new(false);
     let shrunk = std::thread::scope(|s| {
         let flood = s.spawn(|| syn_flood(&tx, veth.b_addr, port, 200, Duration::from_secs(40), &stop));
@@ -368,6 +385,248 @@ fn syn_flood_grows_then_shrinks_the_syn_backlog() {
     assert!(log.contains("suggesting an attack - reduce 'net.ipv4.tcp_max_syn_backlog' from"), "{log}");
     let backlog: i64 = rx.sysctl(name).parse().expect("backlog");
     assert!(backlog >= 128, "{backlog}");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// A TcpExt counter of `/proc/net/netstat` in `ns`.
+fn netstat_counter(ns: &Netns, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(&ns.exec(&["cat", "/proc/net/netstat"]).stdout).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (names, vals) = (lines[0].split_whitespace(), lines[1].split_whitespace());
+    names.zip(vals).find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok()).expect("TcpExt counter")
+}
+
+/// Sets the flag when dropped, so helper threads stop even if a test fails.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+const ENABLE_COOKIES: &str = "Scenario 'enable syncookies as furthern SYN backlog increases do not help' occurred for \
+                              tunable 'net.ipv4.tcp_syncookies' in non-global ns.";
+const DISABLE_COOKIES: &str = "Scenario 'disable syncookies as they are ineffective' occurred for tunable \
+                               'net.ipv4.tcp_syncookies' in non-global ns.";
+
+#[test]
+fn syn_flood_under_tcp_memory_pressure_enables_syncookies() {
+    let _l = test_lock();
+    // Near exhaustion the tuner sets the low-memory toggles: restored here.
+    let _g1 = SysctlGuard::global("net.ipv4.tcp_no_metrics_save");
+    let _g2 = SysctlGuard::global("net.ipv4.tcp_no_ssthresh_metrics_save");
+    let _g3 = SysctlGuard::global("net.core.high_order_alloc_disable");
+    // Memory: unread connections between two namespaces whose default
+    // buffers are large, so each holds megabytes and TCP memory stays short
+    // for a while even as the tuner raises tcp_mem.
+    let memtx = Netns::new("scmtx");
+    let memrx = Netns::new("scmrx");
+    let mveth = Veth::connect(Some(&memtx), Some(&memrx));
+    memrx.set_sysctl(RMEM, "4096 4194304 8388608");
+    memtx.set_sysctl(WMEM, "4096 4194304 8388608");
+    // The flood: syncookies off in the flooded namespace.
+    let tx = Netns::new("sctx");
+    let rx = Netns::new("scrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    rx.set_sysctl(SYNCOOKIES, "0");
+    rx.set_sysctl(SYN_BACKLOG, "256");
+    rx.set_sysctl("net.core.somaxconn", "4096");
+    drop_syn_acks(&tx);
+    let listener = flood_listener(&rx, veth.b_addr, 4096);
+    let port = listener.local_addr().expect("addr").port();
+    let global_cookies = sysctl_read(None, SYNCOOKIES);
+    // Low limits before the daemon starts (restored after it).
+    let _mem = SysctlGuard::set("net.ipv4.tcp_mem", "600 900 1200");
+    let (_p, daemon) = start_daemon();
+
+    let stop = AtomicBool::new(false);
+    let (low, enabled) = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| hold_unread_connections(&memtx, &memrx, mveth.b_addr, 20, Duration::from_secs(45), &stop));
+        // The flood starts once the tuner has seen TCP memory run low.
+        let low = daemon.wait_for_log("occurred for tunable 'net.ipv4.tcp_mem' in global ns", Duration::from_secs(15));
+        if !low {
+            return (false, false);
+        }
+        s.spawn(|| syn_flood(&tx, veth.b_addr, port, 200, Duration::from_secs(40), &stop));
+        (true, daemon.wait_for_log(ENABLE_COOKIES, Duration::from_secs(40)))
+    });
+    let log = daemon.log();
+    assert!(low, "TCP memory never ran low:\n{log}");
+    assert!(enabled, "syncookies not enabled:\n{log}");
+    assert!(
+        log.contains(
+            "Due to low memory conditions under SYN flood, enable 'net.ipv4.tcp_syncookies' rather than increasing max SYN backlog"
+        ),
+        "{log}"
+    );
+    assert_eq!(rx.sysctl(SYNCOOKIES), "1", "syncookies on in the flooded namespace");
+    assert_eq!(sysctl_read(None, SYNCOOKIES), global_cookies, "global tcp_syncookies untouched");
+    assert_eq!(tx.sysctl(SYNCOOKIES), global_cookies, "the flooding namespace untouched");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("# Summary: scenario 'enable syncookies as furthern SYN backlog increases do not help' occurred"),
+        "{log}"
+    );
+}
+
+/// A bare 20-byte TCP ACK segment from `src:sport` to `dst:dport`, with
+/// its checksum (over the IPv4 pseudo-header).
+fn ack_segment(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, seq: u32, ack: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..8].copy_from_slice(&seq.to_be_bytes());
+    h[8..12].copy_from_slice(&ack.to_be_bytes());
+    h[12] = 5 << 4; // data offset: 5 words, no options
+    h[13] = 0x10; // ACK
+    h[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, h.len() as u8]);
+    pseudo.extend_from_slice(&h);
+    let mut sum: u32 = pseudo.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    h
+}
+
+/// `n` bare ACKs from `src` (in `tx`) to `dst:port`, each from its own
+/// source port and acknowledging a number no SYN-ACK carried: to a
+/// listener that sent syncookies lately, each is an invalid syncookie.
+/// Returns how many were sent.
+fn invalid_syncookie_acks(tx: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16, n: u16, first_port: u16) -> usize {
+    tx.run(|| {
+        // SAFETY: plain socket(2); owned right away.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fd is a fresh descriptor we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sin = |a: Ipv4Addr| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let from = sin(src);
+        // SAFETY: bind with a valid sockaddr_in of the given size (fixes the
+        // source address the checksum covers).
+        let rc = unsafe { libc::bind(sock.as_raw_fd(), (&from as *const libc::sockaddr_in).cast(), len) };
+        assert_eq!(rc, 0, "bind raw socket: {}", std::io::Error::last_os_error());
+        let to = sin(dst);
+        let mut sent = 0;
+        for i in 0..n {
+            let seg = ack_segment(src, dst, first_port.wrapping_add(i), port, 0x1000_0000 + u32::from(i), 0x2357_1113);
+            // SAFETY: sendto with a live buffer of the given length and a
+            // valid sockaddr_in of the given size.
+            let rc = unsafe {
+                libc::sendto(
+                    sock.as_raw_fd(),
+                    seg.as_ptr().cast(),
+                    seg.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    len,
+                )
+            };
+            if rc == seg.len() as isize {
+                sent += 1;
+            }
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        sent
+    })
+}
+
+#[test]
+fn syncookies_that_never_validate_are_disabled() {
+    let _l = test_lock();
+    let tx = Netns::new("sdtx");
+    let rx = Netns::new("sdrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    rx.set_sysctl(SYNCOOKIES, "1");
+    rx.set_sysctl("net.core.somaxconn", "4096");
+    drop_syn_acks(&tx);
+    // A small SYN queue: once 64 requests wait, new SYNs get syncookies.
+    let listener = flood_listener(&rx, veth.b_addr, 64);
+    let port = listener.local_addr().expect("addr").port();
+    let global_cookies = sysctl_read(None, SYNCOOKIES);
+    let (_p, daemon) = start_daemon();
+
+    let stop = AtomicBool::new(false);
+    let disabled = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| syn_flood(&tx, veth.b_addr, port, 200, Duration::from_secs(40), &stop));
+        // The listener overflowed: it sends syncookies, so it checks ACKs
+        // against them for the next two minutes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while netstat_counter(&rx, "SyncookiesSent") == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(netstat_counter(&rx, "SyncookiesSent") > 0, "the listener never sent syncookies");
+        // ACKs carrying no valid cookie, until the namespace has counted
+        // more than the 1024 failures the rule needs.
+        let mut first_port = 20000u16;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while netstat_counter(&rx, "SyncookiesFailed") < 1200 && Instant::now() < deadline {
+            assert!(invalid_syncookie_acks(&tx, veth.a_addr, veth.b_addr, port, 512, first_port) > 0);
+            first_port = first_port.wrapping_add(512);
+        }
+        daemon.wait_for_log(DISABLE_COOKIES, Duration::from_secs(30))
+    });
+    let failed = netstat_counter(&rx, "SyncookiesFailed");
+    let valid = netstat_counter(&rx, "SyncookiesRecv");
+    let log = daemon.log();
+    assert!(disabled, "syncookies not disabled (failed {failed}, valid {valid}):\n{log}");
+    assert!(failed >= 1024 && valid == 0, "failed {failed}, valid {valid}");
+    let reason = log.lines().find_map(|l| l.split("Due to receiving ").nth(1)).expect("disable reason line");
+    let n: u64 = reason.split_whitespace().next().and_then(|v| v.parse().ok()).expect("count");
+    assert!((1024..=failed).contains(&n), "{reason}");
+    assert!(
+        reason.contains(
+            "invalid syncookies and no valid ones, disable 'net.ipv4.tcp_syncookies' as they are ineffective under current network conditions"
+        ),
+        "{reason}"
+    );
+    assert_eq!(rx.sysctl(SYNCOOKIES), "0", "syncookies off in the flooded namespace");
+    assert_eq!(sysctl_read(None, SYNCOOKIES), global_cookies, "global tcp_syncookies untouched");
+    assert_eq!(tx.sysctl(SYNCOOKIES), global_cookies, "the flooding namespace untouched");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn rmem_grows_for_an_ipv6_receiver() {
+    let _l = test_lock();
+    let tx = Netns::new("r6tx");
+    let rx = Netns::new("r6rx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    let (_, rx6) = veth.add_ipv6();
+    // TCP over IPv6 uses the net.ipv4.tcp_* buffer sysctls.
+    rx.set_sysctl(RMEM, SMALL_RMEM);
+    let tx_before = tx.sysctl(RMEM);
+    let global_before = sysctl_read(None, RMEM);
+    let (_p, daemon) = start_daemon();
+
+    let from = format!("change {RMEM}(min default max) from ({SMALL_RMEM})");
+    transfer_until(Some(&tx), Some(&rx), rx6, None, Duration::from_secs(20), || daemon.log().contains(&from));
+    let after = rx.sysctl(RMEM);
+    let v = values(&after);
+    assert_eq!(&v[..2], &[4096, 131072], "min/default must not change: {after}");
+    assert!(v[2] > 131072, "rmem max did not grow over IPv6: {after}\n{}", daemon.log());
+    assert_eq!(tx.sysctl(RMEM), tx_before, "the sender's namespace is not the one limited");
+    assert_eq!(sysctl_read(None, RMEM), global_before, "global tcp_rmem must be untouched");
+    assert!(daemon.log().contains(&format!("{INCREASE} '{RMEM}' in non-global ns")), "{}", daemon.log());
+    assert!(!daemon.log().contains(&format!("{INCREASE} '{RMEM}' in global ns")), "{}", daemon.log());
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

@@ -3,10 +3,10 @@
 //! namespaces over veth, with random loss injected by nftables (there is no
 //! netem here). A lossy destination must get bbr, a clean one keep the
 //! namespace default, the namespace default itself must not change, and the
-//! summary must count the bbr choices.
+//! summary must count the bbr choices; over IPv4 and over IPv6.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use bpftune_tests::{
@@ -38,10 +38,14 @@ fn allow_cubic() -> SysctlGuard {
 
 /// Drop `percent` % of the packets arriving for `addr` in `ns` (nftables
 /// in the namespace, gone with it).
-fn drop_randomly(ns: &Netns, addr: Ipv4Addr, percent: u32) {
+fn drop_randomly(ns: &Netns, addr: impl Into<IpAddr>, percent: u32) {
     ns.exec(&["nft", "add", "table", "inet", "bpftune_test"]);
     ns.exec(&["nft", "add", "chain", "inet", "bpftune_test", "c", "{ type filter hook input priority 0; }"]);
-    let rule = format!("ip daddr {addr} numgen random mod 100 < {percent} drop");
+    let family = match addr.into() {
+        IpAddr::V4(a) => format!("ip daddr {a}"),
+        IpAddr::V6(a) => format!("ip6 daddr {a}"),
+    };
+    let rule = format!("{family} numgen random mod 100 < {percent} drop");
     let mut cmd = vec!["nft", "add", "rule", "inet", "bpftune_test", "c"];
     cmd.extend(rule.split(' '));
     ns.exec(&cmd);
@@ -50,7 +54,8 @@ fn drop_randomly(ns: &Netns, addr: Ipv4Addr, percent: u32) {
 /// Open a connection from `tx` to a listener at `addr` in `rx`, send a
 /// little data, and return what `ss -ti` in `tx` says about it while it is
 /// still open.
-fn ss_of_open_connection(tx: &Netns, rx: &Netns, addr: Ipv4Addr) -> String {
+fn ss_of_open_connection(tx: &Netns, rx: &Netns, addr: impl Into<IpAddr>) -> String {
+    let addr: IpAddr = addr.into();
     let listener = in_ns(Some(rx), || TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind"));
     let port = listener.local_addr().expect("local addr").port();
     std::thread::scope(|s| {
@@ -69,13 +74,48 @@ fn ss_of_open_connection(tx: &Netns, rx: &Netns, addr: Ipv4Addr) -> String {
             in_ns(Some(tx), || TcpStream::connect_timeout(&SocketAddr::from((addr, port)), TIMEOUT)).expect("connect");
         let _ = conn.set_write_timeout(Some(TIMEOUT));
         let _ = conn.write_all(&[0x5a; 64 << 10]);
-        let dst = format!("{addr}:{port}");
+        // `10.0.0.2:80` or `[fd00::2]:80`, as ss takes them.
+        let dst = SocketAddr::from((addr, port)).to_string();
         let out = tx.exec(&["ss", "-tin", "state", "established", "dst", &dst]);
         let _ = conn.shutdown(std::net::Shutdown::Both);
         drop(conn);
         let _ = reader.join();
         String::from_utf8_lossy(&out.stdout).into_owned()
     })
+}
+
+/// The daemon with only tcp_conn, once its sockops program is attached.
+fn start_daemon() -> (PluginDir, Daemon) {
+    let plugins = PluginDir::with(&["tcp_conn"]);
+    let daemon = Daemon::start(&plugins, &[]);
+    assert!(
+        daemon.wait_for_log("tcp_conn: sockops program 'bpftune_conn_tuner' attached", TIMEOUT),
+        "tcp_conn did not attach:\n{}",
+        daemon.log()
+    );
+    (plugins, daemon)
+}
+
+/// A few bounded transfers from `tx` to `lossy` in `rx`; the tuner must
+/// log a loss-driven switch to bbr for that destination.
+fn warm_up_lossy_path(tx: &Netns, rx: &Netns, lossy: impl Into<IpAddr>, daemon: &Daemon) {
+    let lossy: IpAddr = lossy.into();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for _ in 0..WARMUP_CONNECTIONS {
+        let got = bulk_transfer(Some(tx), Some(rx), lossy, WARMUP_BYTES, None, TIMEOUT);
+        assert!(got > 0, "no data over the lossy path");
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(
+        daemon.wait_for_log("Because loss rate has exceeded 1.56 percent", TIMEOUT),
+        "no loss-driven switch logged:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains(SCENARIO), "{log}");
+    assert!(log.contains(&format!("for a connection to {lossy}, use bbr congestion control algorithm")), "{log}");
 }
 
 /// The congestion-control name `ss -ti` shows for the connection.
@@ -111,31 +151,8 @@ fn lossy_destination_gets_bbr_clean_destination_keeps_cubic() {
     tx.set_sysctl(DEFAULT_CC, "cubic");
     assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
 
-    let plugins = PluginDir::with(&["tcp_conn"]);
-    let daemon = Daemon::start(&plugins, &[]);
-    assert!(
-        daemon.wait_for_log("tcp_conn: sockops program 'bpftune_conn_tuner' attached", TIMEOUT),
-        "tcp_conn did not attach:\n{}",
-        daemon.log()
-    );
-
-    // A few bounded transfers over the lossy path.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for _ in 0..WARMUP_CONNECTIONS {
-        let got = bulk_transfer(Some(&tx), Some(&rx), lossy, WARMUP_BYTES, None, TIMEOUT);
-        assert!(got > 0, "no data over the lossy path");
-        if Instant::now() > deadline {
-            break;
-        }
-    }
-    assert!(
-        daemon.wait_for_log("Because loss rate has exceeded 1.56 percent", TIMEOUT),
-        "no loss-driven switch logged:\n{}",
-        daemon.log()
-    );
-    let log = daemon.log();
-    assert!(log.contains(SCENARIO), "{log}");
-    assert!(log.contains(&format!("for a connection to {lossy}, use bbr congestion control algorithm")), "{log}");
+    let (_plugins, daemon) = start_daemon();
+    warm_up_lossy_path(&tx, &rx, lossy, &daemon);
 
     // A new connection to the lossy destination starts on bbr...
     let ss = ss_of_open_connection(&tx, &rx, lossy);
@@ -165,9 +182,7 @@ fn loss_free_traffic_is_left_alone_and_summary_is_printed() {
     let veth = Veth::connect(Some(&tx), Some(&rx));
     tx.set_sysctl(DEFAULT_CC, "cubic");
 
-    let plugins = PluginDir::with(&["tcp_conn"]);
-    let daemon = Daemon::start(&plugins, &[]);
-    assert!(daemon.wait_for_log("tcp_conn: sockops program 'bpftune_conn_tuner' attached", TIMEOUT));
+    let (_plugins, daemon) = start_daemon();
     for _ in 0..2 {
         assert!(bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 1 << 20, None, TIMEOUT) > 0);
     }
@@ -177,5 +192,33 @@ fn loss_free_traffic_is_left_alone_and_summary_is_printed() {
     assert!(status.success(), "{status}\n{log}");
     assert!(!log.contains(&format!("for a connection to {}, use bbr", veth.b_addr)), "{log}");
     assert!(log.contains("# Summary: tcp_conn_tuner:              CongAlg                Count"), "{log}");
+    assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
+}
+
+#[test]
+fn lossy_ipv6_destination_gets_bbr() {
+    let _lock = test_lock();
+    let _allowed = allow_cubic();
+    let tx = Netns::new("tc6tx");
+    let rx = Netns::new("tc6rx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    let (_, lossy) = veth.add_ipv6();
+    drop_randomly(&rx, lossy, 3);
+    // Real segments, not 64 KB GSO packets (see the IPv4 test).
+    tx.exec(&["ethtool", "-K", &veth.a_if, "tso", "off", "gso", "off"]);
+    // TCP over IPv6 uses the net.ipv4.tcp_* congestion-control sysctls.
+    tx.set_sysctl(DEFAULT_CC, "cubic");
+
+    let (_plugins, daemon) = start_daemon();
+    warm_up_lossy_path(&tx, &rx, lossy, &daemon);
+
+    // A new connection to the lossy IPv6 destination starts on bbr.
+    let ss = ss_of_open_connection(&tx, &rx, lossy);
+    assert_eq!(algorithm_in(&ss), Some("bbr"), "ss -ti to {lossy}:\n{ss}\nlog:\n{}", daemon.log());
+    assert_eq!(tx.sysctl(DEFAULT_CC), "cubic", "the namespace default is untouched");
+
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(summary_count(&log, "bbr").unwrap_or(0) > 0, "summary has no bbr choices:\n{log}");
     assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
 }
