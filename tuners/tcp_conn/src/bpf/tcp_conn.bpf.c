@@ -18,7 +18,9 @@
  *                               from ESTABLISHED): fold the connection's
  *                               retransmits into the destination's decaying
  *                               loss rate (which keeps or clears "lossy"),
- *                               and learn the cost of the algorithm it ran.
+ *                               and learn the cost of the algorithm it ran;
+ *                               then turn this socket's callbacks off (the
+ *                               remaining closing states need nothing).
  *
  * Choice at establishment, for a destination {netns cookie, peer address}:
  *   1. destination lossy (recent loss rate above 1/64) and bbr
@@ -637,8 +639,15 @@ int bpftune_conn_tuner(struct bpf_sock_ops *skops)
 		if (skops->args[1] == BPF_TCP_FIN_WAIT1 ||
 		    skops->args[1] == BPF_TCP_CLOSE_WAIT ||
 		    (skops->args[1] == BPF_TCP_CLOSE &&
-		     skops->args[0] == BPF_TCP_ESTABLISHED))
+		     skops->args[0] == BPF_TCP_ESTABLISHED)) {
 			on_close(skops);
+			/* Learned once per connection: the closing states
+			 * that follow need no more calls. Only the flags
+			 * this program enabled are cleared. */
+			bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+						  ~(BPF_SOCK_OPS_STATE_CB_FLAG |
+						    BPF_SOCK_OPS_RETRANS_CB_FLAG));
+		}
 		break;
 	default:
 		break;
