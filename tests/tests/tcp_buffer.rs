@@ -128,6 +128,25 @@ fn wmem_grows_for_a_send_limited_sender() {
     assert!(status.success(), "{log}");
 }
 
+/// A sender whose send buffer is already far larger than its path needs
+/// (veth: microseconds of RTT, the CPU is the limit) fills it anyway; that
+/// is no reason to raise tcp_wmem, which would only add memory.
+#[test]
+fn wmem_left_alone_when_the_buffer_already_covers_the_path() {
+    let _l = test_lock();
+    let tx = Netns::new("wnotx");
+    let rx = Netns::new("wnorx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    let before = tx.sysctl(WMEM);
+    let (_p, daemon) = start_daemon();
+
+    transfer_until(Some(&tx), Some(&rx), veth.b_addr, None, Duration::from_secs(8), || false);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains(&format!("{INCREASE} '{WMEM}'")), "{log}");
+    assert_eq!(tx.sysctl(WMEM), before);
+}
+
 #[test]
 fn locked_rcvbuf_is_left_alone() {
     let _l = test_lock();

@@ -8,7 +8,8 @@
  *  - tp_btf/tcp_rcv_space_adjust (sampled): receive buffer at its netns's
  *    tcp_rmem[2] -> event for tcp_rmem.
  *  - tp_btf/tcp_probe (sampled hard: per incoming segment): send buffer at
- *    its netns's tcp_wmem[2] and full of queued data -> event for tcp_wmem.
+ *    its netns's tcp_wmem[2], full of queued data, and smaller than the
+ *    path needs (sndbuf_needed) -> event for tcp_wmem.
  *  - tp_btf/sock_exceed_buf_limit (rare): TCP memory nearly exhausted.
  *  - tp_btf/tcp_retransmit_synack (rare): half-open requests in a listener
  *    whose SYN queue is in the region where tcp_max_syn_backlog drops SYNs.
@@ -52,6 +53,11 @@ enum tcp_buffer_extra {
 #define SOCK_SNDBUF_LOCK	1
 #define SOCK_RCVBUF_LOCK	2
 #define TCP_BUFFER_MAX		2147483647LL
+/* A send buffer holding this many times the bytes the path delivers in one
+ * minimum RTT already covers the path: twice for the kernel's own headroom
+ * (it sizes send buffers for two congestion windows) and twice for the
+ * per-buffer overhead sk_sndbuf counts besides payload. */
+#define SNDBUF_NEED_FACTOR	4
 
 /* Per-netns counters for SYN-flood correlation. */
 struct netns_counts {
@@ -187,6 +193,29 @@ int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
 	return rmem_check(sk);
 }
 
+/* Whether a larger send buffer could raise this connection's throughput:
+ * only if the buffer is smaller than SNDBUF_NEED_FACTOR bandwidth-delay
+ * products (delivery rate x min RTT). A sender held back by the CPU or by
+ * its receiver (veth, loopback, a slow reader) fills any send buffer, and
+ * growing it then only adds memory and cache misses. Without a rate or RTT
+ * sample yet, assume the buffer is needed. */
+static __always_inline bool sndbuf_needed(struct sock *sk, int sndbuf)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	/* The verifier knows sk only as a struct sock: read the tcp_sock
+	 * fields with CO-RE probe reads (this runs on sampled calls only). */
+	__u64 delivered = BPF_CORE_READ(tp, rate_delivered);
+	__u64 interval_us = BPF_CORE_READ(tp, rate_interval_us);
+	__u64 mss = BPF_CORE_READ(tp, mss_cache);
+	__u64 min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+	__u64 bdp;
+
+	if (!delivered || !interval_us || !min_rtt_us || min_rtt_us == ~0U)
+		return true;
+	bdp = delivered * mss * min_rtt_us / interval_us;
+	return (__u64)sndbuf < SNDBUF_NEED_FACTOR * bdp;
+}
+
 static __noinline int wmem_check(struct sock *sk)
 {
 	struct bpftune_event event = {};
@@ -215,6 +244,8 @@ static __noinline int wmem_check(struct sock *sk)
 		send_mem_event(sk, state, mem, allocated, &event);
 		return 0;
 	}
+	if (!sndbuf_needed(sk, sndbuf))
+		return 0;
 	send_buffer_event(sk, TCP_BUFFER_WMEM, limits, false, &event);
 	return 0;
 }
