@@ -10,10 +10,13 @@
 #   bench_plugin DIR NAME...     stage lib<NAME>_tuner.so as <NAME>_tuner.so
 #   daemon_start DIR PROG [ARGS] start bpftune on plugin dir DIR; ready once it
 #                                loaded a BPF program whose name starts with
-#                                PROG (plus 1 s to finish starting up)
+#                                PROG, then waits SETTLE_SECS (default 0.5 s;
+#                                the daemon itself is idle again within that,
+#                                but runs started right after it sometimes
+#                                measured slower)
 #   newest_prog_id PROG          highest id of such a program (0: none)
 #   daemon_stop                  SIGINT and wait; the log stays in $WORK/daemon.log
-#   median, mean                 of numbers on stdin, one per line
+#   median, mean, quartiles      of numbers on stdin, one per line
 #   paired WITHOUT WITH          each "with" run divided by the mean of the
 #                                "without" runs just before and after it
 # Sourcing it re-executes the script under the integration-test lock, so a
@@ -26,6 +29,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${1:-${BPFTUNE_BUILD_DIR:-$ROOT/target/release}}
 DAEMON_PID=
 BENCH_EXIT=()
+SETTLE_SECS=${SETTLE_SECS:-0.5}
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 [ -x "$BUILD/bpftune" ] || { echo "no $BUILD/bpftune: cargo build --release first" >&2; exit 1; }
@@ -69,7 +73,7 @@ daemon_start() {
 	DAEMON_PID=$!
 	for _ in $(seq 300); do
 		if [ "$(newest_prog_id "$prog")" -gt "$before" ]; then
-			sleep 1
+			sleep "$SETTLE_SECS"
 			return 0
 		fi
 		kill -0 "$DAEMON_PID" 2>/dev/null || break
@@ -90,6 +94,8 @@ daemon_stop() {
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 mean() { awk '{s+=$1} END {if (NR) printf "%.4f\n", s/NR}'; }
+# "q1-q3" of numbers on stdin: the spread of the middle half.
+quartiles() { sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f-%.3f\n", a[int((NR+3)/4)], a[int((3*NR+1)/4)]}'; }
 paired() {
 	paste -d' ' "$1" <(tail -n +2 "$1") | head -n "$(wc -l <"$2")" | paste -d' ' - "$2" |
 		awk '{printf "%.4f\n", $3 / (($1 + $2) / 2)}'

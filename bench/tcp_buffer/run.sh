@@ -20,6 +20,8 @@
 #   measures the daemon's overhead without the effect of its changes.
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
+# A daemon runs for months: measure its steady state, not its start-up.
+SETTLE_SECS=${SETTLE_SECS:-3}
 . "$HERE/../lib.sh"
 bench_require iperf3 bpftool jq ip
 
@@ -140,7 +142,7 @@ daemon_stop
 	echo "# tcp_buffer benchmark results"
 	echo
 	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/tcp_buffer/run.sh\`"
-	echo "(ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS AFFINITY=$AFFINITY DAEMON_ARGS=${DAEMON_ARGS:-})."
+	echo "(ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS DAEMON_ARGS=${DAEMON_ARGS:-}; each run with the daemon starts SETTLE_SECS after it loaded its programs)."
 	echo
 	echo "Reproduce (as root, from the repository root):"
 	echo

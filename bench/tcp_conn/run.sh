@@ -7,20 +7,24 @@
 #     medians and paired ratios. The benchmark process is pinned to one CPU
 #     (PIN_CPU): unpinned, its two threads bounce between the CPUs and the
 #     rate varies by 2x from run to run.
+#     Each round also runs once with only an empty sockops program attached
+#     (no daemon): the fixed cost of any sockops program, the floor.
 #  2. The sockops program's run time per invocation (kernel.bpf_stats_enabled=1,
 #     restored afterwards) during one extra run per path.
 #
 # Root only. Traffic stays inside namespaces this script creates.
 #
 # Usage: bench/tcp_conn/run.sh [BUILD_DIR]   (default: target/release)
-#   ROUNDS=15 SECS=2 PIN_CPU=1 to change the sizes; OUT= for the report.
+#   ROUNDS=20 SECS=1 PIN_CPU=1 to change the sizes; OUT= for the report.
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
+# A daemon runs for months: measure its steady state, not its start-up.
+SETTLE_SECS=${SETTLE_SECS:-3}
 . "$HERE/../lib.sh"
-bench_require bpftool jq ip gcc taskset
+bench_require bpftool jq ip gcc clang taskset findmnt
 
-ROUNDS=${ROUNDS:-15}
-SECS=${SECS:-2}
+ROUNDS=${ROUNDS:-20}
+SECS=${SECS:-1}
 PIN_CPU=${PIN_CPU:-1}
 OUT=${OUT:-$HERE/RESULTS.md}
 NS=tcb$$
@@ -34,6 +38,24 @@ bench_on_exit "ip netns del $RX 2>/dev/null"
 gcc -O2 -pthread -o "$WORK/connrate" "$HERE/connrate.c"
 bench_plugin "$PLUG" tcp_conn
 
+# The floor: an empty sockops program on the cgroup the daemon uses (the
+# root of the cgroup2 hierarchy), attached and detached around runs.
+clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$HERE/empty_sockops.bpf.c" -o "$WORK/empty.o"
+mkdir "$WORK/bpffs"
+mount -t bpf bpf "$WORK/bpffs"
+bench_on_exit "umount $WORK/bpffs"
+bpftool prog load "$WORK/empty.o" "$WORK/bpffs/empty" type sockops
+CG=$(findmnt -t cgroup2 -n -o TARGET | head -1)
+if [ -z "$CG" ]; then
+	mkdir "$WORK/cgroup"
+	mount -t cgroup2 none "$WORK/cgroup"
+	CG=$WORK/cgroup
+	bench_on_exit "umount $WORK/cgroup"
+fi
+floor_on() { bpftool cgroup attach "$CG" sock_ops pinned "$WORK/bpffs/empty" multi; }
+floor_off() { bpftool cgroup detach "$CG" sock_ops pinned "$WORK/bpffs/empty"; }
+bench_on_exit "floor_off 2>/dev/null"
+
 ip netns add "$NS"
 ip netns add "$RX"
 ip -n "$NS" link set lo up
@@ -45,6 +67,9 @@ ip -n "$NS" addr add 10.252.11.1/24 dev "${NS}a"
 ip -n "$RX" addr add 10.252.11.2/24 dev "${NS}b"
 ip -n "$NS" link set "${NS}a" up
 ip -n "$RX" link set "${NS}b" up
+# No TIME_WAIT sockets: tens of thousands per run would otherwise expire on
+# the measured CPU during later runs, a cost that depends on the history.
+for ns in "$NS" "$RX"; do ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_max_tw_buckets=0; done
 
 run_rate() { # $1 = path; prints "connections/s cpu_us_per_connection"
 	if [ "$1" = loopback ]; then
@@ -57,15 +82,19 @@ run_rate() { # $1 = path; prints "connections/s cpu_us_per_connection"
 declare -A RES
 for path in loopback veth; do
 	: >"$WORK/$path.out.without"
+	: >"$WORK/$path.out.floor"
 	: >"$WORK/$path.out.with"
 	for _ in $(seq "$ROUNDS"); do
 		run_rate $path >>"$WORK/$path.out.without"
+		floor_on
+		run_rate $path >>"$WORK/$path.out.floor"
+		floor_off
 		daemon_start "$PLUG" bpftune_conn
 		run_rate $path >>"$WORK/$path.out.with"
 		daemon_stop
 	done
 	run_rate $path >>"$WORK/$path.out.without"
-	for w in without with; do
+	for w in without floor with; do
 		cut -d' ' -f1 "$WORK/$path.out.$w" >"$WORK/$path.$w"
 		cut -d' ' -f2 "$WORK/$path.out.$w" >"$WORK/$path.cpu.$w"
 	done
@@ -73,11 +102,17 @@ for path in loopback veth; do
 	RES[$path.with]=$(median <"$WORK/$path.with")
 	RES[$path.ratio]=$(awk -v a="${RES[$path.with]}" -v b="${RES[$path.without]}" 'BEGIN {printf "%.3f", a/b}')
 	RES[$path.paired]=$(paired "$WORK/$path.without" "$WORK/$path.with" | median)
+	RES[$path.paired_iqr]=$(paired "$WORK/$path.without" "$WORK/$path.with" | quartiles)
+	RES[$path.floor]=$(median <"$WORK/$path.floor")
+	RES[$path.floor_paired]=$(paired "$WORK/$path.without" "$WORK/$path.floor" | median)
+	RES[$path.over_floor]=$(awk -v a="${RES[$path.with]}" -v b="${RES[$path.floor]}" 'BEGIN {printf "%.3f", a/b}')
 	RES[$path.cpu_without]=$(median <"$WORK/$path.cpu.without")
 	RES[$path.cpu_with]=$(median <"$WORK/$path.cpu.with")
 	RES[$path.cpu_paired]=$(paired "$WORK/$path.cpu.without" "$WORK/$path.cpu.with" | median)
+	RES[$path.cpu_paired_iqr]=$(paired "$WORK/$path.cpu.without" "$WORK/$path.cpu.with" | quartiles)
 	RES[$path.raw_without]=$(tr '\n' ' ' <"$WORK/$path.without")
 	RES[$path.raw_with]=$(tr '\n' ' ' <"$WORK/$path.with")
+	RES[$path.raw_floor]=$(tr '\n' ' ' <"$WORK/$path.floor")
 
 	# Per-invocation cost: stats on during one more run with the daemon.
 	daemon_start "$PLUG" bpftune_conn
@@ -97,7 +132,7 @@ done
 	echo "# tcp_conn benchmark results"
 	echo
 	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/tcp_conn/run.sh\`"
-	echo "(ROUNDS=$ROUNDS SECS=$SECS PIN_CPU=$PIN_CPU). To reproduce, as root:"
+	echo "(ROUNDS=$ROUNDS SECS=$SECS PIN_CPU=$PIN_CPU SETTLE_SECS=$SETTLE_SECS: each run with the daemon starts that long after it loaded its programs). To reproduce, as root:"
 	echo
 	echo '    cargo build --release -p bpftune-daemon -p tcp_conn_tuner'
 	echo "    ROUNDS=$ROUNDS SECS=$SECS bench/tcp_conn/run.sh target/release"
@@ -112,19 +147,41 @@ done
 	echo "with bpf_setsockopt). The paired ratio divides each run with the daemon by the mean of"
 	echo "the runs without it just before and after; it is the better estimate when load drifts."
 	echo
-	echo "| path | median without | median with | ratio of medians | median paired ratio (target >= 0.98) | runs without | runs with |"
-	echo "|---|---|---|---|---|---|---|"
+	echo "| path | median without | median with | ratio of medians | median paired ratio (target >= 0.98) | paired ratios, middle half |"
+	echo "|---|---|---|---|---|---|"
 	for p in loopback veth; do
-		echo "| $p | ${RES[$p.without]} | ${RES[$p.with]} | ${RES[$p.ratio]} | ${RES[$p.paired]} | ${RES[$p.raw_without]}| ${RES[$p.raw_with]}|"
+		echo "| $p | ${RES[$p.without]} | ${RES[$p.with]} | ${RES[$p.ratio]} | ${RES[$p.paired]} | ${RES[$p.paired_iqr]} |"
+	done
+	echo
+	echo "Runs (connections/s, in order):"
+	echo
+	for p in loopback veth; do
+		echo "* $p without: ${RES[$p.raw_without]}"
+		echo "* $p empty sockops: ${RES[$p.raw_floor]}"
+		echo "* $p with: ${RES[$p.raw_with]}"
+	done
+	echo
+	echo "### The floor: any sockops program at all"
+	echo
+	echo "Each round also runs once with only an empty sockops program (\`empty_sockops.bpf.c\`,"
+	echo "\`return 1\`) attached to the same cgroup and no daemon: the kernel's fixed cost of"
+	echo "calling a cgroup sockops program on every connection (9 calls per loopback connection,"
+	echo "most of which the kernel makes whatever the program asks for), which the tuner cannot"
+	echo "avoid and the original bpftune pays too."
+	echo
+	echo "| path | median empty sockops | median paired ratio empty/without | ratio of medians with daemon / empty sockops |"
+	echo "|---|---|---|---|"
+	for p in loopback veth; do
+		echo "| $p | ${RES[$p.floor]} | ${RES[$p.floor_paired]} | ${RES[$p.over_floor]} |"
 	done
 	echo
 	echo "CPU time per connection (µs, user + system of the benchmark process, where the kernel's"
 	echo "TCP work and the sockops program run):"
 	echo
-	echo "| path | median without | median with | median paired ratio with/without |"
-	echo "|---|---|---|---|"
+	echo "| path | median without | median with | median paired ratio with/without | paired ratios, middle half |"
+	echo "|---|---|---|---|---|"
 	for p in loopback veth; do
-		echo "| $p | ${RES[$p.cpu_without]} | ${RES[$p.cpu_with]} | ${RES[$p.cpu_paired]} |"
+		echo "| $p | ${RES[$p.cpu_without]} | ${RES[$p.cpu_with]} | ${RES[$p.cpu_paired]} | ${RES[$p.cpu_paired_iqr]} |"
 	done
 	echo
 	echo "## sockops run time (kernel.bpf_stats_enabled=1, one more ${SECS} s run per path)"
