@@ -19,9 +19,9 @@
 #   OUT= for the report; DAEMON_ARGS=--advise
 #   measures the daemon's overhead without the effect of its changes.
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=../lib.sh
 # A daemon runs for months: measure its steady state, not its start-up.
 SETTLE_SECS=${SETTLE_SECS:-3}
+# shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
 bench_require iperf3 bpftool jq ip
 

@@ -2,29 +2,30 @@
 # bench/tcp_conn/run.sh: what the tcp_conn tuner costs per connection.
 #
 #  1. Short-connection rate (connrate.c: connect, accept, close, repeat) on
-#     loopback inside a namespace and over a veth between two namespaces,
-#     without and with the daemon, interleaved (without, with, without, ...);
-#     medians and paired ratios. The benchmark process is pinned to one CPU
-#     (PIN_CPU): unpinned, its two threads bounce between the CPUs and the
-#     rate varies by 2x from run to run.
-#     Each round also runs once with only an empty sockops program attached
-#     (no daemon): the fixed cost of any sockops program, the floor.
+#     loopback inside a namespace and over a veth between two namespaces, in
+#     rounds of three blocks: without anything, with only an empty sockops
+#     program attached (the floor any sockops program costs), and with the
+#     daemon; each block is BLOCK runs and counts as their median. Medians
+#     over rounds and paired ratios. The benchmark process is pinned to one
+#     CPU (PIN_CPU): unpinned, its two threads bounce between the CPUs and
+#     the rate varies by 2x from run to run.
 #  2. The sockops program's run time per invocation (kernel.bpf_stats_enabled=1,
 #     restored afterwards) during one extra run per path.
 #
 # Root only. Traffic stays inside namespaces this script creates.
 #
 # Usage: bench/tcp_conn/run.sh [BUILD_DIR]   (default: target/release)
-#   ROUNDS=20 SECS=1 PIN_CPU=1 to change the sizes; OUT= for the report.
+#   ROUNDS=12 BLOCK=3 SECS=1 PIN_CPU=1 to change the sizes; OUT= for the report.
 HERE=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=../lib.sh
 # A daemon runs for months: measure its steady state, not its start-up.
 SETTLE_SECS=${SETTLE_SECS:-3}
+# shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
 bench_require bpftool jq ip gcc clang taskset findmnt
 
-ROUNDS=${ROUNDS:-20}
+ROUNDS=${ROUNDS:-12}
 SECS=${SECS:-1}
+BLOCK=${BLOCK:-3}
 PIN_CPU=${PIN_CPU:-1}
 OUT=${OUT:-$HERE/RESULTS.md}
 NS=tcb$$
@@ -79,21 +80,31 @@ run_rate() { # $1 = path; prints "connections/s cpu_us_per_connection"
 	fi
 }
 
+# BLOCK runs in a row in one configuration; prints the medians of their rates
+# and CPU times. The first run after a program is attached is often slower
+# (code and data still cold), and a block lets the others outvote it.
+run_block() { # $1 = path
+	local _
+	: >"$WORK/block"
+	for _ in $(seq "$BLOCK"); do run_rate "$1" >>"$WORK/block"; done
+	echo "$(cut -d' ' -f1 "$WORK/block" | median) $(cut -d' ' -f2 "$WORK/block" | median)"
+}
+
 declare -A RES
 for path in loopback veth; do
 	: >"$WORK/$path.out.without"
 	: >"$WORK/$path.out.floor"
 	: >"$WORK/$path.out.with"
 	for _ in $(seq "$ROUNDS"); do
-		run_rate $path >>"$WORK/$path.out.without"
+		run_block $path >>"$WORK/$path.out.without"
 		floor_on
-		run_rate $path >>"$WORK/$path.out.floor"
+		run_block $path >>"$WORK/$path.out.floor"
 		floor_off
 		daemon_start "$PLUG" bpftune_conn
-		run_rate $path >>"$WORK/$path.out.with"
+		run_block $path >>"$WORK/$path.out.with"
 		daemon_stop
 	done
-	run_rate $path >>"$WORK/$path.out.without"
+	run_block $path >>"$WORK/$path.out.without"
 	for w in without floor with; do
 		cut -d' ' -f1 "$WORK/$path.out.$w" >"$WORK/$path.$w"
 		cut -d' ' -f2 "$WORK/$path.out.$w" >"$WORK/$path.cpu.$w"
@@ -132,10 +143,10 @@ done
 	echo "# tcp_conn benchmark results"
 	echo
 	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/tcp_conn/run.sh\`"
-	echo "(ROUNDS=$ROUNDS SECS=$SECS PIN_CPU=$PIN_CPU SETTLE_SECS=$SETTLE_SECS: each run with the daemon starts that long after it loaded its programs). To reproduce, as root:"
+	echo "(ROUNDS=$ROUNDS BLOCK=$BLOCK SECS=$SECS PIN_CPU=$PIN_CPU SETTLE_SECS=$SETTLE_SECS: each run with the daemon starts that long after it loaded its programs). To reproduce, as root:"
 	echo
 	echo '    cargo build --release -p bpftune-daemon -p tcp_conn_tuner'
-	echo "    ROUNDS=$ROUNDS SECS=$SECS bench/tcp_conn/run.sh target/release"
+	echo "    ROUNDS=$ROUNDS BLOCK=$BLOCK SECS=$SECS bench/tcp_conn/run.sh target/release"
 	echo
 	echo "## Short-connection rate (connections/s), interleaved without/with the daemon"
 	echo
@@ -153,7 +164,7 @@ done
 		echo "| $p | ${RES[$p.without]} | ${RES[$p.with]} | ${RES[$p.ratio]} | ${RES[$p.paired]} | ${RES[$p.paired_iqr]} |"
 	done
 	echo
-	echo "Runs (connections/s, in order):"
+	echo "Block medians (connections/s, in order; each the median of $BLOCK runs of $SECS s):"
 	echo
 	for p in loopback veth; do
 		echo "* $p without: ${RES[$p.raw_without]}"
@@ -163,7 +174,7 @@ done
 	echo
 	echo "### The floor: any sockops program at all"
 	echo
-	echo "Each round also runs once with only an empty sockops program (\`empty_sockops.bpf.c\`,"
+	echo "Each round also runs a block with only an empty sockops program (\`empty_sockops.bpf.c\`,"
 	echo "\`return 1\`) attached to the same cgroup and no daemon: the kernel's fixed cost of"
 	echo "calling a cgroup sockops program on every connection (9 calls per loopback connection,"
 	echo "most of which the kernel makes whatever the program asks for), which the tuner cannot"
