@@ -21,7 +21,8 @@
 #                                "without" runs just before and after it
 # Sourcing it re-executes the script under the integration-test lock, so a
 # benchmark never runs beside a test's daemon (or another benchmark).
-# Everything is restored or removed at exit, also after a failure.
+# Everything is restored or removed at exit, also after a failure, including
+# the daemon's run and state directories if they did not exist before.
 
 set -euo pipefail
 
@@ -43,11 +44,20 @@ bench_require() {
 
 bench_on_exit() { BENCH_EXIT=("$1" "${BENCH_EXIT[@]}"); }
 
+# The daemon's run and state directories: removed at exit if the benchmark
+# created them (its namespaces, and with them whatever the journal recorded
+# for them, are gone by then), like the integration tests' lock does.
+BENCH_DAEMON_DIRS=()
+for d in /var/run/bpftune /var/lib/bpftune; do
+	[ -e "$d" ] || BENCH_DAEMON_DIRS+=("$d")
+done
+
 bench_cleanup() {
 	local cmd
 	daemon_stop
 	for cmd in "${BENCH_EXIT[@]}"; do eval "$cmd" || true; done
 	rm -rf "$PLUG" "$WORK"
+	[ ${#BENCH_DAEMON_DIRS[@]} -eq 0 ] || rm -rf "${BENCH_DAEMON_DIRS[@]}"
 }
 
 bench_plugin() {
