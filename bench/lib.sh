@@ -8,6 +8,8 @@
 #   bench_on_exit CMD            run CMD at exit (last added runs first, so
 #                                register teardown before what it needs)
 #   bench_plugin DIR NAME...     stage lib<NAME>_tuner.so as <NAME>_tuner.so
+#   bench_netns_pair TAG NET     namespaces TAG-tx and TAG-rx joined by veth
+#                                TAGa (NET.1) / TAGb (NET.2), removed at exit
 #   daemon_start DIR PROG [ARGS] start bpftune on plugin dir DIR; ready once it
 #                                loaded a BPF program whose name starts with
 #                                PROG, then waits SETTLE_SECS (default 0.5 s;
@@ -92,6 +94,28 @@ daemon_start() {
 	echo "daemon did not start:" >&2
 	grep -v 'libbpf:' "$WORK/daemon.log" >&2 || true
 	exit 1
+}
+
+# Two namespaces, $1-tx and $1-rx, joined by a veth pair ($1a in tx with
+# $2.1/24, $1b in rx with $2.2/24), loopback up in both. At exit the
+# processes left in them are killed and both are deleted.
+bench_netns_pair() {
+	local tag=$1 net=$2 tx=$1-tx rx=$1-rx
+	bench_on_exit "ip netns del $tx 2>/dev/null"
+	bench_on_exit "ip netns del $rx 2>/dev/null"
+	# Registered last, so it runs first: while the namespaces still exist.
+	bench_on_exit "ip netns pids $tx 2>/dev/null | xargs -r kill 2>/dev/null"
+	bench_on_exit "ip netns pids $rx 2>/dev/null | xargs -r kill 2>/dev/null"
+	ip netns add "$tx"
+	ip netns add "$rx"
+	ip link add "${tag}a" type veth peer name "${tag}b"
+	ip link set "${tag}a" netns "$tx"
+	ip link set "${tag}b" netns "$rx"
+	ip -n "$tx" addr add "$net.1/24" dev "${tag}a"
+	ip -n "$rx" addr add "$net.2/24" dev "${tag}b"
+	for ns in "$tx" "$rx"; do ip -n "$ns" link set lo up; done
+	ip -n "$tx" link set "${tag}a" up
+	ip -n "$rx" link set "${tag}b" up
 }
 
 daemon_stop() {

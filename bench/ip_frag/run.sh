@@ -18,22 +18,8 @@ RX=$TAG-rx
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
 
 bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
-bench_on_exit "ip netns del $TX 2>/dev/null"
-bench_on_exit "ip netns del $RX 2>/dev/null"
-# Runs first: the iperf3 servers, while their namespace still exists.
-bench_on_exit "ip netns pids $RX 2>/dev/null | xargs -r kill 2>/dev/null"
 bench_plugin "$PLUG" ip_frag
-
-ip netns add "$TX"
-ip netns add "$RX"
-ip link add "${TAG}a" type veth peer name "${TAG}b"
-ip link set "${TAG}a" netns "$TX"
-ip link set "${TAG}b" netns "$RX"
-ip -n "$TX" addr add 10.251.7.1/24 dev "${TAG}a"
-ip -n "$RX" addr add 10.251.7.2/24 dev "${TAG}b"
-for ns in "$TX" "$RX"; do ip -n "$ns" link set lo up; done
-ip -n "$TX" link set "${TAG}a" up
-ip -n "$RX" link set "${TAG}b" up
+bench_netns_pair "$TAG" 10.251.7
 ip netns exec "$TX" ethtool -K "${TAG}a" gro off tso off gso off >/dev/null
 ip netns exec "$RX" ethtool -K "${TAG}b" gro off tso off gso off >/dev/null
 

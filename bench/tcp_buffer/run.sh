@@ -36,25 +36,11 @@ RX=$TAG-rx
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
 
 bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
-bench_on_exit "ip netns del $TX 2>/dev/null"
-bench_on_exit "ip netns del $RX 2>/dev/null"
-# Runs first: the iperf3 servers, while their namespace still exists.
-bench_on_exit "ip netns pids $RX 2>/dev/null | xargs -r kill 2>/dev/null"
-
 bench_plugin "$PLUG/tcp" tcp_buffer sysctl
 # The project's tuners (not the test fixtures built alongside them).
 bench_plugin "$PLUG/all" sysctl tcp_buffer tcp_conn netns ip_frag udp_buffer
 
-ip netns add "$TX"
-ip netns add "$RX"
-ip link add "${TAG}a" type veth peer name "${TAG}b"
-ip link set "${TAG}a" netns "$TX"
-ip link set "${TAG}b" netns "$RX"
-ip -n "$TX" addr add 10.252.9.1/24 dev "${TAG}a"
-ip -n "$RX" addr add 10.252.9.2/24 dev "${TAG}b"
-for ns in "$TX" "$RX"; do ip -n "$ns" link set lo up; done
-ip -n "$TX" link set "${TAG}a" up
-ip -n "$RX" link set "${TAG}b" up
+bench_netns_pair "$TAG" 10.252.9
 ip netns exec "$RX" iperf3 -s -D -B 10.252.9.2 -p 5201
 ip netns exec "$RX" iperf3 -s -D -B 127.0.0.1 -p 5202
 sleep 1

@@ -28,13 +28,12 @@ SECS=${SECS:-1}
 BLOCK=${BLOCK:-3}
 PIN_CPU=${PIN_CPU:-1}
 OUT=${OUT:-$HERE/RESULTS.md}
-NS=tcb$$
-RX=tcb$$-rx
+TAG=tcb$$
+NS=$TAG-tx
+RX=$TAG-rx
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
 
 bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
-bench_on_exit "ip netns del $NS 2>/dev/null"
-bench_on_exit "ip netns del $RX 2>/dev/null"
 
 gcc -O2 -pthread -o "$WORK/connrate" "$HERE/connrate.c"
 bench_plugin "$PLUG" tcp_conn
@@ -57,17 +56,7 @@ floor_on() { bpftool cgroup attach "$CG" sock_ops pinned "$WORK/bpffs/empty" mul
 floor_off() { bpftool cgroup detach "$CG" sock_ops pinned "$WORK/bpffs/empty"; }
 bench_on_exit "floor_off 2>/dev/null"
 
-ip netns add "$NS"
-ip netns add "$RX"
-ip -n "$NS" link set lo up
-ip -n "$RX" link set lo up
-ip link add "${NS}a" type veth peer name "${NS}b"
-ip link set "${NS}a" netns "$NS"
-ip link set "${NS}b" netns "$RX"
-ip -n "$NS" addr add 10.252.11.1/24 dev "${NS}a"
-ip -n "$RX" addr add 10.252.11.2/24 dev "${NS}b"
-ip -n "$NS" link set "${NS}a" up
-ip -n "$RX" link set "${NS}b" up
+bench_netns_pair "$TAG" 10.252.11
 # No TIME_WAIT sockets: tens of thousands per run would otherwise expire on
 # the measured CPU during later runs, a cost that depends on the history.
 for ns in "$NS" "$RX"; do ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_max_tw_buckets=0; done
