@@ -13,6 +13,19 @@ p.add_argument("--burst", type=int, default=200, help="datagrams per 10 ms tick"
 p.add_argument("--size", type=int, default=1200)
 a = p.parse_args()
 
+
+
+def drain(sock):
+    """Receive every queued datagram; return how many there were."""
+    n = 0
+    while True:
+        try:
+            sock.recv(65536)
+            n += 1
+        except BlockingIOError:
+            return n
+
+
 payload = b"\x5a" * a.size
 for flow in range(a.flows):
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -32,22 +45,12 @@ for flow in range(a.flows):
                 sent += 1
             except OSError:
                 pass
-        while True:
-            try:
-                rx.recv(65536)
-                recv += 1
-            except BlockingIOError:
-                break
+        recv += drain(rx)
         left = tick - time.monotonic()
         if left > 0:
             time.sleep(left)
     time.sleep(0.02)
-    while True:
-        try:
-            rx.recv(65536)
-            recv += 1
-        except BlockingIOError:
-            break
+    recv += drain(rx)
     rx.close()
     tx.close()
     loss = 0.0 if sent == 0 else 1.0 - recv / sent
