@@ -19,6 +19,8 @@
 #   newest_prog_id PROG          highest id of such a program (0: none)
 #   daemon_stop                  SIGINT and wait; the log stays in $WORK/daemon.log
 #   median, mean, quartiles      of numbers on stdin, one per line
+#   median_ci                    "lo-hi": a 95 % bootstrap interval for the
+#                                median of the numbers on stdin (fixed seed)
 #   paired WITHOUT WITH          each "with" run divided by the mean of the
 #                                "without" runs just before and after it
 # Sourcing it re-executes the script under the integration-test lock, so a
@@ -130,6 +132,14 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 mean() { awk '{s+=$1} END {if (NR) printf "%.4f\n", s/NR}'; }
 # "q1-q3" of numbers on stdin: the spread of the middle half.
 quartiles() { sort -g | awk '{a[NR]=$1} END {if (NR) printf "%.3f-%.3f\n", a[int((NR+3)/4)], a[int((3*NR+1)/4)]}'; }
+median_ci() {
+	python3 -c '
+import random, statistics, sys
+xs = [float(l) for l in sys.stdin if l.strip()]
+rng = random.Random(1)
+ms = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(4000))
+print("%.3f-%.3f" % (ms[int(0.025 * len(ms))], ms[int(0.975 * len(ms)) - 1]))'
+}
 paired() {
 	paste -d' ' "$1" <(tail -n +2 "$1") | head -n "$(wc -l <"$2")" | paste -d' ' - "$2" |
 		awk '{printf "%.4f\n", $3 / (($1 + $2) / 2)}'
