@@ -288,6 +288,20 @@ pub struct TunerModule {
     pub evaluate: extern "C" fn(instance: InstanceHandle, strategy: u32) -> RResult<f64, RString>,
 }
 
+/// Optional entry points a plugin may export next to its root module, each
+/// found by name with `dlsym` after the ABI check; a plugin built before one
+/// existed simply lacks the symbol. They live outside [`TunerModule`]
+/// because abi_stable lets a prefix type grow only in the library: a daemon
+/// expecting one more field there would refuse every older plugin. The
+/// version is part of the name; a changed signature gets a new name.
+///
+/// `bpftune_netns_released_v1(instance, netns_cookie)`: the namespace with
+/// this cookie is gone; drop whatever the instance keeps for it.
+pub const NETNS_RELEASED_SYMBOL: &std::ffi::CStr = c"bpftune_netns_released_v1";
+
+/// Signature of [`NETNS_RELEASED_SYMBOL`].
+pub type NetnsReleasedFn = extern "C" fn(instance: InstanceHandle, netns_cookie: u64) -> RResult<(), RString>;
+
 impl RootModule for TunerModuleRef {
     declare_root_module_statics! {TunerModuleRef}
     const BASE_NAME: &'static str = "bpftune_tuner";

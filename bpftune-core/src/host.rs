@@ -105,6 +105,9 @@ pub struct HostState {
     /// Namespace changes not yet handed to the netns tuner; `None` until it
     /// first asks (so nothing queues up without one).
     netns_watcher: Option<VecDeque<NetnsChange>>,
+    /// Namespaces whose daemon-side state was released and whose tuner-side
+    /// state is still to be (see [`HostState::take_released_netns`]).
+    released_netns: Vec<u64>,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -122,6 +125,7 @@ impl HostState {
             first_write: None,
             write_hook: None,
             netns_watcher: None,
+            released_netns: Vec::new(),
         }
     }
 
@@ -153,12 +157,25 @@ impl HostState {
         for cookie in self.netns.take_evicted() {
             self.registry.forget_netns(cookie);
         }
+        // Tuners hear of each gone namespace once, here; late events for it
+        // stop at the daemon while it stays marked gone.
         for cookie in self.netns.take_newly_gone() {
             self.registry.forget_netns(cookie);
             if self.netns.is_gone(cookie) {
                 self.registry.mark_gone(cookie);
             }
+            self.released_netns.push(cookie);
         }
+    }
+
+    /// Namespaces released since the last call, each once: the daemon
+    /// passes them to every tuner's `netns_released` outside any tuner
+    /// call (a release can be noticed in the middle of one).
+    pub fn take_released_netns(&mut self) -> Vec<u64> {
+        let mut cookies = std::mem::take(&mut self.released_netns);
+        cookies.sort_unstable();
+        cookies.dedup();
+        cookies
     }
 
     /// The netns tuner's call: learn an event's namespace, scan, release

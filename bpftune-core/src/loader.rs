@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 
-use crate::abi::{BPFTUNE_ABI_VERSION, TunerDescriptor, TunerModuleRef};
+use crate::abi::{BPFTUNE_ABI_VERSION, NETNS_RELEASED_SYMBOL, NetnsReleasedFn, TunerDescriptor, TunerModuleRef};
 
 /// Only files with this suffix are tuners.
 pub const TUNER_SUFFIX: &str = "_tuner.so";
@@ -248,6 +248,8 @@ pub struct Plugin {
     pub path: PathBuf,
     pub module: TunerModuleRef,
     pub descriptor: TunerDescriptor,
+    /// The optional `bpftune_netns_released_v1` entry point, if exported.
+    pub netns_released: Option<NetnsReleasedFn>,
     /// Kept open for as long as the process lives: the library stays mapped
     /// (abi_stable never unloads) under the name `/proc/self/fd/N`, and a
     /// reused fd number would make the dynamic loader return that old
@@ -302,7 +304,30 @@ pub fn load_plugin(path: &Path, owner: u32) -> Result<Plugin, LoadError> {
             ),
         });
     }
-    Ok(Plugin { path: path.to_path_buf(), module, descriptor, file })
+    let netns_released = optional_netns_released(&fd_path);
+    Ok(Plugin { path: path.to_path_buf(), module, descriptor, netns_released, file })
+}
+
+/// The plugin's [`NETNS_RELEASED_SYMBOL`], if it exports one. The plugin is
+/// already mapped under `fd_path` (abi_stable opened it by that name).
+fn optional_netns_released(fd_path: &Path) -> Option<NetnsReleasedFn> {
+    let name = CString::new(fd_path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: with RTLD_NOLOAD dlopen only returns the library already mapped
+    // under this name (nothing is loaded or initialised); the reference it
+    // takes is never dropped, like abi_stable's own (plugins stay mapped).
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return None;
+    }
+    // SAFETY: `handle` came from dlopen above and the name is NUL-terminated.
+    let sym = unsafe { libc::dlsym(handle, NETNS_RELEASED_SYMBOL.as_ptr()) };
+    if sym.is_null() {
+        return None;
+    }
+    // SAFETY: abi.rs defines a symbol of this name to have exactly this
+    // signature (a changed one gets a new name), and code and data pointers
+    // have the same size and representation on every target we build for.
+    Some(unsafe { std::mem::transmute::<*mut libc::c_void, NetnsReleasedFn>(sym) })
 }
 
 /// The version string plugins must be compatible with.
@@ -328,6 +353,14 @@ pub fn scan_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_library_without_the_optional_entry_point_has_none() {
+        // libc is mapped in every test process and exports no such symbol;
+        // a name nothing is mapped under is not loaded by the lookup.
+        assert!(optional_netns_released(Path::new("libc.so.6")).is_none());
+        assert!(optional_netns_released(Path::new("/nonexistent/libnothing.so")).is_none());
+    }
 
     #[test]
     fn tuner_names() {

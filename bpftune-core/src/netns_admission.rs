@@ -101,6 +101,21 @@ impl NetnsAdmission {
     pub fn is_disabled(&self, cookie: u64) -> bool {
         self.disabled.contains(&cookie)
     }
+
+    /// Forget a namespace the daemon released ([`crate::sdk::Tuner::netns_released`]):
+    /// its inode and whether it was disabled. Returns true if anything was
+    /// kept for it. (Events for it stop at the daemon while it stays marked
+    /// gone there, and cookies are never reused.)
+    pub fn forget(&mut self, cookie: u64) -> bool {
+        let seen = self.seen.remove(&cookie).is_some();
+        let disabled = self.disabled.remove(&cookie);
+        seen || disabled
+    }
+
+    /// How many namespaces this keeps anything for (seen or disabled).
+    pub fn tracked(&self) -> usize {
+        self.seen.len() + self.disabled.iter().filter(|c| !self.seen.contains_key(c)).count()
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +136,26 @@ mod tests {
         let mut reported = Vec::new();
         let got = a.admit_with(cookie, inum, |c, i| reported.push((c, i)));
         (got, reported)
+    }
+
+    #[test]
+    fn a_forgotten_namespace_keeps_nothing_and_is_reported_again_if_seen() {
+        let mut a = NetnsAdmission::new(GLOBAL, UnknownNetns::Skip);
+        admit(&mut a, 77, 4026531999);
+        admit(&mut a, 78, 4026532001);
+        a.disable(78);
+        a.disable(79);
+        assert_eq!(a.tracked(), 3);
+        assert!(a.forget(77));
+        assert!(a.forget(78));
+        assert!(a.forget(79));
+        assert!(!a.forget(79), "twice is a no-op");
+        assert_eq!(a.tracked(), 0);
+        assert_eq!(a.inum(77), None);
+        assert!(!a.is_disabled(78));
+        // Forgetting the global namespace (never tracked) changes nothing.
+        assert!(!a.forget(GLOBAL));
+        assert_eq!(admit(&mut a, 77, 4026531999), (Some(77), vec![(77, 4026531999)]));
     }
 
     #[test]

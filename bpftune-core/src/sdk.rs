@@ -52,6 +52,11 @@ pub trait Tuner: Sized + 'static {
     fn evaluate(&self, _strategy: u32) -> f64 {
         0.0
     }
+    /// The namespace with this cookie is gone, or the daemon stopped
+    /// tracking it: forget whatever is kept for it (a tuner with a
+    /// [`crate::sdk::NetnsAdmission`] calls its `forget`), so state per
+    /// namespace does not outlive the namespace.
+    fn netns_released(&mut self, _netns_cookie: u64) {}
 }
 
 /// A tuner's handle on the daemon: logging, sysctl I/O, learning rate.
@@ -385,6 +390,17 @@ extern "C" fn tick<T: Tuner>(handle: InstanceHandle) -> RResult<(), RString> {
     })
 }
 
+/// [`crate::abi::NETNS_RELEASED_SYMBOL`] for `T`; exported by [`export_tuner!`].
+#[doc(hidden)]
+pub extern "C" fn netns_released<T: Tuner>(handle: InstanceHandle, netns_cookie: u64) -> RResult<(), RString> {
+    guard(|| {
+        // SAFETY: the daemon only passes handles it got from our init.
+        let inst = unsafe { instance::<T>(handle) }?;
+        inst.tuner.netns_released(netns_cookie);
+        Ok(())
+    })
+}
+
 extern "C" fn evaluate<T: Tuner>(handle: InstanceHandle, strategy: u32) -> RResult<f64, RString> {
     guard(|| {
         // SAFETY: the daemon only passes handles it got from our init.
@@ -424,6 +440,15 @@ macro_rules! export_tuner {
 
             fn root_module() -> $crate::abi::TunerModuleRef {
                 $crate::sdk::module_for::<$tuner>()
+            }
+
+            /// The optional entry point `abi::NETNS_RELEASED_SYMBOL`.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn bpftune_netns_released_v1(
+                instance: $crate::abi::InstanceHandle,
+                netns_cookie: u64,
+            ) -> abi_stable::std_types::RResult<(), abi_stable::std_types::RString> {
+                $crate::sdk::netns_released::<$tuner>(instance, netns_cookie)
             }
 
             extern "C" fn erased_root_module() -> abi_stable::library::RootModuleResult {

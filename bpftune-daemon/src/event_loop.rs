@@ -162,5 +162,6 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
             q.expire(poll.registry(), now);
         }
         set.run_timers(now);
+        set.release_netns();
     }
 }

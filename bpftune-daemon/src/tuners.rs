@@ -254,6 +254,25 @@ impl TunerSet {
         }
     }
 
+    /// Pass namespaces the daemon found gone to every tuner that exports
+    /// `bpftune_netns_released_v1` (plugins built before it existed are
+    /// skipped). Runs between tuner calls, never inside one.
+    pub fn release_netns(&mut self) {
+        let cookies = self.host.borrow_mut().take_released_netns();
+        for cookie in cookies {
+            for idx in 0..self.tuners.len() {
+                let tuner = &self.tuners[idx];
+                let (Some(handle), Some(release)) = (tuner.instance, tuner.plugin.netns_released) else {
+                    continue;
+                };
+                if let Err(e) = rresult(release(handle, cookie)) {
+                    self.tuner_failed(idx, "namespace release", &e);
+                }
+            }
+            logging::debug(&format!("netns (cookie {cookie}) released in every tuner"));
+        }
+    }
+
     /// When the next tick or strategy evaluation is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tuners

@@ -160,7 +160,21 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
     for c in &churned {
         assert!(daemon.wait_for_log(&format!("netns destroyed (cookie {c})"), Duration::from_secs(20)), "{c}");
     }
+    // Tuners drop their state for each dead namespace too: the test tuner
+    // saw every churned namespace and releases each once.
+    for c in &churned {
+        assert!(
+            daemon.wait_for_log(&format!("test: released netns (cookie {c});"), Duration::from_secs(10)),
+            "{c} not released: {}",
+            daemon.log()
+        );
+        assert_eq!(daemon.count(&format!("test: released netns (cookie {c});")), 1, "{c}");
+    }
     let log = daemon.log();
+    // What it still tracks afterwards: at most the manual namespace.
+    let last_tracked =
+        log.lines().rev().find_map(|l| l.split("); ").nth(1)?.strip_suffix(" still tracked")?.parse::<usize>().ok());
+    assert!(last_tracked.is_some_and(|n| n <= 1), "{last_tracked:?}");
     assert!(log.contains("Scenario 'netns created' occurred for tunable 'network_namespace' in non-global ns."));
     assert!(log.contains("Scenario 'netns destroyed' occurred for tunable 'network_namespace' in non-global ns."));
     assert!(log.contains("netns created (cookie"), "{log}");

@@ -166,6 +166,12 @@ impl Tuner for IpFragTuner {
         Ok(())
     }
 
+    fn netns_released(&mut self, cookie: u64) {
+        self.netns.forget(cookie);
+        self.corr.retain(|(_, c), _| *c != cookie);
+        self.snmp.forget(cookie);
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links are dropped with the skeleton; nothing is restored here
         // (the daemon's rollback does that when asked).

@@ -421,6 +421,19 @@ impl Tuner for TcpBufferTuner {
         Ok(())
     }
 
+    fn netns_released(&mut self, cookie: u64) {
+        self.netns.forget(cookie);
+        self.corr.retain(|(_, c), _| *c != cookie);
+        self.latency_hold.retain(|(_, c), _| *c != cookie);
+        self.raised.retain(|(_, c), _| *c != cookie);
+        self.last_written.retain(|(_, c), _| *c != cookie);
+        self.moderate_checked.remove(&cookie);
+        self.lowmem_netns.remove(&cookie);
+        self.lowmem_set.retain(|(_, c)| *c != cookie);
+        self.syn_saved.remove(&cookie);
+        self.syn_netns.remove(&cookie);
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links are dropped with the skeleton; nothing is restored here
         // (the daemon's rollback does that when asked).

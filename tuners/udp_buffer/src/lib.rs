@@ -227,6 +227,10 @@ impl Tuner for UdpBufferTuner {
         Ok(())
     }
 
+    fn netns_released(&mut self, cookie: u64) {
+        self.netns.forget(cookie);
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links go with the skeleton; the daemon's rollback restores values.
         let _ = &self.skel;
