@@ -1,0 +1,391 @@
+//! The net_buffer tuner: grows `net.core.netdev_max_backlog` and enables
+//! flow limits (`net.core.flow_limit_cpu_bitmap`) for a CPU when packets are
+//! dropped because that CPU's input backlog was full; grows
+//! `net.core.netdev_budget` / `netdev_budget_usecs` when NET_RX softirq runs
+//! end with work left (time squeeze), and steps them back if tasks' run-queue
+//! waits rise with them; re-enables high-order allocations for skb page
+//! frags on kernels from 5.14 on.
+//!
+//! BPF (`src/bpf/net_buffer.bpf.c`) counts backlog drops; the budget side
+//! reads `/proc` on the 1 s timer. Every decision is a pure function in
+//! [`policy`], re-checked here against fresh sysctl values. All tunables
+//! are system-wide: every write goes to the daemon's (initial) namespace,
+//! whichever namespace the drops happened in.
+
+pub mod policy;
+pub mod procfs;
+pub mod tables;
+
+use std::path::Path;
+
+use bpftune_core::corr::CorrTable;
+use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
+use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+
+use policy::{BudgetLimit, BudgetStep, CpuMask};
+use procfs::WaitSampler;
+use tables::{Scenario, Tunable};
+
+bpftune_core::include_skeleton!(mod skel = "net_buffer");
+
+/// Byte offset of `payload.update[1].old[0]`: one update is 56 bytes
+/// (u32 id, u32 pad, 3 x i64 old, 3 x i64 new).
+const SLOT1_OLD: usize = 56 + 8;
+
+/// No machine has more CPUs than this (the kernel's NR_CPUS maximum); a
+/// larger CPU number in an event is garbage.
+const MAX_CPUS: i64 = 8192;
+
+/// What BPF attaches to a backlog event (`enum net_buffer_extra`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Extra {
+    cpu: i64,
+    drops: i64,
+}
+
+impl Extra {
+    fn decode(event: &Event) -> Self {
+        let raw = event.raw_data();
+        let at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&raw[SLOT1_OLD + 8 * i..SLOT1_OLD + 8 * i + 8]);
+            i64::from_ne_bytes(b)
+        };
+        Self { cpu: at(0), drops: at(1) }
+    }
+}
+
+/// The loaded tuner.
+pub struct NetBufferTuner {
+    host: Host,
+    lr: LearningRate,
+    /// Namespaces seen in events (reporting only: every write goes to the
+    /// daemon's namespace).
+    netns: NetnsAdmission,
+    /// netdev_budget and netdev_budget_usecs at start-up: decreases stop
+    /// there (the tuner only takes back what it added).
+    budget_floor: (i64, i64),
+    /// Last total of the time_squeeze counters.
+    last_squeeze: Option<u64>,
+    /// Run-queue waits, as a percentage, per tick.
+    wait: WaitSampler,
+    /// (netdev_budget, netns) → (budget, wait %) samples.
+    corr: CorrTable<(Tunable, u64)>,
+    /// The start-up work of the first tick is done.
+    started: bool,
+    /// A budget limit was logged; not again until the budget moves.
+    budget_limit_noticed: bool,
+    /// An administrator took over a tunable: leave it alone from then on.
+    disabled: Vec<Tunable>,
+    // Dropped last: the BPF object (its links live in the skeleton).
+    skel: OwnedSkel<skel::NetBufferSkel<'static>>,
+}
+
+impl NetBufferTuner {
+    fn read1(&self, t: Tunable) -> Option<i64> {
+        match self.host.sysctl_read(0, t.name()) {
+            Ok(v) => v.first().copied(),
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: {e}"));
+                None
+            }
+        }
+    }
+
+    fn read_mask(&self) -> Option<(String, CpuMask)> {
+        let t = Tunable::FlowLimitCpuBitmap;
+        let text = match self.host.sysctl_read_string(0, t.name()) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: {e}"));
+                return None;
+            }
+        };
+        match CpuMask::parse(&text) {
+            Ok(m) => Some((text, m)),
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: '{}' = '{text}': {e}", t.name()));
+                None
+            }
+        }
+    }
+
+    /// Write one value (integers, or `text` for the cpumask); `None` if
+    /// nothing may follow (skipped, or failed).
+    fn write(
+        &mut self,
+        t: Tunable,
+        s: Scenario,
+        values: &[i64],
+        text: Option<&str>,
+        reason: &str,
+    ) -> Option<WriteOutcome> {
+        if self.disabled.contains(&t) {
+            return None;
+        }
+        let cookie = self.netns.global_cookie();
+        let res = match text {
+            Some(text) => self.host.write_string(t, s, cookie, text, reason),
+            None => self.host.write(t, s, cookie, values, reason),
+        };
+        match res {
+            Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
+                self.host.debug_log(&format!("net_buffer: leaving '{}' alone from now on", t.name()));
+                self.disabled.push(t);
+                None
+            }
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                self.host.error(&format!("net_buffer: could not change '{}': {e}", t.name()));
+                None
+            }
+        }
+    }
+
+    /// Copy the current backlog length and flow-limit mask into the BPF
+    /// globals the drop counter uses.
+    fn sync_bpf(&mut self) {
+        let backlog = self.read1(Tunable::NetdevMaxBacklog);
+        let mask = self.read_mask().map(|(_, m)| m.low64());
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            if let Some(v) = backlog {
+                bss.netdev_max_backlog = v;
+            }
+            if let Some(v) = mask {
+                bss.flow_limit_cpu_bitmap = v;
+            }
+        }
+    }
+
+    /// Enough backlog drops: grow netdev_max_backlog one step.
+    fn on_backlog(&mut self, cookie: u64, event_old: i64, extra: Extra) {
+        let t = Tunable::NetdevMaxBacklog;
+        if self.disabled.contains(&t) {
+            return;
+        }
+        let Some(current) = self.read1(t) else { return };
+        self.host.debug_log(&format!(
+            "net_buffer: {} backlog drops, CPU {} (netns cookie {cookie}), netdev_max_backlog {current}",
+            extra.drops, extra.cpu
+        ));
+        if current != event_old {
+            // An earlier event already grew it (or someone else changed it).
+            self.sync_bpf();
+            return;
+        }
+        if let Some(new) = policy::backlog_next(current, self.lr) {
+            let reason = tables::reason_backlog(t.name(), current, new);
+            let written = self.write(t, Scenario::MaxBacklogIncrease, &[new], None, &reason);
+            if written == Some(WriteOutcome::Written) && new >= tables::NETDEV_MAX_BACKLOG_MAX {
+                self.host.notice(&tables::notice_backlog_limit(new));
+            }
+        }
+        self.sync_bpf();
+    }
+
+    /// Enough backlog drops on `cpu`: enable flow limits there.
+    fn on_flow_limit(&mut self, extra: Extra) {
+        let t = Tunable::FlowLimitCpuBitmap;
+        if self.disabled.contains(&t) {
+            return;
+        }
+        let Ok(cpu) = u32::try_from(extra.cpu) else { return };
+        if i64::from(cpu) >= MAX_CPUS {
+            return;
+        }
+        let Some((old_text, mask)) = self.read_mask() else { return };
+        if !mask.is_set(cpu) {
+            let new_text = mask.with(cpu).format();
+            let reason = tables::reason_flow_limit(t.name(), &old_text, &new_text);
+            self.write(t, Scenario::FlowLimitSet, &[], Some(&new_text), &reason);
+        }
+        self.sync_bpf();
+    }
+
+    /// NET_RX softirq runs were squeezed since the last tick; `wait_pct`
+    /// is how long tasks waited to run over the same second, if known.
+    fn on_squeeze(&mut self, wait_pct: Option<i64>) {
+        let (tb, tu) = (Tunable::NetdevBudget, Tunable::NetdevBudgetUsecs);
+        if self.disabled.contains(&tb) || self.disabled.contains(&tu) {
+            return;
+        }
+        let (Some(budget), Some(usecs)) = (self.read1(tb), self.read1(tu)) else { return };
+        // The key is always fully formed (the original's was left
+        // uninitialised when schedstat could not be read); no sample is fed
+        // when the wait could not be measured.
+        let key = (tb, self.netns.global_cookie());
+        if let Some(pct) = wait_pct {
+            let x = policy::budget_sample_x((budget, usecs), self.lr);
+            self.corr.update(key, x as f64, pct as f64);
+        }
+        let corr = self.corr.get(&key);
+        self.host.debug_log(&format!(
+            "net_buffer: time squeeze; budget {budget} usecs {usecs}, wait {wait_pct:?}%, corr {:.3} ({} samples)",
+            corr.compute(),
+            corr.samples()
+        ));
+        let (scenario, new_budget, new_usecs) =
+            match policy::budget_step((budget, usecs), self.budget_floor, corr.is_correlated(), self.lr) {
+                BudgetStep::Increase(b, u) => (Scenario::BudgetIncrease, b, u),
+                BudgetStep::Decrease(b, u) => (Scenario::BudgetDecrease, b, u),
+                BudgetStep::Limit(limit) => {
+                    if !self.budget_limit_noticed {
+                        self.budget_limit_noticed = true;
+                        self.host.notice(&match limit {
+                            BudgetLimit::Usecs(u) => tables::notice_usecs_limit(u),
+                            BudgetLimit::Budget(b) => tables::notice_budget_limit(b),
+                        });
+                    }
+                    return;
+                }
+            };
+        let decrease = scenario == Scenario::BudgetDecrease;
+        let reason = if decrease {
+            tables::reason_budget_decrease(tb.name(), budget, new_budget)
+        } else {
+            tables::reason_budget_increase(tb.name(), budget, new_budget)
+        };
+        match self.write(tb, scenario, &[new_budget], None, &reason) {
+            Some(WriteOutcome::Written) => self.budget_limit_noticed = false,
+            Some(_) => {}
+            None => return,
+        }
+        let reason = if decrease {
+            tables::reason_budget_usecs_decrease(usecs, new_usecs)
+        } else {
+            tables::reason_budget_usecs_increase(usecs, new_usecs)
+        };
+        self.write(tu, scenario, &[new_usecs], None, &reason);
+    }
+
+    /// Start-up work that needs the tuner to be active (writes made from
+    /// `init` would be refused): re-enable high-order allocations.
+    fn first_tick(&mut self) {
+        let t = Tunable::HighOrderAllocDisable;
+        let Some(disabled) = self.read1(t) else { return };
+        let release = match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+            Ok(r) => r,
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: kernel release: {e}"));
+                return;
+            }
+        };
+        let Some(version) = policy::parse_kernel_release(&release) else { return };
+        if policy::should_enable_high_order(disabled, version, tables::HIGH_ORDER_ALLOC_MIN_KERNEL) {
+            self.write(t, Scenario::HighOrderAllocEnable, &[0], None, tables::REASON_HIGH_ORDER);
+        }
+    }
+}
+
+impl Tuner for NetBufferTuner {
+    const NAME: &'static str = "net_buffer";
+    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TICK_MS: u32 = 1000;
+
+    fn init(host: Host) -> Result<Self, String> {
+        let read = |t: Tunable| -> Result<i64, String> {
+            host.sysctl_read(0, t.name())?.first().copied().ok_or_else(|| format!("'{}' is empty", t.name()))
+        };
+        let budget_floor = (read(Tunable::NetdevBudget)?, read(Tunable::NetdevBudgetUsecs)?);
+        let skel = OwnedSkel::new(|storage| {
+            let mut open = skel::NetBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+            prepare_object!(open, host)?;
+            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+                rodata.netdev_max_backlog_max = tables::NETDEV_MAX_BACKLOG_MAX;
+            }
+            open.load().map_err(|e| format!("BPF load for tuner 'net_buffer' failed: {e}"))
+        })?;
+        let mut tuner = Self {
+            host,
+            lr: host.learning_rate(),
+            netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Global),
+            budget_floor,
+            last_squeeze: None,
+            wait: WaitSampler::new("/proc"),
+            corr: CorrTable::new(),
+            started: false,
+            budget_limit_noticed: false,
+            disabled: Vec::new(),
+            skel,
+        };
+        // The counter needs the backlog length before it sees any drop.
+        tuner.sync_bpf();
+        tuner.skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        tuner.last_squeeze = procfs::read_time_squeeze(Path::new("/proc")).ok().flatten();
+        let _ = tuner.wait.sample();
+        host.debug_log(&format!(
+            "net_buffer: netdev_budget {} usecs {} at start; time_squeeze total {:?}",
+            budget_floor.0, budget_floor.1, tuner.last_squeeze
+        ));
+        Ok(tuner)
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), String> {
+        // Unknown namespaces count as the daemon's: all writes go there.
+        let Some(cookie) = self.netns.admit(&self.host, event) else { return Ok(()) };
+        let upd = event.update();
+        match (Tunable::from_id(upd.tunable), Scenario::from_id(event.scenario_id())) {
+            (Some(Tunable::NetdevMaxBacklog), Some(Scenario::MaxBacklogIncrease)) => {
+                self.on_backlog(cookie, upd.old[0], Extra::decode(event));
+            }
+            (Some(Tunable::FlowLimitCpuBitmap), Some(Scenario::FlowLimitSet)) => {
+                self.on_flow_limit(Extra::decode(event));
+            }
+            _ => self.host.debug_log(&format!(
+                "net_buffer: unexpected event for tunable {} scenario {}",
+                upd.tunable,
+                event.scenario_id()
+            )),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        if !self.started {
+            self.started = true;
+            self.first_tick();
+        }
+        // Pick up values changed by others, so the BPF counter is right.
+        self.sync_bpf();
+        let wait_pct = self.wait.sample();
+        let total = match procfs::read_time_squeeze(Path::new("/proc")) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: {e}"));
+                return Ok(());
+            }
+        };
+        let squeezed = policy::squeezed(self.last_squeeze, total);
+        self.last_squeeze = Some(total);
+        if squeezed {
+            self.on_squeeze(wait_pct);
+        }
+        Ok(())
+    }
+
+    fn fini(&mut self) -> Result<(), String> {
+        // Links go with the skeleton; the daemon's rollback restores values.
+        let _ = &self.skel;
+        Ok(())
+    }
+}
+
+bpftune_core::export_tuner!(NetBufferTuner);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_slot1_offsets() {
+        let mut e = Event::new(0, 0, 0, 0);
+        let mut raw = [0u8; 128];
+        raw[64..72].copy_from_slice(&3i64.to_ne_bytes());
+        raw[72..80].copy_from_slice(&42i64.to_ne_bytes());
+        e.set_raw_data(&raw);
+        assert_eq!(Extra::decode(&e), Extra { cpu: 3, drops: 42 });
+    }
+}
