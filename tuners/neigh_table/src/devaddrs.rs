@@ -80,6 +80,11 @@ impl DevAddrs {
         r
     }
 
+    /// Forget the path remembered for a namespace that is gone.
+    pub fn forget(&mut self, cookie: u64) {
+        self.paths.remove(&cookie);
+    }
+
     fn dump_in(cookie: u64, inum: u32, path: PathBuf, family: u8, ifindex: u32) -> Result<Vec<u8>, DevAddrError> {
         let handle = NetnsHandle { cookie, inum: u64::from(inum), path };
         netns::in_netns(&handle, || netlink::prefixlens(family, ifindex))

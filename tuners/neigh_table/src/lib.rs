@@ -298,6 +298,10 @@ impl Tuner for NeighTableTuner {
         Ok(())
     }
 
+    fn netns_released(&mut self, cookie: u64) {
+        self.addrs.forget(cookie);
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links are dropped with the skeleton. The thresholds are sysctl
         // writes: `-R` restores them with every other tunable.

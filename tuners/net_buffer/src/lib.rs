@@ -366,6 +366,11 @@ impl Tuner for NetBufferTuner {
         Ok(())
     }
 
+    fn netns_released(&mut self, cookie: u64) {
+        self.netns.forget(cookie);
+        self.corr.retain(|(_, c), _| *c != cookie);
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links go with the skeleton; the daemon's rollback restores values.
         let _ = &self.skel;
