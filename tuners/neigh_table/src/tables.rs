@@ -3,9 +3,9 @@
 //!
 //! Ids are the enum discriminants. Every tunable is global (the neighbour
 //! tables are shared by all namespaces) and holds one value; they are
-//! declared so that an administrator writing one of them is noticed and the
-//! values can be reported. The change itself is made over netlink
-//! (`RTM_SETNEIGHTBL`), not by writing these sysctls.
+//! declared so that an administrator writing one of them is noticed, and
+//! gc_thresh1/2/3 are what the tuner writes (through the daemon, in the
+//! initial namespace) to change a table's thresholds.
 
 bpftune_core::tunables! {
     pub enum Tunable {

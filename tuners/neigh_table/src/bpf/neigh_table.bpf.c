@@ -3,8 +3,8 @@
  * neigh_table.bpf.c: notice when the ARP (arp_cache) or NDISC (ndisc_cache)
  * neighbour table is nearly full as a neighbour is created, or nearly empty
  * (with thresholds above the kernel defaults) as one is released, and tell
- * userspace, which owns every decision and makes the change with
- * RTM_SETNEIGHTBL.
+ * userspace, which owns every decision and makes the change (through the
+ * daemon's writer, on the gc_thresh sysctls of the initial namespace).
  *
  * Hooks (fentry/neigh_remove_one, the original's removal hook, cannot load
  * here):
