@@ -1,0 +1,122 @@
+#!/bin/bash
+# bench/idle/run.sh: what the daemon costs when there is nothing to tune.
+#
+# A daemon runs for months and is idle most of the time, so its idle
+# footprint is what every machine pays. With every project tuner staged
+# (sysctl tcp_buffer tcp_conn netns ip_frag udp_buffer neigh_table
+# net_buffer; not the test fixtures built alongside them), once its BPF
+# objects are loaded and WARMUP_SECS have passed, over IDLE_SECS:
+#  - resident memory (VmRSS now, VmHWM the peak, start-up included),
+#  - CPU time of all its threads (/proc/<pid>/task/*/schedstat),
+#  - voluntary context switches per second (wake-ups),
+#  - the BPF programs, maps and links it holds (from the fdinfo of its open
+#    file descriptors), and its open file descriptors.
+#
+# Root only. No traffic; nothing is changed on the host but what the daemon
+# itself may change at start-up on this machine (its log is in the report).
+# See ../lib.sh for the rest.
+#
+# Usage: bench/idle/run.sh [BUILD_DIR]   (default: target/release)
+#   IDLE_SECS=60 WARMUP_SECS=5 TUNERS="..." to change the run; OUT= for the
+#   report.
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
+bench_require bpftool jq
+
+IDLE_SECS=${IDLE_SECS:-60}
+WARMUP_SECS=${WARMUP_SECS:-5}
+TUNERS=${TUNERS:-sysctl tcp_buffer tcp_conn netns ip_frag udp_buffer neigh_table net_buffer}
+OUT=${OUT:-$HERE/RESULTS.md}
+
+# shellcheck disable=SC2086 # TUNERS is a list of names
+bench_plugin "$PLUG" $TUNERS
+NTUNERS=$(wc -w <<<"$TUNERS")
+
+daemon_cpu_ms() {
+	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
+}
+daemon_wakeups() {
+	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
+}
+# Unique ids behind the daemon's fds: $1 = prog_id, map_id or link_id.
+# (A link's fdinfo also names its program, so prog_id covers programs held
+# only through a link.)
+fd_ids() {
+	cat /proc/"$DAEMON_PID"/fdinfo/* 2>/dev/null | awk -v k="$1:" '$1 == k {print $2}' | sort -un
+}
+
+T0=$(date +%s%N)
+daemon_start "$PLUG" bpftune_
+# Loaded when the number of programs it holds has not changed for 2 s.
+prev=-1
+for _ in $(seq 60); do
+	now=$(fd_ids prog_id | wc -l)
+	[ "$now" = "$prev" ] && break
+	prev=$now
+	sleep 2
+done
+LOADED_MS=$((($(date +%s%N) - T0) / 1000000))
+sleep "$WARMUP_SECS"
+
+cpu0=$(daemon_cpu_ms)
+w0=$(daemon_wakeups)
+sleep "$IDLE_SECS"
+cpu1=$(daemon_cpu_ms)
+w1=$(daemon_wakeups)
+RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status")
+HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
+THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$DAEMON_PID/status")
+FDS=$(find "/proc/$DAEMON_PID/fd" -mindepth 1 | wc -l)
+fd_ids prog_id >"$WORK/progs"
+fd_ids map_id >"$WORK/maps"
+NPROGS=$(wc -l <"$WORK/progs")
+NMAPS=$(wc -l <"$WORK/maps")
+NLINKS=$(fd_ids link_id | wc -l)
+PROG_LIST=$(bpftool prog show -j | jq -r --slurpfile ids <(jq -s . "$WORK/progs") \
+	'.[] | select(.id as $i | $ids[0] | index($i)) | "\(.name) (\(.type))"' | sort | tr '\n' ',' | sed 's/,$//; s/,/, /g')
+MAP_TYPES=$(bpftool map show -j | jq -r --slurpfile ids <(jq -s . "$WORK/maps") \
+	'[.[] | select(.id as $i | $ids[0] | index($i)) | .type] | group_by(.) | map("\(length) \(.[0])") | join(", ")')
+MAP_KIB=$(bpftool map show -j | jq -r --slurpfile ids <(jq -s . "$WORK/maps") \
+	'[.[] | select(.id as $i | $ids[0] | index($i)) | .bytes_memlock // 0] | add / 1024 | floor')
+daemon_stop
+LOG=$(grep -v 'libbpf:' "$WORK/daemon.log" | sed 's/^/    /')
+
+read -r CPU_MS PER_MIN SHARE WAKE < <(awk -v a="$cpu0" -v b="$cpu1" -v w0="$w0" -v w1="$w1" -v s="$IDLE_SECS" \
+	'BEGIN {printf "%.1f %.1f %.3f %.2f\n", b - a, (b - a) * 60 / s, (b - a) / s / 10, (w1 - w0) / s}')
+
+{
+	echo "# Idle daemon benchmark results"
+	echo
+	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/idle/run.sh\`"
+	echo "(IDLE_SECS=$IDLE_SECS WARMUP_SECS=$WARMUP_SECS), $NTUNERS tuners: $TUNERS."
+	echo
+	echo "Reproduce (as root, from the repository root):"
+	echo
+	echo '    cargo build --release --workspace'
+	echo "    IDLE_SECS=$IDLE_SECS bench/idle/run.sh target/release"
+	echo
+	echo "## Footprint over ${IDLE_SECS} s idle, after start-up and ${WARMUP_SECS} s more"
+	echo
+	echo "| VmRSS (KiB) | VmHWM (KiB) | CPU ms over ${IDLE_SECS} s | CPU ms per minute | share of one CPU (%) | voluntary context switches per s | threads | open fds |"
+	echo "|---|---|---|---|---|---|---|---|"
+	echo "| $RSS | $HWM | $CPU_MS | $PER_MIN | $SHARE | $WAKE | $THREADS | $FDS |"
+	echo
+	echo "Start-up until the set of BPF programs it holds stopped changing: ${LOADED_MS} ms"
+	echo "(polled every 2 s, so up to 2 s more than the real time)."
+	echo
+	echo "## BPF objects it holds"
+	echo
+	echo "* $NPROGS programs: $PROG_LIST"
+	echo "* $NMAPS maps ($MAP_TYPES), ${MAP_KIB} KiB memlock in total"
+	echo "* $NLINKS links"
+	echo
+	echo "Wake-ups are those of all its threads: the event loop's ring buffer and signal fds and"
+	echo "the 1 s tuner timer (net_buffer reads /proc/net/softnet_stat and /proc/pressure/cpu on"
+	echo "it; see \`bench/net_buffer/RESULTS.md\` for that tuner alone)."
+	echo
+	echo "## Daemon log (stderr)"
+	echo
+	if [ -n "$LOG" ]; then echo "$LOG"; else echo "    (empty)"; fi
+} >"$OUT"
+cat "$OUT"

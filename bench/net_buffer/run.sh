@@ -1,0 +1,252 @@
+#!/bin/bash
+# bench/net_buffer/run.sh: what the net_buffer tuner costs.
+#
+# The tuner hooks tp_btf/kfree_skb, which fires for every dropped skb of
+# the machine (its program returns at once unless the drop reason is
+# CPU_BACKLOG), and reads /proc/net/softnet_stat and /proc/pressure/cpu on
+# the daemon's 1 s timer. So:
+#
+#  1. BPF cost (kernel.bpf_stats_enabled=1 around each run, restored):
+#     calls/s, ns per call and the program's share of one CPU during
+#     (i) a normal bulk TCP transfer (iperf3) over a veth pair between two
+#     namespaces, where few or no skbs are dropped, and (ii) a backlog-drop
+#     flood: the same transfer with GSO/TSO/GRO off on both ends (veth then
+#     delivers every segment through the per-CPU backlog) and
+#     net.core.netdev_max_backlog=8, once with the daemon in --advise mode
+#     (it decides but changes nothing, so the drops go on at the same rate
+#     and every drop takes the program's full path) and once with the daemon
+#     acting (it grows the backlog until the drops stop).
+#  2. Bulk TCP throughput over the veth pair with normal settings (no
+#     flood) without and with the daemon (tuners: sysctl, net_buffer), one
+#     run of each per round in a random order, client and server pinned to
+#     one CPU each; medians, per-round paired ratios and a 95 % bootstrap
+#     interval for their median; the changes the daemon made.
+#  3. The daemon's CPU time and wake-ups while idle with only net_buffer
+#     loaded (its 1 s timer), over IDLE_SECS.
+#
+# Root only. Traffic stays inside namespaces this script creates. The global
+# sysctls the tuner may change (netdev_max_backlog, flow_limit_cpu_bitmap,
+# netdev_budget, netdev_budget_usecs, high_order_alloc_disable) are saved
+# first, put back before every measured run and restored on exit, as is
+# kernel.bpf_stats_enabled (see ../lib.sh for the rest).
+#
+# Usage: bench/net_buffer/run.sh [BUILD_DIR]   (default: target/release)
+#   ROUNDS=10 SECS=3 STATS_SECS=5 IDLE_SECS=60 AFFINITY=0,1 to change the
+#   sizes and CPUs; OUT= for the report.
+HERE=$(cd "$(dirname "$0")" && pwd)
+# A daemon runs for months: measure its steady state, not its start-up.
+SETTLE_SECS=${SETTLE_SECS:-3}
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
+bench_require iperf3 bpftool jq ip ethtool shuf
+
+ROUNDS=${ROUNDS:-10}
+SECS=${SECS:-3}
+STATS_SECS=${STATS_SECS:-5}
+IDLE_SECS=${IDLE_SECS:-60}
+AFFINITY=${AFFINITY:-0,1}
+OUT=${OUT:-$HERE/RESULTS.md}
+TAG=nbb$$
+FLOOD=nbf$$
+PROG=bpftune_kfree
+GLOBALS="net.core.netdev_max_backlog net.core.flow_limit_cpu_bitmap net.core.netdev_budget net.core.netdev_budget_usecs net.core.high_order_alloc_disable"
+STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
+
+declare -A SAVED
+for s in $GLOBALS; do SAVED[$s]=$(sysctl -n "$s"); done
+restore_globals() {
+	local s
+	for s in $GLOBALS; do sysctl -q -w "$s=${SAVED[$s]}"; done
+}
+bench_on_exit restore_globals
+bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
+
+bench_plugin "$PLUG/nb" sysctl net_buffer
+bench_plugin "$PLUG/only" net_buffer
+
+bench_netns_pair "$TAG" 10.252.21
+bench_netns_pair "$FLOOD" 10.252.22
+for end in "$FLOOD-tx ${FLOOD}a" "$FLOOD-rx ${FLOOD}b"; do
+	read -r ns dev <<<"$end"
+	ip netns exec "$ns" ethtool -K "$dev" gso off tso off gro off
+done
+ip netns exec "$TAG-rx" iperf3 -s -D -B 10.252.21.2 -p 5201
+ip netns exec "$FLOOD-rx" iperf3 -s -D -B 10.252.22.2 -p 5201
+sleep 1
+
+# One iperf3 run from $1-tx to $2 for $3 seconds, pinned; prints Gbit/s
+# received.
+run_iperf() {
+	ip netns exec "$1-tx" iperf3 -c "$2" -p 5201 -t "$3" -A "$AFFINITY" -J |
+		jq '.end.sum_received.bits_per_second / 1e9'
+}
+
+# CPU time (ms) the daemon's threads have run so far (schedstat: ns on CPU).
+daemon_cpu_ms() {
+	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
+}
+# Voluntary context switches of all the daemon's threads so far.
+daemon_wakeups() {
+	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
+}
+# "run_cnt run_time_ns" of the newest kfree_skb program.
+prog_stats() {
+	bpftool prog show -j | jq -r --arg p "$PROG" '[.[] | select(.name | startswith($p))] |
+		max_by(.id) | "\(.run_cnt // 0) \(.run_time_ns // 0)"'
+}
+# Backlog drops of all CPUs so far (column 2 of /proc/net/softnet_stat, hex).
+backlog_drops() {
+	local n=0 _ d
+	while read -r _ d _; do n=$((n + 16#$d)); done </proc/net/softnet_stat
+	echo "$n"
+}
+
+# 1. BPF cost of one transfer of STATS_SECS on pair $1 (address $2) with the
+# daemon started with the remaining arguments; appends a table row to
+# $WORK/cost.rows (not printed into a $(...): the daemon must be started by
+# this shell, so that the exit trap can stop it).
+bpf_cost() { # $1 = pair, $2 = server address, $3 = label, $4... = daemon arguments
+	local pair=$1 addr=$2 label=$3 c0 t0 c1 t1 d0 d1 gbit changes backlog
+	shift 3
+	daemon_start "$PLUG/nb" "$PROG" "$@"
+	sysctl -q -w kernel.bpf_stats_enabled=1
+	read -r c0 t0 < <(prog_stats)
+	d0=$(backlog_drops)
+	gbit=$(run_iperf "$pair" "$addr" "$STATS_SECS")
+	d1=$(backlog_drops)
+	read -r c1 t1 < <(prog_stats)
+	sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
+	backlog=$(sysctl -n net.core.netdev_max_backlog)
+	daemon_stop
+	changes=$(grep -c -E "Scenario '|Advice [^ ]+: scenario '" "$WORK/daemon.log" || true)
+	grep -h -E "Scenario '|Advice [^ ]+: scenario '" "$WORK/daemon.log" | sed 's/^bpftune: //' >>"$WORK/cost.changes" || true
+	awk -v l="$label" -v g="$gbit" -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v d="$((d1 - d0))" \
+		-v s="$STATS_SECS" -v ch="$changes" -v b="$backlog" \
+		'BEGIN {printf "| %s | %.2f | %d | %.0f | %d | %s | %.3f %% | %d | %s |\n", l, g, d / s, c / s, c,
+			(c ? sprintf("%.0f", t / c) : "-"), t / (s * 1e9) * 100, ch, b}' >>"$WORK/cost.rows"
+	restore_globals
+}
+
+: >"$WORK/cost.changes"
+: >"$WORK/cost.rows"
+bpf_cost "$TAG" 10.252.21.2 "normal transfer (offloads on, backlog ${SAVED[net.core.netdev_max_backlog]})"
+# Set before the daemon starts: a write while it runs is an override.
+sysctl -q -w net.core.netdev_max_backlog=8
+bpf_cost "$FLOOD" 10.252.22.2 "flood (offloads off, backlog 8), daemon --advise" --advise
+sysctl -q -w net.core.netdev_max_backlog=8
+bpf_cost "$FLOOD" 10.252.22.2 "flood (offloads off, backlog 8), daemon acting"
+restore_globals
+
+# 2. Throughput with normal settings, interleaved in a random order.
+: >"$WORK/without"
+: >"$WORK/with"
+: >"$WORK/daemon_ms"
+: >"$WORK/changes"
+for r in $(seq "$ROUNDS"); do
+	for mode in $(shuf -e without with); do
+		restore_globals
+		if [ "$mode" = with ]; then
+			daemon_start "$PLUG/nb" "$PROG"
+			c0=$(daemon_cpu_ms)
+			run_iperf "$TAG" 10.252.21.2 "$SECS" >>"$WORK/with"
+			c1=$(daemon_cpu_ms)
+			awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}' >>"$WORK/daemon_ms"
+			grep -h "Scenario '" "$WORK/daemon.log" | sed 's/^bpftune: //' >>"$WORK/changes" || true
+			daemon_stop
+		else
+			sleep "$SETTLE_SECS"
+			run_iperf "$TAG" 10.252.21.2 "$SECS" >>"$WORK/without"
+		fi
+		echo "round $r $mode: $(tail -1 "$WORK/$mode") Gbit/s" >&2
+	done
+done
+restore_globals
+paste -d' ' "$WORK/without" "$WORK/with" | awk '{printf "%.4f\n", $2 / $1}' >"$WORK/paired"
+WITHOUT=$(median <"$WORK/without")
+WITH=$(median <"$WORK/with")
+RATIO=$(awk -v a="$WITH" -v b="$WITHOUT" 'BEGIN {printf "%.3f", a/b}')
+PAIRED=$(median <"$WORK/paired")
+PAIRED_CI=$(median_ci <"$WORK/paired")
+PAIRED_IQR=$(quartiles <"$WORK/paired")
+DAEMON_MS=$(median <"$WORK/daemon_ms")
+RAW_WITHOUT=$(awk '{printf "%.2f ", $1}' "$WORK/without")
+RAW_WITH=$(awk '{printf "%.2f ", $1}' "$WORK/with")
+CHANGES=$(sort "$WORK/changes" | uniq -c | sed 's/^ */    /')
+
+# 3. Idle: only net_buffer.
+daemon_start "$PLUG/only" "$PROG"
+sleep 2
+cpu0=$(daemon_cpu_ms)
+w0=$(daemon_wakeups)
+sleep "$IDLE_SECS"
+cpu1=$(daemon_cpu_ms)
+w1=$(daemon_wakeups)
+RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status")
+IDLE=$(awk -v a="$cpu0" -v b="$cpu1" -v w0="$w0" -v w1="$w1" -v s="$IDLE_SECS" \
+	'BEGIN {printf "| %.1f | %.1f | %.2f | %.3f |", b - a, (b - a) * 60 / s, (w1 - w0) / s, (b - a) / s / 10}')
+daemon_stop
+restore_globals
+
+{
+	echo "# net_buffer benchmark results"
+	echo
+	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/net_buffer/run.sh\`"
+	echo "(ROUNDS=$ROUNDS SECS=$SECS STATS_SECS=$STATS_SECS IDLE_SECS=$IDLE_SECS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS;"
+	echo "each run with the daemon starts SETTLE_SECS after it loaded its programs)."
+	echo
+	echo "Reproduce (as root, from the repository root):"
+	echo
+	echo '    cargo build --release -p bpftune-daemon -p sysctl_tuner -p net_buffer_tuner'
+	echo "    ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS bench/net_buffer/run.sh target/release"
+	echo
+	echo "## BPF cost of tp_btf/kfree_skb (kernel.bpf_stats_enabled=1, one ${STATS_SECS} s iperf3 run each)"
+	echo
+	echo "One TCP flow over a veth pair between two namespaces, client and server pinned to CPUs"
+	echo "$AFFINITY. The program runs for every dropped skb of the machine and returns unless the"
+	echo "drop reason is CPU_BACKLOG. *Flood*: GSO/TSO/GRO off on both veth ends (every segment"
+	echo "goes through the receiving CPU's backlog) and netdev_max_backlog=8. With \`--advise\` the"
+	echo "daemon changes nothing, so the drops go on and each one takes the program's full path"
+	echo "(window count, adaptive sampling, an event at most every 25 ms); acting, it grows the"
+	echo "backlog (and sets the flow-limit bit of the dropping CPU) until the drops stop. CPU share"
+	echo "= run time / wall time of the run (bpf_stats adds two clock reads per call: an upper"
+	echo "bound)."
+	echo
+	echo "| run | Gbit/s | backlog drops/s | calls/s | calls | ns per call | share of one CPU | changes (or advice) logged | netdev_max_backlog at the end |"
+	echo "|---|---|---|---|---|---|---|---|---|"
+	cat "$WORK/cost.rows"
+	echo
+	echo "What the daemon logged in those runs (count):"
+	echo
+	if [ -s "$WORK/cost.changes" ]; then sort "$WORK/cost.changes" | uniq -c | sed 's/^ */    /'; else echo "    nothing"; fi
+	echo
+	echo "## Bulk TCP throughput (iperf3, Gbit/s received), without/with the daemon (sysctl + net_buffer)"
+	echo
+	echo "Normal settings (offloads on, netdev_max_backlog ${SAVED[net.core.netdev_max_backlog]}): no flood. Each round runs"
+	echo "one ${SECS} s transfer without and one with the daemon, in a random order, each after a"
+	echo "${SETTLE_SECS} s pause; the global sysctls are put back before every run. The paired ratio"
+	echo "divides a round's run with the daemon by its run without; the interval is a 95 % bootstrap"
+	echo "interval for the median of those ratios."
+	echo
+	echo "| median without | median with | ratio of medians | median paired ratio | 95 % interval | paired ratios, middle half | daemon CPU ms per run (median) |"
+	echo "|---|---|---|---|---|---|---|"
+	echo "| $WITHOUT | $WITH | $RATIO | $PAIRED | $PAIRED_CI | $PAIRED_IQR | $DAEMON_MS |"
+	echo
+	echo "Runs (Gbit/s, in round order):"
+	echo
+	echo "* without: $RAW_WITHOUT"
+	echo "* with: $RAW_WITH"
+	echo
+	echo "Changes the daemon made during the runs with it (count):"
+	echo
+	if [ -n "$CHANGES" ]; then echo "$CHANGES"; else echo "    none"; fi
+	echo
+	echo "## Idle daemon with only net_buffer over ${IDLE_SECS} s"
+	echo
+	echo "The tuner's 1 s timer reads /proc/net/softnet_stat and /proc/pressure/cpu and the"
+	echo "current netdev_max_backlog / flow-limit mask for its BPF globals. RSS: $RSS KiB."
+	echo
+	echo "| CPU ms over ${IDLE_SECS} s | CPU ms per minute | voluntary context switches per s | share of one CPU (%) |"
+	echo "|---|---|---|---|"
+	echo "$IDLE"
+} >"$OUT"
+cat "$OUT"
