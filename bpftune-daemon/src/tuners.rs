@@ -49,6 +49,20 @@ pub struct TunerSet {
     unknown_ids: HashSet<u32>,
     /// Owner uid required for plugin paths (0: root).
     owner: u32,
+    /// Ticks fall on multiples of their period from here, so tuners with
+    /// the same period share one wake-up whenever each was loaded.
+    tick_epoch: Instant,
+}
+
+/// The first instant after `now` that is `epoch` plus a whole number of
+/// `period`s (`now` + `period` if the period is zero).
+fn next_on_grid(epoch: Instant, now: Instant, period: std::time::Duration) -> Instant {
+    let (since, p) = (now.saturating_duration_since(epoch).as_nanos(), period.as_nanos());
+    if p == 0 {
+        return now + period;
+    }
+    let periods = u32::try_from(since / p + 1).unwrap_or(u32::MAX);
+    epoch + period.saturating_mul(periods)
 }
 
 fn rresult<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, String> {
@@ -57,7 +71,16 @@ fn rresult<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, String
 
 impl TunerSet {
     pub fn new(host: SharedHost, fds: SharedFds, allow: Vec<String>, rollback: bool) -> Self {
-        Self { host, tuners: Vec::new(), fds, allow, rollback, unknown_ids: HashSet::new(), owner: 0 }
+        Self {
+            host,
+            tuners: Vec::new(),
+            fds,
+            allow,
+            rollback,
+            unknown_ids: HashSet::new(),
+            owner: 0,
+            tick_epoch: Instant::now(),
+        }
     }
 
     /// Is this plugin file name allowed by `-a` (everything if no list)?
@@ -143,7 +166,8 @@ impl TunerSet {
             Ok(()) => {
                 let tick = tuner.plugin.descriptor.tick_ms;
                 if tick > 0 {
-                    tuner.next_tick = Some(now + std::time::Duration::from_millis(u64::from(tick)));
+                    let period = std::time::Duration::from_millis(u64::from(tick));
+                    tuner.next_tick = Some(next_on_grid(self.tick_epoch, now, period));
                 }
                 if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
                     rec.state = TunerState::Active;
@@ -289,8 +313,8 @@ impl TunerSet {
             let tuner = &mut self.tuners[idx];
             let Some(handle) = tuner.instance else { continue };
             if tuner.next_tick.is_some_and(|t| now >= t) {
-                let tick = u64::from(tuner.plugin.descriptor.tick_ms);
-                tuner.next_tick = Some(now + std::time::Duration::from_millis(tick));
+                let period = std::time::Duration::from_millis(u64::from(tuner.plugin.descriptor.tick_ms));
+                tuner.next_tick = Some(next_on_grid(self.tick_epoch, now, period));
                 if let Err(e) = rresult((tuner.plugin.module.tick())(handle)) {
                     self.tuner_failed(idx, "tick", &e);
                     continue;
@@ -450,4 +474,25 @@ fn ns_label(global: bool, cookie: u64) -> String {
 
 fn same(a: &str, b: &str) -> bool {
     a.split_whitespace().eq(b.split_whitespace())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn ticks_land_on_a_shared_grid() {
+        let epoch = Instant::now();
+        let s = Duration::from_secs(1);
+        // Two tuners loaded 0.3 s and 0.8 s after the epoch tick together.
+        assert_eq!(next_on_grid(epoch, epoch + Duration::from_millis(300), s), epoch + s);
+        assert_eq!(next_on_grid(epoch, epoch + Duration::from_millis(800), s), epoch + s);
+        // Exactly on a tick: the next one, never the same instant again.
+        assert_eq!(next_on_grid(epoch, epoch + s, s), epoch + 2 * s);
+        // A longer period stays on the shorter one's grid.
+        assert_eq!(next_on_grid(epoch, epoch + Duration::from_millis(1500), 5 * s), epoch + 5 * s);
+        assert_eq!(next_on_grid(epoch, epoch, Duration::ZERO), epoch);
+    }
 }
