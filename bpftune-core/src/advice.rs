@@ -2,7 +2,7 @@
 //! being written. The same tunable, namespace and direction always get the
 //! same id, so operators can deduplicate and track them across runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Direction of a proposed change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -104,30 +104,46 @@ impl Advice {
 #[derive(Debug, Default)]
 pub struct AdviceLog {
     by_id: BTreeMap<String, Advice>,
+    /// Target values already logged, per id (the latest few).
+    logged: BTreeMap<String, VecDeque<String>>,
 }
 
 /// At most this many distinct pieces of advice are kept.
 pub const ADVICE_MAX: usize = 1024;
 
+/// Target values remembered per id: advice that alternates between a few
+/// targets (two CPUs taking turns at dropping packets, say) is logged once
+/// per target instead of at every turn.
+pub const RECENT_TARGETS: usize = 8;
+
 impl AdviceLog {
     /// Record advice; true if it is new or its target value changed (worth
     /// logging), false for a repeat.
     pub fn record(&mut self, advice: Advice) -> bool {
-        if let Some(prev) = self.by_id.get_mut(&advice.id) {
-            prev.count += 1;
-            let changed = prev.to != advice.to;
-            if changed {
-                prev.from = advice.from;
-                prev.to = advice.to;
-                prev.reason = advice.reason;
+        let Some(prev) = self.by_id.get_mut(&advice.id) else {
+            if self.by_id.len() >= ADVICE_MAX {
+                return false;
             }
-            return changed;
-        }
-        if self.by_id.len() >= ADVICE_MAX {
+            self.logged.insert(advice.id.clone(), VecDeque::from([advice.to.clone()]));
+            self.by_id.insert(advice.id.clone(), advice);
+            return true;
+        };
+        prev.count += 1;
+        if prev.to == advice.to {
             return false;
         }
-        self.by_id.insert(advice.id.clone(), advice);
-        true
+        let seen = self.logged.entry(advice.id.clone()).or_default();
+        let new_target = !seen.contains(&advice.to);
+        if new_target {
+            if seen.len() >= RECENT_TARGETS {
+                seen.pop_front();
+            }
+            seen.push_back(advice.to.clone());
+        }
+        prev.from = advice.from;
+        prev.to = advice.to;
+        prev.reason = advice.reason;
+        new_target
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Advice> {
@@ -155,6 +171,20 @@ mod tests {
         assert_eq!(a.direction, Direction::Increase);
         assert_eq!(c.direction, Direction::Decrease);
         assert_eq!(a.id.len(), 16);
+    }
+
+    #[test]
+    fn advice_alternating_between_targets_is_logged_once_per_target() {
+        let mut log = AdviceLog::default();
+        let to = |t: &str| Advice::new("t", "x", 1, true, "0", t, "s", "r");
+        assert!(log.record(to("1")));
+        assert!(log.record(to("2")), "a new target is worth a line");
+        for _ in 0..50 {
+            assert!(!log.record(to("1")));
+            assert!(!log.record(to("2")));
+        }
+        assert!(log.record(to("3")));
+        assert_eq!(log.iter().next().map(|x| (x.count, x.to.as_str())), Some((103, "3")));
     }
 
     #[test]
