@@ -232,6 +232,21 @@ impl Daemon {
         Self::start_with_env(plugins, extra, &[])
     }
 
+    /// [`Self::start`], then check that tuner `name` initialised. A daemon
+    /// started outside the test lock (by hand) holds the run lock: wait for
+    /// it to go (up to two minutes) rather than fail.
+    pub fn start_tuner(plugins: &PluginDir, extra: &[&str], name: &str) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut daemon = Self::start(plugins, extra);
+        while daemon.log().contains("another bpftune is already running") && Instant::now() < deadline {
+            drop(daemon);
+            std::thread::sleep(Duration::from_secs(1));
+            daemon = Self::start(plugins, extra);
+        }
+        assert!(daemon.log().contains(&format!("sucessfully initialized tuner {name}")), "{}", daemon.log());
+        daemon
+    }
+
     pub fn start_with_env(plugins: &PluginDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let log_path = Path::new(TEST_RUN_DIR).join(format!("{}.log", unique("daemon")));
         let log = File::create(&log_path).expect("daemon log");

@@ -118,8 +118,7 @@ fn start_daemon() -> (PluginDir, Daemon) {
 
 fn start_daemon_with(args: &[&str]) -> (PluginDir, Daemon) {
     let plugins = PluginDir::with(&["sysctl", "neigh_table"]);
-    let daemon = Daemon::start(&plugins, args);
-    assert!(daemon.log().contains("sucessfully initialized tuner neigh_table"), "{}", daemon.log());
+    let daemon = Daemon::start_tuner(&plugins, args, "neigh_table");
     (plugins, daemon)
 }
 

@@ -33,16 +33,7 @@ fn guard_all() -> Vec<SysctlGuard> {
 
 fn start_daemon() -> (PluginDir, Daemon) {
     let plugins = PluginDir::with(&["sysctl", "net_buffer"]);
-    // A daemon started outside the test lock (a benchmark) holds the run
-    // lock for a while: wait for it rather than fail.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut daemon = Daemon::start(&plugins, &[]);
-    while daemon.log().contains("another bpftune is already running") && Instant::now() < deadline {
-        drop(daemon);
-        std::thread::sleep(Duration::from_secs(1));
-        daemon = Daemon::start(&plugins, &[]);
-    }
-    assert!(daemon.log().contains("sucessfully initialized tuner net_buffer"), "{}", daemon.log());
+    let daemon = Daemon::start_tuner(&plugins, &[], "net_buffer");
     (plugins, daemon)
 }
 
