@@ -18,6 +18,8 @@
 #                                measured slower)
 #   newest_prog_id PROG          highest id of such a program (0: none)
 #   daemon_stop                  SIGINT and wait; the log stays in $WORK/daemon.log
+#   daemon_cpu_ms                CPU time of the running daemon's threads so far
+#   daemon_wakeups               their voluntary context switches so far
 #   median, mean, quartiles      of numbers on stdin, one per line
 #   median_ci                    "lo-hi": a 95 % bootstrap interval for the
 #                                median of the numbers on stdin (fixed seed)
@@ -126,6 +128,13 @@ daemon_stop() {
 		wait "$DAEMON_PID" 2>/dev/null || true
 		DAEMON_PID=
 	fi
+}
+
+daemon_cpu_ms() {
+	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
+}
+daemon_wakeups() {
+	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

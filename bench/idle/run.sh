@@ -33,12 +33,6 @@ OUT=${OUT:-$HERE/RESULTS.md}
 bench_plugin "$PLUG" $TUNERS
 NTUNERS=$(wc -w <<<"$TUNERS")
 
-daemon_cpu_ms() {
-	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
-}
-daemon_wakeups() {
-	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
-}
 # Unique ids behind the daemon's fds: $1 = prog_id, map_id or link_id.
 # (A link's fdinfo also names its program, so prog_id covers programs held
 # only through a link.)

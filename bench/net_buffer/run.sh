@@ -81,14 +81,6 @@ run_iperf() {
 		jq '.end.sum_received.bits_per_second / 1e9'
 }
 
-# CPU time (ms) the daemon's threads have run so far (schedstat: ns on CPU).
-daemon_cpu_ms() {
-	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
-}
-# Voluntary context switches of all the daemon's threads so far.
-daemon_wakeups() {
-	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
-}
 # "run_cnt run_time_ns" of the newest kfree_skb program.
 prog_stats() {
 	bpftool prog show -j | jq -r --arg p "$PROG" '[.[] | select(.name | startswith($p))] |

@@ -64,9 +64,6 @@ run_iperf() { # $1 = netns of the client, $2 = server addr, $3 = port
 }
 
 # CPU time (ms) the daemon's threads have run so far (schedstat: ns on CPU).
-daemon_cpu_ms() {
-	cat /proc/"$DAEMON_PID"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f\n", ns / 1e6}'
-}
 
 declare -A RES
 for path in veth loopback; do
