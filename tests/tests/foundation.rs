@@ -179,6 +179,33 @@ fn panic_in_event_handler_disables_only_that_tuner() {
     assert!(status.success(), "{log}");
 }
 
+/// A plugin built before the optional entry points existed (it exports
+/// only abi_stable's root module) loads, runs, and is skipped when the
+/// daemon tells tuners a namespace is gone.
+#[test]
+fn a_plugin_without_the_optional_entry_points_still_loads() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["netns", "test"]);
+    let legacy = plugins.add("legacy");
+    let nm = Command::new("nm").args(["-D", "--defined-only"]).arg(&legacy).output().expect("nm");
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    assert!(symbols.contains("root_bmodule_bloader"), "{symbols}");
+    assert!(!symbols.contains("bpftune_netns_released"), "the fixture must look old: {symbols}");
+
+    let mut daemon = Daemon::start(&plugins, &[]);
+    assert!(daemon.log().contains("sucessfully initialized tuner legacy"), "{}", daemon.log());
+    let n = Netns::new("leg");
+    loopback_connections(Some(&n), 2);
+    assert!(daemon.wait_for_log("test connection seen", Duration::from_secs(10)), "{}", daemon.log());
+    drop(n);
+    assert!(daemon.wait_for_log("test: released netns", Duration::from_secs(20)), "{}", daemon.log());
+    assert!(daemon.wait_for_log("released in every tuner", Duration::from_secs(5)), "{}", daemon.log());
+    assert!(!daemon.has_exited(), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status} {log}");
+    assert!(!log.contains("namespace release"), "no tuner failed its release: {log}");
+}
+
 #[test]
 fn untrusted_directory_is_refused() {
     let _l = test_lock();
