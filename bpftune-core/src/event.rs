@@ -76,22 +76,41 @@ impl Event {
         self.raw.netns_inum
     }
 
-    /// The sysctl update in payload slot 0.
-    pub fn update(&self) -> SysctlUpdate {
+    fn slot(&self, i: usize) -> SysctlUpdate {
         // SAFETY: every view of the payload union is plain integers/bytes,
         // so reading the update view is valid whatever was written.
-        let u = unsafe { self.raw.payload.update[0] };
+        let u = unsafe { self.raw.payload.update[i] };
         SysctlUpdate { tunable: u.id, old: u.old, new: u.new }
+    }
+
+    fn set_slot(&mut self, i: usize, update: SysctlUpdate) {
+        // SAFETY: as in `slot`; writing one integer view of a POD union.
+        unsafe {
+            self.raw.payload.update[i].id = update.tunable;
+            self.raw.payload.update[i].old = update.old;
+            self.raw.payload.update[i].new = update.new;
+        }
+    }
+
+    /// The sysctl update in payload slot 0.
+    pub fn update(&self) -> SysctlUpdate {
+        self.slot(0)
     }
 
     /// Set the sysctl update in payload slot 0 (tests and tools).
     pub fn set_update(&mut self, update: SysctlUpdate) {
-        // SAFETY: as in `update`; writing one integer view of a POD union.
-        unsafe {
-            self.raw.payload.update[0].id = update.tunable;
-            self.raw.payload.update[0].old = update.old;
-            self.raw.payload.update[0].new = update.new;
-        }
+        self.set_slot(0, update);
+    }
+
+    /// Payload slot 1, where a tuner's BPF side puts the measurements it
+    /// sends with the update (`update[1].old[0..3]` and `.new[0..3]`).
+    pub fn extra(&self) -> SysctlUpdate {
+        self.slot(1)
+    }
+
+    /// Set payload slot 1 (tests and tools), keeping slot 0.
+    pub fn set_extra(&mut self, extra: SysctlUpdate) {
+        self.set_slot(1, extra);
     }
 
     /// The string payload, up to its first NUL.
@@ -136,6 +155,20 @@ mod tests {
         assert_eq!(back.pid(), 7);
         assert_eq!(back.update().new, [4, 5, 6]);
         assert!(Event::from_bytes(&[0u8; 10]).is_none());
+    }
+
+    #[test]
+    fn extra_is_slot_one_and_leaves_slot_zero_alone() {
+        let mut e = Event::new(0, 0, 0, 0);
+        e.set_update(SysctlUpdate { tunable: 2, old: [1, 2, 3], new: [4, 5, 6] });
+        e.set_extra(SysctlUpdate { tunable: 0, old: [7, 8, 9], new: [10, 11, 12] });
+        assert_eq!(e.update().new, [4, 5, 6]);
+        assert_eq!(e.extra().old, [7, 8, 9]);
+        // Slot 1's old[0] is at byte 64 of the payload: 56 bytes of slot 0,
+        // then slot 1's id and padding (what the BPF side writes).
+        let raw = e.raw_data();
+        assert_eq!(raw[64..72], 7i64.to_ne_bytes());
+        assert_eq!(raw[88..96], 10i64.to_ne_bytes());
     }
 
     #[test]

@@ -24,15 +24,9 @@ use tables::{Scenario, Tunable};
 
 bpftune_core::include_skeleton!(mod skel = "ip_frag");
 
-/// Byte offset of `payload.update[1].old[0]` (fqdir mem when BPF looked):
-/// one update is 56 bytes, then slot 1's id and pad.
-const SLOT1_OLD: usize = 56 + 8;
-
+/// The fqdir memory BPF saw (payload slot 1, `old[0]`).
 fn event_mem(event: &Event) -> i64 {
-    let raw = event.raw_data();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[SLOT1_OLD..SLOT1_OLD + 8]);
-    i64::from_ne_bytes(b)
+    event.extra().old[0]
 }
 
 /// The loaded tuner.

@@ -29,10 +29,6 @@ use tables::{Scenario, Tunable};
 
 bpftune_core::include_skeleton!(mod skel = "net_buffer");
 
-/// Byte offset of `payload.update[1].old[0]`: one update is 56 bytes
-/// (u32 id, u32 pad, 3 x i64 old, 3 x i64 new).
-const SLOT1_OLD: usize = 56 + 8;
-
 /// No machine has more CPUs than this (the kernel's NR_CPUS maximum); a
 /// larger CPU number in an event is garbage.
 const MAX_CPUS: i64 = 8192;
@@ -46,13 +42,8 @@ struct Extra {
 
 impl Extra {
     fn decode(event: &Event) -> Self {
-        let raw = event.raw_data();
-        let at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[SLOT1_OLD + 8 * i..SLOT1_OLD + 8 * i + 8]);
-            i64::from_ne_bytes(b)
-        };
-        Self { cpu: at(0), drops: at(1) }
+        let old = event.extra().old;
+        Self { cpu: old[0], drops: old[1] }
     }
 }
 

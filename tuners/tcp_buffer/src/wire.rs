@@ -3,14 +3,9 @@
 //! the sysctl update every tuner uses, slot 1 `old[0..3]`/`new[0..3]` carry
 //! RTT, memory and SYN-flood counters.
 
-use bpftune_core::Event;
+use bpftune_core::{Event, SysctlUpdate};
 
 use crate::policy::MemState;
-
-/// Byte offset of `payload.update[1].old[0]` in the payload: one update is
-/// 56 bytes (u32 id, u32 pad, 3 × i64 old, 3 × i64 new).
-const SLOT1_OLD: usize = 56 + 8;
-const SLOT1_NEW: usize = SLOT1_OLD + 24;
 
 /// Measurements attached to an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,47 +23,32 @@ pub struct Extra {
     pub mem_state: MemState,
 }
 
-fn i64_at(raw: &[u8; 128], off: usize) -> i64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[off..off + 8]);
-    i64::from_ne_bytes(b)
-}
-
 impl Extra {
     pub fn decode(event: &Event) -> Self {
-        let raw = event.raw_data();
+        let SysctlUpdate { old, new, .. } = event.extra();
         Self {
-            srtt_us: i64_at(&raw, SLOT1_OLD),
-            mem_pages: i64_at(&raw, SLOT1_OLD + 8),
-            syncookies: i64_at(&raw, SLOT1_OLD + 16),
-            syn_floods: i64_at(&raw, SLOT1_NEW),
-            established: i64_at(&raw, SLOT1_NEW + 8),
-            mem_state: MemState::from_raw(i64_at(&raw, SLOT1_NEW + 16)),
+            srtt_us: old[0],
+            mem_pages: old[1],
+            syncookies: old[2],
+            syn_floods: new[0],
+            established: new[1],
+            mem_state: MemState::from_raw(new[2]),
         }
     }
 
     /// Encode into an event, as the BPF side does (tests and tools).
     pub fn encode(&self, event: &mut Event) {
-        let mut raw = event.raw_data();
-        let vals = [
-            (SLOT1_OLD, self.srtt_us),
-            (SLOT1_OLD + 8, self.mem_pages),
-            (SLOT1_OLD + 16, self.syncookies),
-            (SLOT1_NEW, self.syn_floods),
-            (SLOT1_NEW + 8, self.established),
-            (SLOT1_NEW + 16, self.mem_state as i64),
-        ];
-        for (off, v) in vals {
-            raw[off..off + 8].copy_from_slice(&v.to_ne_bytes());
-        }
-        event.set_raw_data(&raw);
+        event.set_extra(SysctlUpdate {
+            tunable: event.extra().tunable,
+            old: [self.srtt_us, self.mem_pages, self.syncookies],
+            new: [self.syn_floods, self.established, self.mem_state as i64],
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::SysctlUpdate;
 
     #[test]
     fn slot1_round_trip_keeps_slot0() {

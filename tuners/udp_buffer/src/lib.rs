@@ -25,10 +25,6 @@ use tables::{Scenario, Tunable};
 
 bpftune_core::include_skeleton!(mod skel = "udp_buffer");
 
-/// Byte offset of `payload.update[1].old[0]`: one update is 56 bytes
-/// (u32 id, u32 pad, 3 x i64 old, 3 x i64 new).
-const SLOT1_OLD: usize = 56 + 8;
-
 /// Measurements BPF attaches to an event (`enum udp_buffer_extra`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Extra {
@@ -38,13 +34,8 @@ struct Extra {
 
 impl Extra {
     fn decode(event: &Event) -> Self {
-        let raw = event.raw_data();
-        let at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[SLOT1_OLD + 8 * i..SLOT1_OLD + 8 * i + 8]);
-            i64::from_ne_bytes(b)
-        };
-        Self { rcvbuf: at(0), locked: at(1) != 0 }
+        let old = event.extra().old;
+        Self { rcvbuf: old[0], locked: old[1] != 0 }
     }
 }
 
