@@ -20,6 +20,8 @@
 #   daemon_stop                  SIGINT and wait; the log stays in $WORK/daemon.log
 #   daemon_cpu_ms                CPU time of the running daemon's threads so far
 #   daemon_wakeups               their voluntary context switches so far
+#   daemon_idle SECS             sleep SECS, then print the daemon's CPU ms over
+#                                them, ms per minute, % of one CPU, wake-ups/s
 #   median, mean, quartiles      of numbers on stdin, one per line
 #   median_ci                    "lo-hi": a 95 % bootstrap interval for the
 #                                median of the numbers on stdin (fixed seed)
@@ -135,6 +137,14 @@ daemon_cpu_ms() {
 }
 daemon_wakeups() {
 	cat /proc/"$DAEMON_PID"/task/*/status | awk '/^voluntary_ctxt_switches:/ {n += $2} END {print n}'
+}
+daemon_idle() {
+	local c0 w0
+	c0=$(daemon_cpu_ms)
+	w0=$(daemon_wakeups)
+	sleep "$1"
+	awk -v a="$c0" -v b="$(daemon_cpu_ms)" -v w0="$w0" -v w1="$(daemon_wakeups)" -v s="$1" \
+		'BEGIN {printf "%.1f %.1f %.3f %.2f\n", b - a, (b - a) * 60 / s, (b - a) / s / 10, (w1 - w0) / s}'
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

@@ -53,11 +53,7 @@ done
 LOADED_MS=$((($(date +%s%N) - T0) / 1000000))
 sleep "$WARMUP_SECS"
 
-cpu0=$(daemon_cpu_ms)
-w0=$(daemon_wakeups)
-sleep "$IDLE_SECS"
-cpu1=$(daemon_cpu_ms)
-w1=$(daemon_wakeups)
+read -r CPU_MS PER_MIN SHARE WAKE < <(daemon_idle "$IDLE_SECS")
 RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status")
 HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
 THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$DAEMON_PID/status")
@@ -75,9 +71,6 @@ MAP_KIB=$(bpftool map show -j | jq -r --slurpfile ids <(jq -s . "$WORK/maps") \
 	'[.[] | select(.id as $i | $ids[0] | index($i)) | .bytes_memlock // 0] | add / 1024 | floor')
 daemon_stop
 LOG=$(grep -v 'libbpf:' "$WORK/daemon.log" | sed 's/^/    /')
-
-read -r CPU_MS PER_MIN SHARE WAKE < <(awk -v a="$cpu0" -v b="$cpu1" -v w0="$w0" -v w1="$w1" -v s="$IDLE_SECS" \
-	'BEGIN {printf "%.1f %.1f %.3f %.2f\n", b - a, (b - a) * 60 / s, (b - a) / s / 10, (w1 - w0) / s}')
 
 {
 	echo "# Idle daemon benchmark results"

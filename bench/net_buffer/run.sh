@@ -168,14 +168,9 @@ CHANGES=$(sort "$WORK/changes" | uniq -c | sed 's/^ */    /')
 # 3. Idle: only net_buffer.
 daemon_start "$PLUG/only" "$PROG"
 sleep 2
-cpu0=$(daemon_cpu_ms)
-w0=$(daemon_wakeups)
-sleep "$IDLE_SECS"
-cpu1=$(daemon_cpu_ms)
-w1=$(daemon_wakeups)
+read -r cpu_ms per_min share wake < <(daemon_idle "$IDLE_SECS")
 RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status")
-IDLE=$(awk -v a="$cpu0" -v b="$cpu1" -v w0="$w0" -v w1="$w1" -v s="$IDLE_SECS" \
-	'BEGIN {printf "| %.1f | %.1f | %.2f | %.3f |", b - a, (b - a) * 60 / s, (w1 - w0) / s, (b - a) / s / 10}')
+IDLE="| $cpu_ms | $per_min | $wake | $share |"
 daemon_stop
 restore_globals
 
