@@ -37,10 +37,29 @@ struct bpftune_sysctl_update {
 	__s64 new[BPFTUNE_MAX_VALUES];
 };
 
+/* A sysctl write seen by the sysctl tuner's cgroup/sysctl program. */
+#define BPFTUNE_SYSCTL_NAME	96
+#define BPFTUNE_SYSCTL_VALUE	96
+#define BPFTUNE_COMM_LEN	16
+enum bpftune_sysctl_write_flags {
+	BPFTUNE_WRITE_PID_KNOWN = 1,	/* event.pid is the writer's */
+	BPFTUNE_WRITE_NETNS_KNOWN = 2,	/* event.netns_* are the writer's */
+	BPFTUNE_WRITE_VALUE_KNOWN = 4,	/* value holds what was written */
+	BPFTUNE_WRITE_COMM_KNOWN = 8,	/* comm holds the writer's name */
+};
+struct bpftune_sysctl_write {
+	char name[BPFTUNE_SYSCTL_NAME];	/* net/ipv4/tcp_rmem form */
+	char value[BPFTUNE_SYSCTL_VALUE];
+	char comm[BPFTUNE_COMM_LEN];
+	__u32 flags;			/* enum bpftune_sysctl_write_flags */
+	__u32 pad;
+};
+
 union bpftune_payload {
 	struct bpftune_sysctl_update update[BPFTUNE_MAX_UPDATES];
 	char str[BPFTUNE_MAX_NAME];
 	__u8 raw_data[BPFTUNE_MAX_DATA];
+	struct bpftune_sysctl_write sysctl_write;	/* 216 bytes, fits */
 };
 
 /* 248 bytes, fixed: what every BPF program posts to the shared ring buffer. */
@@ -99,6 +118,7 @@ volatile const bool debug = false;
 /* Keeps struct bpftune_event in the object's BTF so libbpf-cargo generates
  * the Rust type from this header. Never written. */
 struct bpftune_event bpftune_event_type_anchor = {};
+enum bpftune_sysctl_write_flags bpftune_sysctl_write_flags_anchor = 0;
 
 #define bpftune_log(fmt, ...)					\
 	do {							\
@@ -136,8 +156,13 @@ static __always_inline long bpftune_send(struct bpftune_event *event)
 	long ret;
 
 	event->tuner_id = tuner_id;
+#ifndef BPFTUNE_NO_CURRENT_PID
+	/* Objects whose program types may not call this helper on every
+	 * kernel (sockops before 6.x, cgroup/sysctl before 5.x) define
+	 * BPFTUNE_NO_CURRENT_PID and fill in pid themselves, if at all. */
 	if (!event->pid)
 		event->pid = bpf_get_current_pid_tgid() >> 32;
+#endif
 	ret = bpf_ringbuf_output(&ring_buffer_map, event, sizeof(*event), 0);
 	if (ret < 0)
 		bpftune_stat_add(BPFTUNE_STAT_RINGBUF_DROPS, 1);

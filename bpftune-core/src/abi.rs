@@ -210,6 +210,67 @@ pub struct HostVtable {
         pid: i32,
         scan: NetnsScan,
     ) -> RVec<NetnsChange>,
+    /// Report one part of the tuner and whether it works on this kernel
+    /// (logged once when not [`FeatureState::Active`], listed by `-S` and
+    /// `-q jstatus`). Added after the first release: a daemon built before
+    /// it has no such field, and [`crate::sdk::Host::feature`] then only
+    /// logs the line itself.
+    #[sabi(missing_field(option))]
+    pub feature: extern "C" fn(host: HostHandle, part: RStr<'_>, state: FeatureState, detail: RStr<'_>),
+    /// An administrator wrote a sysctl: like `admin_override`, with what
+    /// BPF saw at the write (the writer's command name, the new value, and
+    /// whether the pid and namespace are known on this kernel). Added after
+    /// the first release; older daemons only have `admin_override`.
+    #[sabi(missing_field(option))]
+    pub admin_write: extern "C" fn(host: HostHandle, write: &AdminWrite<'_>),
+}
+
+/// How one part of a tuner (a hook, a helper, an optional tunable) fares on
+/// the running kernel.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FeatureState {
+    /// Works as designed.
+    Active = 0,
+    /// Works another way (an older hook, a counter read on a timer).
+    Fallback = 1,
+    /// Not available here: that part does nothing, the rest works.
+    Off = 2,
+    /// Not needed on this kernel (what it tunes limits nothing here).
+    NotNeeded = 3,
+}
+
+impl FeatureState {
+    /// The word `-S` and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Fallback => "fallback",
+            Self::Off => "off",
+            Self::NotNeeded => "not needed",
+        }
+    }
+}
+
+/// A sysctl write by someone other than the daemon, as the sysctl tuner's
+/// BPF program saw it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct AdminWrite<'a> {
+    /// The writer's process id; 0 where the kernel cannot tell BPF.
+    pub pid: i32,
+    /// The writer's network namespace; meaningful if `netns_known`.
+    pub netns_cookie: u64,
+    /// False where BPF cannot see the writer's namespace: the write is then
+    /// taken as one in every namespace (the daemon backs off everywhere).
+    pub netns_known: bool,
+    /// `net/ipv4/tcp_rmem` form (or dotted).
+    pub name: RStr<'a>,
+    /// The value written, as text; empty if not seen.
+    pub value: RStr<'a>,
+    /// The writer's command name taken at the write (`comm`); empty if the
+    /// kernel does not let BPF read it there.
+    pub comm: RStr<'a>,
 }
 
 /// How much [`HostVtable::netns_changes`] looks before answering.

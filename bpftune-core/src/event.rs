@@ -2,7 +2,7 @@
 //! type generated from `bpf-common/include/bpftune.bpf.h` by libbpf-cargo
 //! (via the core probe object), wrapped in safe accessors.
 
-use crate::probe_skel::types::bpftune_event;
+use crate::probe_skel::types::{bpftune_event, bpftune_sysctl_write, bpftune_sysctl_write_flags as WriteFlags};
 
 /// Size in bytes of one event on the ring buffer.
 pub const EVENT_SIZE: usize = std::mem::size_of::<bpftune_event>();
@@ -16,6 +16,25 @@ pub struct SysctlUpdate {
     pub tunable: u32,
     pub old: [i64; 3],
     pub new: [i64; 3],
+}
+
+/// A sysctl write as the sysctl tuner's BPF program saw it (what the
+/// kernel let it see: older kernels hide the writer's pid, namespace or
+/// name from `cgroup/sysctl` programs).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SysctlWrite {
+    /// `net/ipv4/tcp_rmem` form.
+    pub name: String,
+    pub value: Option<String>,
+    pub comm: Option<String>,
+    pub pid_known: bool,
+    pub netns_known: bool,
+}
+
+/// The text of a NUL-padded C char array.
+fn c_text(chars: &[i8]) -> String {
+    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c.to_ne_bytes()[0]).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A decoded event.
@@ -120,6 +139,50 @@ impl Event {
         String::from_utf8_lossy(&bytes[..end]).into_owned()
     }
 
+    /// The payload as a sysctl write (events of the sysctl tuner).
+    pub fn sysctl_write(&self) -> SysctlWrite {
+        // SAFETY: every view of the POD union is valid for any bytes; this
+        // one is 216 of the payload's 224 always-initialised bytes.
+        let w: bpftune_sysctl_write = unsafe { self.raw.payload.sysctl_write };
+        let has = |f: WriteFlags| w.flags & f.0 != 0;
+        SysctlWrite {
+            name: c_text(&w.name),
+            value: has(WriteFlags::BPFTUNE_WRITE_VALUE_KNOWN).then(|| c_text(&w.value)),
+            comm: has(WriteFlags::BPFTUNE_WRITE_COMM_KNOWN).then(|| c_text(&w.comm)),
+            pid_known: has(WriteFlags::BPFTUNE_WRITE_PID_KNOWN),
+            netns_known: has(WriteFlags::BPFTUNE_WRITE_NETNS_KNOWN),
+        }
+    }
+
+    /// Set the sysctl-write payload (tests and tools).
+    pub fn set_sysctl_write(&mut self, w: &SysctlWrite) {
+        let mut raw = bpftune_sysctl_write::default();
+        let copy = |dst: &mut [i8], text: &str| {
+            let room = dst.len().saturating_sub(1);
+            for (d, b) in dst.iter_mut().zip(text.bytes().take(room)) {
+                *d = i8::from_ne_bytes([b]);
+            }
+        };
+        copy(&mut raw.name, &w.name);
+        let mut flags = 0;
+        if let Some(v) = &w.value {
+            copy(&mut raw.value, v);
+            flags |= WriteFlags::BPFTUNE_WRITE_VALUE_KNOWN.0;
+        }
+        if let Some(c) = &w.comm {
+            copy(&mut raw.comm, c);
+            flags |= WriteFlags::BPFTUNE_WRITE_COMM_KNOWN.0;
+        }
+        if w.pid_known {
+            flags |= WriteFlags::BPFTUNE_WRITE_PID_KNOWN.0;
+        }
+        if w.netns_known {
+            flags |= WriteFlags::BPFTUNE_WRITE_NETNS_KNOWN.0;
+        }
+        raw.flags = flags;
+        self.raw.payload.sysctl_write = raw;
+    }
+
     /// The raw payload bytes.
     pub fn raw_data(&self) -> [u8; 128] {
         // SAFETY: the raw_data view covers bytes that are always initialised
@@ -138,6 +201,22 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sysctl_write_round_trips() {
+        let mut e = Event::new(1, 0, 7, 42);
+        let w = SysctlWrite {
+            name: "net/ipv4/tcp_rmem".into(),
+            value: Some("4096 131072 6291456".into()),
+            comm: Some("sysctl".into()),
+            pid_known: true,
+            netns_known: false,
+        };
+        e.set_sysctl_write(&w);
+        let back = Event::from_bytes(e.as_bytes()).expect("event");
+        assert_eq!(back.sysctl_write(), w);
+        assert_eq!(back.text(), "net/ipv4/tcp_rmem");
+    }
 
     #[test]
     fn event_is_248_bytes() {

@@ -18,13 +18,13 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::abi::{
-    HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange, NetnsChangeKind, NetnsScan,
-    SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
+    AdminWrite, FeatureState, HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange,
+    NetnsChangeKind, NetnsScan, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
 };
 use crate::advice::{Advice, AdviceLog};
 use crate::learning::LearningRate;
 use crate::netns::{self, NetnsHandle, NetnsRegistry, NsTarget};
-use crate::registry::{Registry, TunerState};
+use crate::registry::{FeatureInfo, Registry, TunerState};
 use crate::sysctl::{self, SysctlIo};
 
 /// Where log lines go; set by the daemon (syslog or stderr), or a buffer in
@@ -108,6 +108,8 @@ pub struct HostState {
     /// Namespaces whose daemon-side state was released and whose tuner-side
     /// state is still to be (see [`HostState::take_released_netns`]).
     released_netns: Vec<u64>,
+    /// The daemon's own recent writes (see [`admin::OwnWrites`]).
+    own_writes: admin::OwnWrites,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -126,6 +128,7 @@ impl HostState {
             write_hook: None,
             netns_watcher: None,
             released_netns: Vec::new(),
+            own_writes: admin::OwnWrites::default(),
         }
     }
 
@@ -253,6 +256,7 @@ impl HostState {
 
     /// Write at `target`, with the same single retry as [`Self::read_at`].
     fn write_at(&mut self, cookie: u64, target: &mut NsTarget, name: &str, text: &str) -> io::Result<()> {
+        self.own_writes.record(name, text);
         match self.sysctl.write(target, name, text) {
             Err(e) if netns::is_gone_error(&e) && matches!(target, NsTarget::Netns(_)) => {
                 *target = self.netns.retarget(cookie)?;
@@ -460,34 +464,20 @@ impl HostState {
         WriteOutcome::Written
     }
 
-    /// An administrator wrote sysctl `path_name` (`net/ipv4/tcp_rmem` form
-    /// or dotted) in namespace `cookie`: disable every tuner that declares
-    /// exactly that tunable, in that namespace only.
-    pub fn admin_override(&mut self, pid: i32, cookie: u64, path_name: &str) -> Vec<String> {
-        let name = sysctl::path_name_to_dotted(path_name);
-        let cookie = self.netns.normalize(cookie);
-        let global_cookie = self.netns.global_cookie();
-        let cmd = process_command(pid);
-        let mut disabled = Vec::new();
-        let mut lines = Vec::new();
-        for tuner in self.registry.iter_mut() {
-            let Some(idx) = tuner.tunable_index(&name) else { continue };
-            // A global tunable written anywhere changes the global value.
-            let target = if tuner.tunables[idx].namespaced() { cookie } else { global_cookie };
-            if tuner.netns_state.get(&target) == Some(&TunerState::Manual) {
-                continue;
-            }
-            lines.push(format!(
-                "pid {pid}, cmd '{cmd}' modified sysctl '{name}' that tuner '{}' uses; disabling '{}' for namespace cookie {target}",
-                tuner.name, tuner.name
-            ));
-            tuner.netns_state.insert(target, TunerState::Manual);
-            disabled.push(tuner.name.clone());
+    /// Tuner `tuner_id` says how one of its parts fares on this kernel:
+    /// kept for `-S` and `-q jstatus`, and logged once (a part not working
+    /// as designed at INFO, else at DEBUG) when first reported or changed.
+    pub fn feature(&mut self, tuner_id: u32, part: &str, state: FeatureState, detail: &str) {
+        let Some(tuner) = self.registry.get_mut(tuner_id) else { return };
+        let info = FeatureInfo { part: part.to_string(), state, detail: detail.to_string() };
+        let line = info.line(&tuner.name);
+        match tuner.features.iter_mut().find(|f| f.part == part) {
+            Some(f) if *f == info => return,
+            Some(f) => *f = info,
+            None => tuner.features.push(info),
         }
-        for l in lines {
-            self.log(LogLevel::Notice, &l);
-        }
-        disabled
+        let level = if state == FeatureState::Active { LogLevel::Debug } else { LogLevel::Info };
+        self.log(level, &line);
     }
 }
 
@@ -597,6 +587,28 @@ extern "C" fn host_admin_override(handle: HostHandle, pid: i32, cookie: u64, nam
     })
 }
 
+extern "C" fn host_admin_write(handle: HostHandle, w: &AdminWrite<'_>) {
+    with_binding(handle, (), |b| {
+        if let Ok(mut h) = b.host.try_borrow_mut() {
+            h.admin_write(&AdminWriteInfo {
+                pid: w.pid,
+                netns_cookie: w.netns_cookie,
+                netns_known: w.netns_known,
+                name: w.name.as_str().to_string(),
+                value: w.value.as_str().to_string(),
+                comm: w.comm.as_str().to_string(),
+            });
+        }
+    })
+}
+
+extern "C" fn host_feature(handle: HostHandle, part: RStr<'_>, state: FeatureState, detail: RStr<'_>) {
+    with_binding(handle, (), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.feature(b.tuner_id, part.as_str(), state, detail.as_str()),
+        Err(_) => (b.log)(LogLevel::Info, &format!("{} {}: {}", part.as_str(), state.as_str(), detail.as_str())),
+    })
+}
+
 extern "C" fn host_netns_seen(handle: HostHandle, cookie: u64, inum: u32) {
     with_binding(handle, (), |b| {
         if let Ok(mut h) = b.host.try_borrow_mut() {
@@ -627,6 +639,8 @@ static HOST_VTABLE: WithMetadata<HostVtable> = WithMetadata::new(HostVtable {
     admin_override: host_admin_override,
     netns_seen: host_netns_seen,
     netns_changes: host_netns_changes,
+    feature: host_feature,
+    admin_write: host_admin_write,
 });
 
 /// The vtable every tuner's context points to.
@@ -661,6 +675,9 @@ pub fn make_context(binding: &HostBinding, fds: SharedFds, strategy_id: u32) -> 
         vtable: host_vtable(),
     }
 }
+
+mod admin;
+pub use admin::AdminWriteInfo;
 
 #[cfg(test)]
 mod tests;

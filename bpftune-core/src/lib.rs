@@ -13,6 +13,7 @@ pub mod advice;
 pub mod corr;
 pub mod event;
 pub mod host;
+pub mod kernel;
 pub mod learning;
 pub mod loader;
 pub mod netns;
@@ -42,6 +43,6 @@ pub mod __private {
 }
 
 pub use abi::{LogLevel, SupportLevel, TunableFlags, TunableKind, WriteOutcome};
-pub use event::{Event, SysctlUpdate};
+pub use event::{Event, SysctlUpdate, SysctlWrite};
 pub use learning::LearningRate;
 pub use sdk::{Host, Tuner};

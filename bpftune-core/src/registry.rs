@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::abi::{TunableFlags, TunableKind, TunerDescriptor};
+use crate::abi::{FeatureState, TunableFlags, TunableKind, TunerDescriptor};
 
 /// Counts of namespaces that are gone are summed under this cookie (never a
 /// real one: the kernel counts cookies up from 1), so per-namespace records
@@ -92,6 +92,28 @@ pub struct TunerRecord {
     pub records: Vec<TunableRecord>,
     /// Namespaces where this tuner is not active (manual or gone).
     pub netns_state: HashMap<u64, TunerState>,
+    /// What the tuner reported of its parts on this kernel.
+    pub features: Vec<FeatureInfo>,
+}
+
+/// One part of a tuner and how it fares on the running kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureInfo {
+    pub part: String,
+    pub state: FeatureState,
+    pub detail: String,
+}
+
+impl FeatureInfo {
+    /// `<tuner>: <part> <state>: <detail>`, the line logged and printed by
+    /// `-S`.
+    pub fn line(&self, tuner: &str) -> String {
+        if self.detail.is_empty() {
+            format!("{tuner}: {} {}", self.part, self.state.as_str())
+        } else {
+            format!("{tuner}: {} {}: {}", self.part, self.state.as_str(), self.detail)
+        }
+    }
 }
 
 impl TunerRecord {
@@ -125,6 +147,7 @@ impl TunerRecord {
             tunables,
             scenarios,
             netns_state: HashMap::new(),
+            features: Vec::new(),
         }
     }
 

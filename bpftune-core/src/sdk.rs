@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 
 use crate::abi::{
-    BPFTUNE_ABI_VERSION, HostContext, InstanceHandle, LogLevel, NetnsChange, ScenarioDesc, StrategyDesc, SupportLevel,
-    TunableDesc, TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome, WriteRequest,
+    AdminWrite, BPFTUNE_ABI_VERSION, FeatureState, HostContext, InstanceHandle, LogLevel, NetnsChange, ScenarioDesc,
+    StrategyDesc, SupportLevel, TunableDesc, TunerDescriptor, TunerModule, TunerModuleRef, WriteOutcome, WriteRequest,
 };
 use crate::event::Event;
 use crate::learning::LearningRate;
@@ -198,6 +198,31 @@ impl Host {
     /// Report that `pid` wrote sysctl `name` in that namespace.
     pub fn admin_override(&self, pid: i32, netns_cookie: u64, name: &str) {
         (self.ctx.vtable.admin_override())(self.ctx.host, pid, netns_cookie, RStr::from_str(name));
+    }
+
+    /// Report an administrator's sysctl write with what BPF saw at the
+    /// write; a daemon older than this call gets the plain
+    /// [`Host::admin_override`].
+    pub fn admin_write(&self, write: &AdminWrite<'_>) {
+        match self.ctx.vtable.admin_write() {
+            Some(f) => f(self.ctx.host, write),
+            None => self.admin_override(write.pid, write.netns_cookie, write.name.as_str()),
+        }
+    }
+
+    /// Say how one part of this tuner fares on the running kernel: the
+    /// daemon logs a part that is not [`FeatureState::Active`] once and lists
+    /// every part in `-S` and `-q jstatus`. Call from `init`, before
+    /// returning. `part` is short (`flow_limit_cpu_bitmap`, `backlog
+    /// drops`); `detail` says why, and what works instead.
+    pub fn feature(&self, part: &str, state: FeatureState, detail: &str) {
+        match self.ctx.vtable.feature() {
+            Some(f) => f(self.ctx.host, RStr::from_str(part), state, RStr::from_str(detail)),
+            None if state != FeatureState::Active => {
+                self.log(LogLevel::Info, &format!("{part} {}: {detail}", state.as_str()));
+            }
+            None => {}
+        }
     }
 
     /// Tell the daemon about a namespace seen in an event.

@@ -115,6 +115,7 @@ mod tests {
             }],
             records: vec![rec],
             netns_state: HashMap::new(),
+            features: Vec::new(),
         }
     }
 

@@ -22,6 +22,28 @@ pub struct ProbeReport {
     pub fentry: Result<(), String>,
     pub btf: bool,
     pub netns_cookie: bool,
+    /// Helpers and kernel facts the tuners use where they exist and work
+    /// around where they do not (name, present). Any one missing makes the
+    /// level LEGACY: everything loads, some parts another way.
+    pub extras: Vec<(&'static str, bool)>,
+}
+
+/// What the tuners' BPF uses beyond the hook types (see each tuner's
+/// `init`, which probes the same things through [`crate::kernel`]).
+fn probe_extras() -> Vec<(&'static str, bool)> {
+    use libbpf_rs::ProgramType::{CgroupSysctl, SockOps};
+
+    use crate::kernel::{self, *};
+    vec![
+        ("cgroup/sysctl: bpf_get_current_pid_tgid", kernel::helper_supported(CgroupSysctl, GET_CURRENT_PID_TGID)),
+        ("cgroup/sysctl: bpf_get_current_task_btf", kernel::helper_supported(CgroupSysctl, GET_CURRENT_TASK_BTF)),
+        ("cgroup/sysctl: bpf_get_current_comm", kernel::helper_supported(CgroupSysctl, GET_CURRENT_COMM)),
+        ("sockops: bpf_get_netns_cookie", kernel::helper_supported(SockOps, GET_NETNS_COOKIE)),
+        (
+            "tp_btf/kfree_skb: drop reason CPU_BACKLOG",
+            kernel::btf_enum_value_exists("skb_drop_reason", "SKB_DROP_REASON_CPU_BACKLOG"),
+        ),
+    ]
 }
 
 /// Text of the original's support lines.
@@ -40,9 +62,10 @@ impl ProbeReport {
     /// with raw tracepoints.
     pub fn level(&self) -> SupportLevel {
         let cgroup = self.sockops.is_ok() && self.cgroup_sysctl.is_ok();
-        if self.tp_btf.is_ok() && cgroup && self.btf {
+        let extras = self.extras.iter().all(|(_, ok)| *ok);
+        if self.tp_btf.is_ok() && cgroup && self.btf && extras {
             SupportLevel::Normal
-        } else if self.raw_tp.is_ok() && cgroup && self.btf {
+        } else if (self.tp_btf.is_ok() || self.raw_tp.is_ok()) && cgroup && self.btf {
             SupportLevel::Legacy
         } else if self.raw_tp.is_ok() {
             SupportLevel::NoBtf
@@ -81,6 +104,9 @@ impl ProbeReport {
             format!("support: kernel BTF: {}", if self.btf { "yes" } else { "no" }),
             format!("support: netns cookie: {}", if self.netns_cookie { "yes" } else { "no" }),
         ]
+        .into_iter()
+        .chain(self.extras.iter().map(|(name, ok)| format!("support: {name}: {}", if *ok { "yes" } else { "no" })))
+        .collect()
     }
 }
 
@@ -123,6 +149,7 @@ pub fn probe(cgroup: Option<BorrowedFd<'_>>) -> ProbeReport {
         fentry: try_prog("probe_fentry", cgroup),
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         netns_cookie: crate::netns::current_netns_cookie().is_ok(),
+        extras: probe_extras(),
     }
 }
 
@@ -141,6 +168,7 @@ mod tests {
             fentry: r(false),
             btf: true,
             netns_cookie: true,
+            extras: vec![("sockops: bpf_get_netns_cookie", true)],
         }
     }
 
@@ -151,5 +179,9 @@ mod tests {
         assert_eq!(report(true).lines(SupportLevel::Normal), vec![SUPPORT_NORMAL, NETNS_SUPPORTED]);
         assert_eq!(report(true).lines(SupportLevel::None), vec![SUPPORT_NONE]);
         assert!(report(true).details().iter().any(|l| l.contains("fentry (optional): no (EPERM)")));
+        let mut old_kernel = report(true);
+        old_kernel.extras[0].1 = false;
+        assert_eq!(old_kernel.level(), SupportLevel::Legacy);
+        assert!(old_kernel.details().iter().any(|l| l == "support: sockops: bpf_get_netns_cookie: no"));
     }
 }

@@ -12,6 +12,7 @@ mod logging;
 mod query;
 mod replies;
 mod runlock;
+mod support_check;
 mod tuners;
 
 use std::cell::RefCell;
@@ -139,6 +140,48 @@ fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<
     Some(j)
 }
 
+/// The system plugin directory, then the local one unless it is the same.
+fn plugin_dirs(cli: &Cli) -> Vec<PathBuf> {
+    // Absolute without resolving symlinks: the trust checks must see them.
+    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let system_dir = absolute(cli.system_libdir.clone().unwrap_or_else(|| PathBuf::from(cli::system_plugin_dir())));
+    let local_dir = absolute(cli.libdir.clone().unwrap_or_else(|| PathBuf::from(cli::local_plugin_dir())));
+    let mut dirs = vec![system_dir.clone()];
+    if !same_dir(&system_dir, &local_dir) {
+        dirs.push(local_dir);
+    }
+    dirs
+}
+
+/// `-S`: the original's lines, with the level lowered to legacy if a tuner
+/// cannot load or works partly another way, then one line per tuner.
+fn support_report(
+    cli: &Cli,
+    report: &support::ProbeReport,
+    level: SupportLevel,
+    global_cookie: u64,
+    cgroup_fd: i32,
+    dirs: &[PathBuf],
+) -> Result<u8> {
+    if level == SupportLevel::None {
+        for line in report.lines(level) {
+            logging::notice(line);
+        }
+        logging::err("bpftune is not supported on this system; exiting");
+        return Ok(1);
+    }
+    let config = support_check::check_config(cli.debug, level, report.netns_cookie);
+    let tuners = support_check::check_tuners(config, global_cookie, cgroup_fd, cli.allow.clone(), dirs)?;
+    let level = support_check::level_with_tuners(level, &tuners);
+    for line in report.lines(level) {
+        logging::notice(line);
+    }
+    for line in &tuners.lines {
+        logging::notice(line);
+    }
+    Ok(0)
+}
+
 fn run(cli: &Cli) -> Result<u8> {
     unlock_memory();
     logging::install_libbpf_logger(cli.debug);
@@ -157,15 +200,17 @@ fn run(cli: &Cli) -> Result<u8> {
     if cli.legacy && level > SupportLevel::Legacy {
         level = SupportLevel::Legacy;
     }
+    let global_cookie = if report.netns_cookie { netns::current_netns_cookie().unwrap_or(0) } else { 0 };
+    let dirs = plugin_dirs(cli);
+    if cli.support {
+        return support_report(cli, &report, level, global_cookie, cgroup.raw_fd(), &dirs);
+    }
     for line in report.lines(level) {
         logging::notice(line);
     }
     if level == SupportLevel::None {
         logging::err("bpftune is not supported on this system; exiting");
         return Ok(1);
-    }
-    if cli.support {
-        return Ok(0);
     }
     cgroup.detach_leftovers();
     // The query server: a port in use is a clear error before anything runs.
@@ -177,7 +222,6 @@ fn run(cli: &Cli) -> Result<u8> {
         }
     };
 
-    let global_cookie = if report.netns_cookie { netns::current_netns_cookie().unwrap_or(0) } else { 0 };
     logging::debug(&format!("global netns cookie is {global_cookie}"));
     let ring = SharedRing::create().context("could not create the shared ring buffer")?;
 
@@ -207,25 +251,13 @@ fn run(cli: &Cli) -> Result<u8> {
 
     let fds = SharedFds { ringbuf_fd: ring.ringbuf_fd(), stats_map_fd: ring.stats_fd(), cgroup_fd: cgroup.raw_fd() };
     let mut set = tuners::TunerSet::new(host.clone(), fds, cli.allow.clone(), cli.rollback);
-    // Absolute without resolving symlinks: the trust checks must see them.
-    let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-    let system_dir = absolute(cli.system_libdir.clone().unwrap_or_else(|| PathBuf::from(cli::system_plugin_dir())));
-    let local_dir = absolute(cli.libdir.clone().unwrap_or_else(|| PathBuf::from(cli::local_plugin_dir())));
-    set.load_dir(&system_dir);
-    if !same_dir(&system_dir, &local_dir) {
-        set.load_dir(&local_dir);
+    for dir in &dirs {
+        set.load_dir(dir);
     }
     if set.active_count() == 0 {
-        logging::err(&format!(
-            "could not initialize tuners in '{}' or '{}': no tuner loaded",
-            system_dir.display(),
-            local_dir.display()
-        ));
+        let names: Vec<String> = dirs.iter().map(|d| format!("'{}'", d.display())).collect();
+        logging::err(&format!("could not initialize tuners in {}: no tuner loaded", names.join(" or ")));
         return Ok(1);
-    }
-    let mut dirs = vec![system_dir.clone()];
-    if !same_dir(&system_dir, &local_dir) {
-        dirs.push(local_dir.clone());
     }
     let hotplug = match hotplug::Hotplug::new(&dirs) {
         Ok(h) => Some(h),

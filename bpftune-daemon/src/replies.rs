@@ -200,7 +200,17 @@ fn status(ctx: &ReplyCtx<'_>) -> String {
 fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
     let mut root = Map::new();
     for t in running(ctx) {
-        root.insert(t.name.clone(), Value::Object(Map::new()));
+        let mut m = Map::new();
+        // How each reported part fares on this kernel (see `bpftune -S`).
+        let features: Vec<Value> = t
+            .features
+            .iter()
+            .map(|f| serde_json::json!({"part": f.part, "state": f.state.as_str(), "detail": f.detail}))
+            .collect();
+        if !features.is_empty() {
+            m.insert("features".to_string(), Value::Array(features));
+        }
+        root.insert(t.name.clone(), Value::Object(m));
     }
     for (tuner, name, v, string, num) in values(ctx) {
         let value = if string {

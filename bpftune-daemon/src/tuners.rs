@@ -52,6 +52,8 @@ pub struct TunerSet {
     /// Ticks fall on multiples of their period from here, so tuners with
     /// the same period share one wake-up whenever each was loaded.
     tick_epoch: Instant,
+    /// Plugin files of a directory scan that did not load: (file name, why).
+    pub failures: Vec<(String, String)>,
 }
 
 /// The first instant after `now` that is `epoch` plus a whole number of
@@ -80,6 +82,7 @@ impl TunerSet {
             unknown_ids: HashSet::new(),
             owner: 0,
             tick_epoch: Instant::now(),
+            failures: Vec::new(),
         }
     }
 
@@ -109,8 +112,9 @@ impl TunerSet {
                 continue;
             }
             logging::debug(&format!("found lib {}, init", path.display()));
-            if self.load_file(&path).is_ok() {
-                n += 1;
+            match self.load_file(&path) {
+                Ok(_) => n += 1,
+                Err(e) => self.failures.push((file_name, e)),
             }
         }
         n
@@ -403,6 +407,17 @@ impl TunerSet {
     pub fn finalize_all(&mut self) {
         for idx in 0..self.tuners.len() {
             self.finalize(idx, TunerState::Inactive);
+        }
+    }
+
+    /// Finalise every tuner without a summary or rollback (`-S`, which
+    /// only loads them to see what works).
+    pub fn discard_all(&mut self) {
+        for tuner in &mut self.tuners {
+            Self::fini_instance(tuner);
+            if let Some(rec) = self.host.borrow_mut().registry.get_mut(tuner.id) {
+                rec.state = TunerState::Inactive;
+            }
         }
     }
 
