@@ -13,11 +13,12 @@ pub mod report;
 
 use std::time::{Duration, Instant};
 
-use bpftune_core::abi::WriteOutcome;
+use bpftune_core::abi::{FeatureState, WriteOutcome};
+use bpftune_core::kernel;
 use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
 use bpftune_core::{Event, prepare_object};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags};
+use libbpf_rs::{Link, MapCore, MapFlags, ProgramType};
 
 use policy::{Algorithm, NR_CC, Reason};
 use report::{Budget, ChoiceEvent, HostRow, LogBudget};
@@ -186,11 +187,14 @@ impl Tuner for TcpConnTuner {
         let names: Vec<&str> = policy::candidates(candidates).iter().map(|a| a.name()).collect();
         host.debug_log(&format!("tcp_conn: candidate congestion control algorithms: {}", names.join(" ")));
 
+        let netns_cookie = kernel::helper_supported(ProgramType::SockOps, kernel::GET_NETNS_COOKIE);
         let skel = OwnedSkel::new(|storage| {
             let mut open = skel::TcpConnSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
                 rodata.cc_candidates = candidates;
+                rodata.have_netns_cookie_helper = netns_cookie;
+                rodata.fallback_netns_cookie = host.global_netns_cookie();
             }
             open.load().map_err(|e| format!("load: {e}"))
         })?;
@@ -200,6 +204,16 @@ impl Tuner for TcpConnTuner {
             .attach_cgroup(host.cgroup_fd())
             .map_err(|e| format!("cannot attach 'bpftune_conn_tuner' to cgroup: {e}"))?;
         host.debug_log("tcp_conn: sockops program 'bpftune_conn_tuner' attached to the cgroup");
+        if netns_cookie {
+            host.feature("per-namespace learning", FeatureState::Active, "");
+        } else {
+            host.feature(
+                "per-namespace learning",
+                FeatureState::Fallback,
+                "sockops programs cannot call bpf_get_netns_cookie on this kernel (5.15+); \
+                 destinations are learned for all namespaces together",
+            );
+        }
         Ok(Self {
             host,
             candidates,

@@ -44,7 +44,14 @@
  * Events (scenario 0) go to userspace for the first choice per destination,
  * the first choice made from learned costs, and the first loss-driven
  * switch: at most three per destination while it stays in the LRU map.
+ *
+ * Kernels differ in what sockops may call: bpf_get_current_pid_tgid not
+ * before 6.x (and a pid means nothing in softirq context anyway, so events
+ * carry none), bpf_get_netns_cookie not before 5.15 (userspace probes it
+ * and clears have_netns_cookie_helper; every connection then counts as the
+ * daemon's namespace, whose cookie it passes in fallback_netns_cookie).
  */
+#define BPFTUNE_NO_CURRENT_PID
 #include "bpftune_common.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -93,6 +100,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Candidate mask (bit i = algorithm i is in the kernel's
  * tcp_available_congestion_control), set by userspace before load. */
 volatile const __u32 cc_candidates = 0;
+volatile const bool have_netns_cookie_helper = true;
+volatile const __u64 fallback_netns_cookie = 0;
 
 struct remote_host_key {
 	__u64 netns_cookie;
@@ -216,7 +225,10 @@ static __always_inline void host_key(struct bpf_sock_ops *skops,
 {
 	__u32 a0 = 0, a1 = 0, a2 = bpf_htonl(0xffff), a3;
 
-	key->netns_cookie = bpf_get_netns_cookie(skops);
+	if (have_netns_cookie_helper)
+		key->netns_cookie = bpf_get_netns_cookie(skops);
+	else
+		key->netns_cookie = fallback_netns_cookie;
 	/* The empty asm statements pin each context load in its branch:
 	 * otherwise clang merges them into one load through a computed
 	 * context pointer, which the verifier rejects. */
