@@ -236,15 +236,7 @@ impl Daemon {
     /// started outside the test lock (by hand) holds the run lock: wait for
     /// it to go (up to two minutes) rather than fail.
     pub fn start_tuner(plugins: &PluginDir, extra: &[&str], name: &str) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut daemon = Self::start(plugins, extra);
-        while daemon.log().contains("another bpftune is already running") && Instant::now() < deadline {
-            drop(daemon);
-            std::thread::sleep(Duration::from_secs(1));
-            daemon = Self::start(plugins, extra);
-        }
-        assert!(daemon.log().contains(&format!("sucessfully initialized tuner {name}")), "{}", daemon.log());
-        daemon
+        Self::start_tuner_with_env(plugins, extra, &[], name)
     }
 
     pub fn start_with_env(plugins: &PluginDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
@@ -693,3 +685,46 @@ pub fn read_to_string(path: &Path) -> String {
 
 /// Errors carry context in panics; keep io::Error in scope for users.
 pub type IoResult<T> = io::Result<T>;
+
+/// Whether sysctl `name` (dotted) exists on this kernel.
+pub fn sysctl_exists(name: &str) -> bool {
+    Path::new("/proc/sys").join(name.replace('.', "/")).exists()
+}
+
+impl SysctlGuard {
+    /// Save `name` if this kernel has it.
+    pub fn try_global(name: &str) -> Option<Self> {
+        sysctl_exists(name).then(|| Self::global(name))
+    }
+}
+
+/// Where skipped tests are listed for `make test`'s closing count.
+pub fn skip_log() -> PathBuf {
+    build_dir().join("test-skips.log")
+}
+
+/// This test cannot run here because the kernel lacks `feature`: say so on
+/// one line (and in [`skip_log`], which `make test` counts and prints), and
+/// let the caller return.
+pub fn skip(test: &str, feature: &str) {
+    let line = format!("SKIP {test}: {feature}");
+    eprintln!("{line}");
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(skip_log()) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+impl Daemon {
+    /// [`Self::start_tuner`] with extra environment variables.
+    pub fn start_tuner_with_env(plugins: &PluginDir, extra: &[&str], env: &[(&str, &str)], name: &str) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut daemon = Self::start_with_env(plugins, extra, env);
+        while daemon.log().contains("another bpftune is already running") && Instant::now() < deadline {
+            drop(daemon);
+            std::thread::sleep(Duration::from_secs(1));
+            daemon = Self::start_with_env(plugins, extra, env);
+        }
+        assert!(daemon.log().contains(&format!("sucessfully initialized tuner {name}")), "{}", daemon.log());
+        daemon
+    }
+}

@@ -7,7 +7,12 @@
 //! frags on kernels from 5.14 on.
 //!
 //! BPF (`src/bpf/net_buffer.bpf.c`) counts backlog drops; the budget side
-//! reads `/proc` on the 1 s timer. Every decision is a pure function in
+//! reads `/proc` on the 1 s timer. Kernels differ: without a
+//! `SKB_DROP_REASON_CPU_BACKLOG` drop reason (before 5.19) the per-CPU drop
+//! counters of `/proc/net/softnet_stat` are read on the timer instead of
+//! loading the BPF program; without `CONFIG_NET_FLOW_LIMIT` there are no
+//! flow limits to set, and the rest works. Both are reported once at load
+//! and listed by `bpftune -S`. Every decision is a pure function in
 //! [`policy`], re-checked here against fresh sysctl values. All tunables
 //! are system-wide: every write goes to the daemon's (initial) namespace,
 //! whichever namespace the drops happened in.
@@ -18,7 +23,9 @@ pub mod tables;
 
 use std::path::Path;
 
+use bpftune_core::abi::FeatureState;
 use bpftune_core::corr::CorrTable;
+use bpftune_core::kernel;
 use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -69,6 +76,11 @@ pub struct NetBufferTuner {
     budget_limit_noticed: bool,
     /// An administrator took over a tunable: leave it alone from then on.
     disabled: Vec<Tunable>,
+    /// The kernel has `flow_limit_cpu_bitmap` (CONFIG_NET_FLOW_LIMIT).
+    flow_limit: bool,
+    /// Backlog drops are counted from softnet_stat on the timer (no drop
+    /// reason for BPF): the per-CPU totals last read.
+    timer_drops: Option<Vec<(u32, u64)>>,
     // Dropped last: the BPF object (its links live in the skeleton).
     skel: OwnedSkel<skel::NetBufferSkel<'static>>,
 }
@@ -85,6 +97,9 @@ impl NetBufferTuner {
     }
 
     fn read_mask(&self) -> Option<(String, CpuMask)> {
+        if !self.flow_limit {
+            return None;
+        }
         let t = Tunable::FlowLimitCpuBitmap;
         let text = match self.host.sysctl_read_string(0, t.name()) {
             Ok(s) => s.trim().to_string(),
@@ -178,7 +193,7 @@ impl NetBufferTuner {
     /// Enough backlog drops on `cpu`: enable flow limits there.
     fn on_flow_limit(&mut self, extra: Extra) {
         let t = Tunable::FlowLimitCpuBitmap;
-        if self.disabled.contains(&t) {
+        if self.disabled.contains(&t) || !self.flow_limit {
             return;
         }
         let Ok(cpu) = u32::try_from(extra.cpu) else { return };
@@ -192,6 +207,33 @@ impl NetBufferTuner {
             self.write(t, Scenario::FlowLimitSet, &[], Some(&new_text), &reason);
         }
         self.sync_bpf();
+    }
+
+    /// Without BPF drop reasons: compare each CPU's backlog drops with the
+    /// last tick's and act as the BPF counter would (a CPU with at least
+    /// netdev_max_backlog/32 new drops).
+    fn timer_backlog_drops(&mut self) {
+        let Some(last) = self.timer_drops.as_ref() else { return };
+        let now = match procfs::read_backlog_drops(Path::new("/proc")) {
+            Ok(Some(now)) => now,
+            Ok(None) => return,
+            Err(e) => {
+                self.host.debug_log(&format!("net_buffer: {e}"));
+                return;
+            }
+        };
+        let dropping = policy::dropping_cpus(last, &now, self.read1(Tunable::NetdevMaxBacklog).unwrap_or(0));
+        self.timer_drops = Some(now);
+        let cookie = self.netns.global_cookie();
+        if let Some(&(cpu, drops)) = dropping.first() {
+            if let Some(current) = self.read1(Tunable::NetdevMaxBacklog) {
+                let extra = Extra { cpu: i64::from(cpu), drops: i64::try_from(drops).unwrap_or(i64::MAX) };
+                self.on_backlog(cookie, current, extra);
+            }
+        }
+        for (cpu, drops) in dropping {
+            self.on_flow_limit(Extra { cpu: i64::from(cpu), drops: i64::try_from(drops).unwrap_or(i64::MAX) });
+        }
     }
 
     /// NET_RX softirq runs were squeezed since the last tick; `wait_pct`
@@ -280,14 +322,42 @@ impl Tuner for NetBufferTuner {
             host.sysctl_read(0, t.name())?.first().copied().ok_or_else(|| format!("'{}' is empty", t.name()))
         };
         let budget_floor = (read(Tunable::NetdevBudget)?, read(Tunable::NetdevBudgetUsecs)?);
+        let flow_limit = kernel::sysctl_exists(Tunable::FlowLimitCpuBitmap.name());
+        let drop_reason = kernel::btf_enum_value_exists("skb_drop_reason", "SKB_DROP_REASON_CPU_BACKLOG");
         let skel = OwnedSkel::new(|storage| {
             let mut open = skel::NetBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
                 rodata.netdev_max_backlog_max = tables::NETDEV_MAX_BACKLOG_MAX;
+                rodata.flow_limit_enabled = flow_limit;
             }
+            open.progs.bpftune_kfree_skb.set_autoload(drop_reason);
             open.load().map_err(|e| format!("BPF load for tuner 'net_buffer' failed: {e}"))
         })?;
+        if drop_reason {
+            host.feature("backlog drops", FeatureState::Active, "tp_btf/kfree_skb, drop reason CPU_BACKLOG");
+        } else {
+            host.feature(
+                "backlog drops",
+                FeatureState::Fallback,
+                "no CPU_BACKLOG drop reason for tp_btf/kfree_skb in this kernel (5.19+); \
+                 reading the per-CPU drop counters of /proc/net/softnet_stat every second",
+            );
+        }
+        if flow_limit {
+            host.feature("flow_limit_cpu_bitmap", FeatureState::Active, "");
+        } else {
+            host.feature(
+                "flow_limit_cpu_bitmap",
+                FeatureState::Off,
+                "not in this kernel (CONFIG_NET_FLOW_LIMIT); backlog and budget tuning active",
+            );
+        }
+        let timer_drops = if drop_reason {
+            None
+        } else {
+            Some(procfs::read_backlog_drops(Path::new("/proc")).ok().flatten().unwrap_or_default())
+        };
         let mut tuner = Self {
             host,
             lr: host.learning_rate(),
@@ -299,6 +369,8 @@ impl Tuner for NetBufferTuner {
             started: false,
             budget_limit_noticed: false,
             disabled: Vec::new(),
+            flow_limit,
+            timer_drops,
             skel,
         };
         // The counter needs the backlog length before it sees any drop.
@@ -340,6 +412,7 @@ impl Tuner for NetBufferTuner {
         }
         // Pick up values changed by others, so the BPF counter is right.
         self.sync_bpf();
+        self.timer_backlog_drops();
         let wait_pct = self.wait.sample();
         let total = match procfs::read_time_squeeze(Path::new("/proc")) {
             Ok(Some(t)) => t,

@@ -87,6 +87,24 @@ pub fn budget_sample_x(current: (i64, i64), lr: LearningRate) -> i64 {
     budget_grow(current.0, current.1, lr).map_or(current.0, |(b, _)| b)
 }
 
+/// CPUs whose backlog drops grew by at least `max_backlog / 32` (the BPF
+/// counter's threshold, at least 1) between two softnet_stat readings, with
+/// the new drops, largest first. A CPU missing from `last` (it came online)
+/// counts from zero; a counter that went backwards is ignored.
+pub fn dropping_cpus(last: &[(u32, u64)], now: &[(u32, u64)], max_backlog: i64) -> Vec<(u32, u64)> {
+    let threshold = u64::try_from(max_backlog >> 5).unwrap_or(0).max(1);
+    let mut out: Vec<(u32, u64)> = now
+        .iter()
+        .filter_map(|&(cpu, total)| {
+            let before = last.iter().find(|(c, _)| *c == cpu).map_or(0, |(_, t)| *t);
+            let new = total.checked_sub(before)?;
+            (new >= threshold).then_some((cpu, new))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
 /// A time squeeze happened between two readings of the total (`None`: no
 /// previous reading yet, so nothing can be said).
 pub fn squeezed(previous: Option<u64>, now: u64) -> bool {
@@ -263,6 +281,16 @@ mod tests {
         assert_eq!(budget_step((300, 45000), floor, true, lr), BudgetStep::Decrease(225, 33750));
         assert_eq!(budget_sample_x((300, 45000), lr), 300);
         assert_eq!(budget_sample_x((300, 8000), lr), 375);
+    }
+
+    #[test]
+    fn dropping_cpus_over_the_threshold() {
+        let last = [(0, 100), (1, 5)];
+        // max 8: threshold 1; max 1000: threshold 31.
+        assert_eq!(dropping_cpus(&last, &[(0, 100), (1, 9)], 8), vec![(1, 4)]);
+        assert_eq!(dropping_cpus(&last, &[(0, 140), (1, 9), (2, 50)], 1000), vec![(2, 50), (0, 40)]);
+        assert!(dropping_cpus(&last, &[(0, 50), (1, 5)], 8).is_empty());
+        assert!(dropping_cpus(&last, &last, 0).is_empty());
     }
 
     #[test]

@@ -30,6 +30,29 @@ pub fn read_time_squeeze(proc_root: &Path) -> Result<Option<u64>, ProcError> {
     Ok(time_squeeze_total(&procfs::read(&proc_root.join("net/softnet_stat"))?))
 }
 
+/// Per CPU, packets dropped because its input backlog was full (second
+/// hex column of softnet_stat), as (cpu, dropped). The CPU is the
+/// thirteenth column where the kernel prints it (rows skip offline CPUs),
+/// else the row number.
+pub fn backlog_drops_per_cpu(softnet_stat: &str) -> Option<Vec<(u32, u64)>> {
+    let mut out = Vec::new();
+    for (row, line) in softnet_stat.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let dropped = u64::from_str_radix(cols.get(1)?, 16).ok()?;
+        let cpu = match cols.get(12) {
+            Some(c) => u32::from_str_radix(c, 16).ok()?,
+            None => u32::try_from(row).ok()?,
+        };
+        out.push((cpu, dropped));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Read the per-CPU backlog drops from `<proc_root>/net/softnet_stat`.
+pub fn read_backlog_drops(proc_root: &Path) -> Result<Option<Vec<(u32, u64)>>, ProcError> {
+    Ok(backlog_drops_per_cpu(&procfs::read(&proc_root.join("net/softnet_stat"))?))
+}
+
 /// Time tasks spent running and waiting on a run queue (ns), summed over
 /// the `cpuN` lines of `/proc/schedstat` (fields 7 and 8).
 pub fn schedstat_run_wait(schedstat: &str) -> Option<(u64, u64)> {
@@ -142,6 +165,18 @@ mod tests {
         assert_eq!(time_squeeze_total(""), None);
         assert_eq!(time_squeeze_total("0001 0002\n"), None, "too few columns");
         assert_eq!(time_squeeze_total("0001 0002 zz\n"), None);
+    }
+
+    #[test]
+    fn backlog_drops_per_cpu_from_columns_2_and_13() {
+        // 6.x layout (13 columns, CPU 1 offline) and the 5.10 one (11).
+        let new = "00000010 00000003 00000001 0 0 0 0 0 0 0 00000000 00000000 00000000\n\
+                   00000020 0000000a 00000000 0 0 0 0 0 0 0 00000000 00000000 00000002\n";
+        assert_eq!(backlog_drops_per_cpu(new), Some(vec![(0, 3), (2, 10)]));
+        let old = "00000010 00000003 00000001 0 0 0 0 0 0 0 00000000\n00000020 0000000a 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(backlog_drops_per_cpu(old), Some(vec![(0, 3), (1, 10)]));
+        assert_eq!(backlog_drops_per_cpu(""), None);
+        assert_eq!(backlog_drops_per_cpu("zz"), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@
  *
  * Hook: tp_btf/kfree_skb(skb, location, reason). It fires for every freed
  * skb of the system, so the first thing done is comparing the drop reason
- * with SKB_DROP_REASON_CPU_BACKLOG (resolved through CO-RE; a kernel
- * without it never counts) and returning. Backlog drops are counted
+ * with SKB_DROP_REASON_CPU_BACKLOG (resolved through CO-RE) and returning.
+ * On kernels without that reason (the argument itself is 5.17+) userspace
+ * does not load this program and counts the per-CPU drops of
+ * /proc/net/softnet_stat on its timer instead. Backlog drops are counted
  * exactly (once each; the original counted them twice) within a one
  * minute window; once they reach netdev_max_backlog/32 the rest of the
  * work is sampled adaptively and the shared 25 ms event rate limit applies.
@@ -55,6 +57,8 @@ enum net_buffer_extra {
 
 /* Set by userspace before load (tables::NETDEV_MAX_BACKLOG_MAX). */
 volatile const __s64 netdev_max_backlog_max = 65536;
+/* False on kernels without CONFIG_NET_FLOW_LIMIT (no flow_limit_cpu_bitmap). */
+volatile const bool flow_limit_enabled = true;
 
 /* Written by userspace (see the header comment). 0 = not known yet. */
 volatile __s64 netdev_max_backlog = 0;
@@ -99,6 +103,8 @@ static __noinline int backlog_drops(struct sk_buff *skb, __s64 max, __u64 count,
 		}
 	}
 
+	if (!flow_limit_enabled)
+		return 0;
 	/* CPUs 0-63 are remembered here with a 64-bit shift (the original
 	 * shifted a 32-bit int); higher CPUs are always reported and
 	 * userspace ignores the ones already set. */
