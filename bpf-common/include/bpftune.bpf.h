@@ -278,12 +278,14 @@ static __always_inline int bpftune_proto_mem_state(struct sock *sk, __s64 *mem,
 	return BPFTUNE_MEM_NORMAL;
 }
 
-/* Adaptive sampling state; one per hot hook. */
+/* Adaptive sampling state; one per hot hook. The daemon reads it at exit
+ * (bpftune_core::sample). */
 struct bpftune_sample {
 	__u64 count;
 	__u64 last_ns;
 	__u64 rate;
 };
+struct bpftune_sample bpftune_sample_type_anchor = {};
 
 /* True for one call in `rate`; `rate` doubles while sampled calls arrive
  * closer than 10 ms apart and halves back towards the default otherwise.

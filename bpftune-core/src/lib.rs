@@ -22,6 +22,7 @@ pub mod procfs;
 pub mod protomem;
 pub mod registry;
 pub mod ringbuf;
+pub mod sample;
 pub mod sdk;
 pub mod strategy;
 pub mod summary;

@@ -57,6 +57,12 @@ pub trait Tuner: Sized + 'static {
     /// [`crate::sdk::NetnsAdmission`] calls its `forget`), so state per
     /// namespace does not outlive the namespace.
     fn netns_released(&mut self, _netns_cookie: u64) {}
+    /// Counters of the tuner's sampled BPF programs (see
+    /// [`crate::sample::read_samples`]); logged before `fini`, as the
+    /// original does.
+    fn samples(&self) -> Vec<crate::sample::SampleCount> {
+        Vec::new()
+    }
 }
 
 /// A tuner's handle on the daemon: logging, sysctl I/O, learning rate.
@@ -342,6 +348,7 @@ pub fn guard<R>(f: impl FnOnce() -> Result<R, String>) -> RResult<R, RString> {
 /// The instance behind an [`InstanceHandle`].
 struct Instance<T> {
     tuner: T,
+    host: Host,
 }
 
 extern "C" fn descriptor<T: Tuner>() -> TunerDescriptor {
@@ -361,7 +368,7 @@ extern "C" fn init<T: Tuner>(ctx: &HostContext) -> RResult<InstanceHandle, RStri
         let host = Host::new(ctx);
         install_libbpf_logger(host);
         let tuner = T::init(host)?;
-        let boxed = Box::new(Instance { tuner });
+        let boxed = Box::new(Instance { tuner, host });
         Ok(InstanceHandle(Box::into_raw(boxed).cast()))
     })
 }
@@ -394,6 +401,9 @@ extern "C" fn fini<T: Tuner>(handle: InstanceHandle) -> RResult<(), RString> {
         // SAFETY: the pointer came from Box::into_raw in init and the daemon
         // calls fini exactly once; we take ownership back here.
         let mut inst = unsafe { Box::from_raw(ptr) };
+        for s in inst.tuner.samples() {
+            inst.host.notice(&s.line());
+        }
         inst.tuner.fini()
         // inst (and its BPF objects and links) dropped here.
     })

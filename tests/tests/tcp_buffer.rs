@@ -81,6 +81,21 @@ fn rmem_grows_in_the_receiver_namespace_only() {
         "{log}"
     );
     assert!(log.contains(&format!("# sysctl '{RMEM}' changed from")), "{log}");
+    // The original's sampling report, with the real counts from BPF: the
+    // receive-space hook ran during the transfer and was sampled.
+    let line = log
+        .lines()
+        .find(|l| l.contains("Sample 'rcv_space_sample': associated program was called "))
+        .unwrap_or_else(|| panic!("no sampling report\n{log}"));
+    let calls: u64 = line
+        .split("was called ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(calls > 0, "{line}");
+    assert!(line.ends_with("of these."), "{line}");
+    assert!(log.contains("Sample 'syn_flood_action_sample': associated program was called "), "{log}");
 }
 
 #[test]

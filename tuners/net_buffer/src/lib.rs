@@ -435,6 +435,11 @@ impl Tuner for NetBufferTuner {
         self.corr.retain(|(_, c), _| *c != cookie);
     }
 
+    fn samples(&self) -> Vec<bpftune_core::sample::SampleCount> {
+        // The original's sample names, in sample_map order.
+        bpftune_core::sample::read_samples(&self.skel.maps.sample_map, &["drop_sample"])
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links go with the skeleton; the daemon's rollback restores values.
         let _ = &self.skel;

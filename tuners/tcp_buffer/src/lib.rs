@@ -434,6 +434,14 @@ impl Tuner for TcpBufferTuner {
         self.syn_netns.remove(&cookie);
     }
 
+    fn samples(&self) -> Vec<bpftune_core::sample::SampleCount> {
+        // The original's sample names, in sample_map order.
+        bpftune_core::sample::read_samples(
+            &self.skel.maps.sample_map,
+            &["rcv_space_sample", "tcp_probe_sample", "syn_flood_action_sample"],
+        )
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links are dropped with the skeleton; nothing is restored here
         // (the daemon's rollback does that when asked).
