@@ -23,8 +23,18 @@ fn support_probe_reports_full_support() {
     let _l = test_lock();
     let (code, _out, err) = bpftune(&["-S"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("bpftune: bpftune works fully"), "{err}");
-    assert!(err.contains("bpftune: bpftune supports per-netns policy (via netns cookie)"), "{err}");
+    // No tuners here (support.rs tests the report with tuners): the hooks
+    // and helpers alone decide the level. Kernels before 6.12 may lack a
+    // helper (legacy mode) or netns cookies (5.14); ours have everything.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12) {
+        assert!(err.contains("bpftune: bpftune works fully"), "{err}");
+        assert!(err.contains("bpftune: bpftune supports per-netns policy (via netns cookie)"), "{err}");
+    } else {
+        assert!(err.contains("bpftune: bpftune works"), "{err}");
+        assert!(err.contains("per-netns policy (via netns cookie)"), "{err}");
+    }
 }
 
 #[test]
@@ -77,11 +87,59 @@ fn admin_override_disables_tuner_in_that_namespace_only() {
     assert!(bv > 30, "namespace b is still tuned: {bv}");
     // Only one disabling line: the override is per namespace.
     assert_eq!(daemon.count("disabling 'test'"), 1, "{}", daemon.log());
+    // The writer's name is taken in BPF at the write (sysctl has exited by
+    // now), and the original's line names the same namespace.
+    let log = daemon.log();
+    let line = log.lines().find(|l| l.contains("disabling 'test' for namespace cookie")).expect("override line");
+    assert!(line.contains("cmd 'sysctl' modified sysctl"), "{line}");
+    let cookie = line.rsplit(' ').next().expect("cookie");
+    assert!(log.contains(&format!("setting state of netns (cookie {cookie}) to manual for 'test'")), "{log}");
 
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status} {log}");
     assert!(log.contains("# Summary: scenario 'test connection seen' occurred"), "summary missing: {log}");
     assert!(log.contains("for tunable 'net.ipv4.tcp_fin_timeout' in non-global ns."), "{log}");
+}
+
+/// Kernels before 5.x-6.x hide the writer's pid, namespace and name from
+/// cgroup/sysctl programs (run here by telling the tuner the helpers are
+/// missing): the daemon's own writes are still told apart (by name and
+/// value), and an administrator's write is taken as one in every namespace.
+#[test]
+fn admin_override_where_the_kernel_hides_the_writer() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "test"]);
+    let a = Netns::new("ovha");
+    let b = Netns::new("ovhb");
+    a.set_sysctl("net.ipv4.tcp_fin_timeout", "30");
+    b.set_sysctl("net.ipv4.tcp_fin_timeout", "30");
+    let hidden = "bpf_get_current_pid_tgid,bpf_get_current_task_btf,bpf_get_current_comm";
+    let daemon = Daemon::start_tuner_with_env(&plugins, &[], &[("BPFTUNE_PRETEND_MISSING", hidden)], "test");
+    assert!(daemon.log().contains("sysctl: writer's pid fallback"), "{}", daemon.log());
+
+    // The daemon's own writes in b are not an administrator's.
+    loopback_connections(Some(&b), 3);
+    assert!(daemon.wait_for_log("in non-global ns", Duration::from_secs(10)), "{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let bv: i64 = b.sysctl("net.ipv4.tcp_fin_timeout").parse().expect("int");
+    assert!(bv > 30, "namespace b was not tuned: {bv}\n{}", daemon.log());
+    assert!(!daemon.log().contains("modified sysctl"), "{}", daemon.log());
+
+    // An administrator's write, namespace unknown: backed off everywhere.
+    a.exec(&["sysctl", "-q", "-w", "net.ipv4.tcp_fin_timeout=45"]);
+    assert!(
+        daemon.wait_for_log("pid 0, cmd '?' modified sysctl 'net.ipv4.tcp_fin_timeout'", Duration::from_secs(10)),
+        "{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let changes = daemon.count("in non-global ns");
+    loopback_connections(Some(&b), 3);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(daemon.count("in non-global ns"), changes, "b still tuned after the override\n{}", daemon.log());
+    assert_eq!(a.sysctl("net.ipv4.tcp_fin_timeout"), "45", "admin's value must stay");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status} {log}");
 }
 
 #[test]
