@@ -29,6 +29,9 @@ pub const SO_NETNS_COOKIE: libc::c_int = 71;
 pub const TOMBSTONES_MAX: usize = 1024;
 /// Namespace changes queued for the netns tuner at most.
 pub const CHANGES_MAX: usize = 8192;
+/// The cookie changes carry for a namespace that was gone before its own
+/// cookie could be learned (counted with the other dead namespaces).
+pub const SHORT_LIVED_NETNS_COOKIE: u64 = crate::registry::RETIRED_NETNS_COOKIE;
 
 /// Cookie of the namespace the calling thread is in (from an AF_UNIX
 /// socket: the cheapest socket to create, and bound to the creator's netns).
@@ -369,7 +372,7 @@ impl NetnsRegistry {
         if !self.cookies_supported() {
             return;
         }
-        let suspects = self.watch_events();
+        let (suspects, created) = self.watch_events();
         let live = candidate_paths(&self.proc_root);
         let mut dead = Vec::new();
         let mut to_probe: Vec<(u64, PathBuf)> = Vec::new();
@@ -431,7 +434,27 @@ impl NetnsRegistry {
         for cookie in dead {
             self.forget(cookie);
         }
+        if self.started {
+            self.note_short_lived(&created);
+        }
         self.started = true;
+    }
+
+    /// `/run/netns` entries created since the last scan that are gone
+    /// already and were never resolved (`ip netns add x; ip netns del x`):
+    /// the inotify event is the evidence a namespace was made. Each is
+    /// reported created and destroyed under [`SHORT_LIVED_NETNS_COOKIE`]
+    /// (no cookie was ever learned); one that is still there was resolved
+    /// by this scan and reported under its own cookie, once.
+    fn note_short_lived(&mut self, created: &[PathBuf]) {
+        for path in created {
+            let resolved = self.known.values().any(|h| h.path == *path);
+            if resolved || path.exists() {
+                continue;
+            }
+            self.push_change(SHORT_LIVED_NETNS_COOKIE, NetnsChangeKind::Created);
+            self.push_change(SHORT_LIVED_NETNS_COOKIE, NetnsChangeKind::Destroyed);
+        }
     }
 
     /// Cheap check between full scans: rescan if `/run/netns` changed.
@@ -451,14 +474,14 @@ impl NetnsRegistry {
     }
 
     /// Paths under `/run/netns` that were created or removed since last
-    /// asked (and set the watch up if needed).
-    fn watch_events(&mut self) -> Vec<PathBuf> {
+    /// asked, and the ones created (and set the watch up if needed).
+    fn watch_events(&mut self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         if self.watch.is_none() {
             self.watch = watch::RunNetnsWatch::new().ok();
         }
         match self.watch.as_mut() {
             Some(w) => w.changed_paths(),
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         }
     }
 

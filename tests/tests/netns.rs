@@ -219,3 +219,42 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
     assert!(status.success(), "{status} {log}");
     assert!(log.contains("# Summary: scenario 'netns destroyed' occurred"), "{log}");
 }
+
+/// The original's netns_test: a namespace created and deleted at once is
+/// still logged as created (the /run/netns entry is the evidence), and one
+/// that lives and is then used is logged as created once, not again when
+/// its first socket shows up.
+#[test]
+fn a_namespace_that_lived_under_a_second_is_logged_as_created() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(TUNERS);
+    let daemon = Daemon::start_tuner(&plugins, &[], "netns");
+    let created = "Scenario 'netns created' occurred for tunable 'network_namespace' in non-global ns";
+    let before = daemon.count(created);
+
+    let name = format!("bpftune-short-{}", std::process::id());
+    let add = std::process::Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
+    let del = std::process::Command::new("ip").args(["netns", "del", &name]).status().expect("ip netns del");
+    assert!(add.success() && del.success());
+    assert!(
+        daemon.wait_for_log(
+            "a netns was made in /run/netns and removed before it could be looked at",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.count(created), before + 1, "{}", daemon.log());
+
+    // A namespace that stays: created once, however it is first seen.
+    let ns = Netns::new("nslive");
+    let cookie = cookie_of(&ns);
+    loopback_connections(Some(&ns), 3);
+    let line = format!("netns (cookie {cookie}) is new");
+    assert!(daemon.wait_for_log(&line, Duration::from_secs(10)), "{}", daemon.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(daemon.count(&line), 1, "{}", daemon.log());
+    assert_eq!(daemon.count(created), before + 2, "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}

@@ -19,6 +19,9 @@ pub struct RunNetnsWatch {
     netns_wd: Option<i32>,
     /// Paths created or removed since last taken.
     changed: Vec<PathBuf>,
+    /// Of those, the ones created (or moved in): each is a namespace made,
+    /// even if it is gone before anyone looks.
+    created: Vec<PathBuf>,
     /// Something happened since last asked.
     dirty: bool,
 }
@@ -39,7 +42,7 @@ impl RunNetnsWatch {
         }
         // SAFETY: raw is a fresh fd we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut w = Self { fd, netns_wd: None, changed: Vec::new(), dirty: false };
+        let mut w = Self { fd, netns_wd: None, changed: Vec::new(), created: Vec::new(), dirty: false };
         w.arm()?;
         Ok(w)
     }
@@ -64,11 +67,12 @@ impl RunNetnsWatch {
         self.dirty
     }
 
-    /// Paths under `/run/netns` created or removed since last asked.
-    pub fn changed_paths(&mut self) -> Vec<PathBuf> {
+    /// Paths under `/run/netns` created or removed since last asked, and
+    /// (second) the ones created.
+    pub fn changed_paths(&mut self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         self.drain();
         self.dirty = false;
-        std::mem::take(&mut self.changed)
+        (std::mem::take(&mut self.changed), std::mem::take(&mut self.created))
     }
 
     fn drain(&mut self) {
@@ -98,7 +102,11 @@ impl RunNetnsWatch {
                         self.netns_wd = None;
                         rearm = true;
                     } else if !name.is_empty() {
-                        self.changed.push(Path::new(RUN_NETNS).join(name));
+                        let path = Path::new(RUN_NETNS).join(name);
+                        if ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+                            self.created.push(path.clone());
+                        }
+                        self.changed.push(path);
                     }
                 } else if self.netns_wd.is_none() && name == OsStr::new("netns") {
                     rearm = true;
@@ -107,6 +115,7 @@ impl RunNetnsWatch {
             if self.changed.len() > 65536 {
                 // Far more than a scan needs to know; a scan checks all anyway.
                 self.changed.clear();
+                self.created.clear();
             }
         }
         if rearm && self.netns_wd.is_none() {

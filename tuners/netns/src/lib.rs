@@ -12,9 +12,12 @@
 //!
 //! Each change is logged with the scenario lines `netns created` /
 //! `netns destroyed` (tunable `network_namespace`; nothing is written).
-//! Without netns cookies the tuner refuses to load: policy is global-only.
+//! Without netns cookies (before 5.14) there is nothing to track: the tuner
+//! loads no BPF, says so once (and in `bpftune -S`), and policy stays
+//! global-only.
 
-use bpftune_core::abi::{NetnsChange, NetnsChangeKind, NetnsScan};
+use bpftune_core::abi::{FeatureState, NetnsChange, NetnsChangeKind, NetnsScan};
+use bpftune_core::netns::SHORT_LIVED_NETNS_COOKIE;
 use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
 use bpftune_core::{Event, prepare_object};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -58,6 +61,18 @@ impl Schedule {
 /// that are not news (namespaces found at start-up are only debug-logged).
 pub fn reason(change: &NetnsChange) -> Option<(Scenario, String)> {
     let cookie = change.cookie;
+    if cookie == SHORT_LIVED_NETNS_COOKIE {
+        return match change.kind {
+            NetnsChangeKind::Created => Some((
+                Scenario::Created,
+                "a netns was made in /run/netns and removed before it could be looked at".to_string(),
+            )),
+            NetnsChangeKind::Destroyed => {
+                Some((Scenario::Destroyed, "that short-lived netns is gone; nothing was kept for it".to_string()))
+            }
+            NetnsChangeKind::Found => None,
+        };
+    }
     match change.kind {
         NetnsChangeKind::Created => {
             Some((Scenario::Created, format!("netns (cookie {cookie}) is new: it will be tuned on its own")))
@@ -74,7 +89,12 @@ pub fn reason(change: &NetnsChange) -> Option<(Scenario, String)> {
 pub struct NetnsTuner {
     host: Host,
     schedule: Schedule,
-    // Dropped in this order: link first, then the object.
+    /// The BPF object and its link; `None` without netns cookies.
+    bpf: Option<Bpf>,
+}
+
+/// The tracepoint program and its link (dropped link first).
+struct Bpf {
     _link: Link,
     skel: OwnedSkel<skel::NetnsSkel<'static>>,
 }
@@ -82,9 +102,9 @@ pub struct NetnsTuner {
 impl NetnsTuner {
     fn report(&mut self, changes: Vec<NetnsChange>) {
         for change in changes {
-            if change.kind == NetnsChangeKind::Destroyed {
+            if let (NetnsChangeKind::Destroyed, Some(bpf)) = (change.kind, self.bpf.as_ref()) {
                 // Tidy the BPF side too (the LRU would evict it eventually).
-                let _ = self.skel.maps.netns_seen_map.delete(&change.cookie.to_ne_bytes());
+                let _ = bpf.skel.maps.netns_seen_map.delete(&change.cookie.to_ne_bytes());
             }
             if let Some((scenario, why)) = reason(&change) {
                 self.host.update(Tunable::NetworkNamespace, scenario, change.cookie, &why);
@@ -101,10 +121,14 @@ impl Tuner for NetnsTuner {
 
     fn init(host: Host) -> Result<Self, String> {
         if !host.netns_cookie_supported() {
-            return Err(
-                "netns cookies are not supported (Operation not supported): policy stays global-only".to_string()
+            host.feature(
+                "namespaces",
+                FeatureState::Off,
+                "netns cookies are not supported by this kernel (5.14+): policy stays global-only",
             );
+            return Ok(Self { host, schedule: Schedule::default(), bpf: None });
         }
+        host.feature("namespaces", FeatureState::Active, "");
         let global = host.global_netns_cookie();
         let skel = OwnedSkel::new(|storage| {
             let mut open = skel::NetnsSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
@@ -119,7 +143,7 @@ impl Tuner for NetnsTuner {
             .bpftune_netns_first_socket
             .attach()
             .map_err(|e| format!("cannot attach tp_btf/inet_sock_set_state: {e}"))?;
-        let mut tuner = Self { host, schedule: Schedule::default(), _link: link, skel };
+        let mut tuner = Self { host, schedule: Schedule::default(), bpf: Some(Bpf { _link: link, skel }) };
         // Subscribe: from now on every namespace change is queued for us.
         let changes = tuner.host.netns_changes(None, NetnsScan::None);
         tuner.report(changes);
@@ -135,6 +159,9 @@ impl Tuner for NetnsTuner {
     }
 
     fn tick(&mut self) -> Result<(), String> {
+        if self.bpf.is_none() {
+            return Ok(());
+        }
         let scan = self.schedule.next_scan();
         let changes = self.host.netns_changes(None, scan);
         self.report(changes);
@@ -168,6 +195,14 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| **k == NetnsScan::Full).count(), 2);
         assert_eq!(kinds[4], NetnsScan::Full);
         assert_eq!(kinds[0], NetnsScan::IfChanged);
+    }
+
+    #[test]
+    fn short_lived_namespaces_are_news_without_a_cookie() {
+        let (s, why) =
+            reason(&NetnsChange { cookie: SHORT_LIVED_NETNS_COOKIE, kind: NetnsChangeKind::Created }).expect("news");
+        assert_eq!(s, Scenario::Created);
+        assert!(!why.contains("cookie"), "{why}");
     }
 
     #[test]
