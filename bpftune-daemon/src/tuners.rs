@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RSlice};
 use bpftune_core::LogLevel;
-use bpftune_core::abi::{InstanceHandle, TunableKind};
+use bpftune_core::abi::{FeatureState, InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
 use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
 use bpftune_core::loader::{self, Plugin};
@@ -144,11 +144,14 @@ impl TunerSet {
         let id = self.host.borrow().registry.next_id();
         let mut record = TunerRecord::from_descriptor(id, &path.display().to_string(), &plugin.descriptor);
         record.rollback = self.rollback;
-        if let Err(msg) = self.check_tunables(&record) {
-            let msg = format!("error initializing '{}': {msg}", path.display());
-            logging::err(&msg);
-            return Err(msg);
-        }
+        let missing_optional = match self.check_tunables(&record) {
+            Ok(missing) => missing,
+            Err(msg) => {
+                let msg = format!("error initializing '{}': {msg}", path.display());
+                logging::err(&msg);
+                return Err(msg);
+            }
+        };
         self.host.borrow_mut().registry.insert(record);
         let binding = HostBinding::new(id, self.host.clone());
         let strategies = plugin.descriptor.strategies;
@@ -176,6 +179,7 @@ impl TunerSet {
                 if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
                     rec.state = TunerState::Active;
                 }
+                self.report_missing_optional(id, &missing_optional);
                 logging::debug(&format!("sucessfully initialized tuner {name}[{id}]"));
                 self.tuners.push(tuner);
                 Ok(id)
@@ -189,10 +193,26 @@ impl TunerSet {
         }
     }
 
-    /// Every non-optional sysctl a tuner declares must be readable.
-    fn check_tunables(&self, record: &TunerRecord) -> Result<(), String> {
+    /// An optional tunable this kernel lacks is said once, unless the tuner
+    /// itself reported that part (by the sysctl's last name component).
+    fn report_missing_optional(&self, id: u32, missing: &[String]) {
+        let mut host = self.host.borrow_mut();
+        for name in missing {
+            let last = name.rsplit('.').next().unwrap_or(name);
+            let covered =
+                host.registry.get(id).is_some_and(|r| r.features.iter().any(|f| f.part == *name || f.part == last));
+            if !covered {
+                host.feature(id, name, FeatureState::Off, "not in this kernel; the tuner works without it");
+            }
+        }
+    }
+
+    /// Every non-optional sysctl a tuner declares must be readable; returns
+    /// the optional ones that are not.
+    fn check_tunables(&self, record: &TunerRecord) -> Result<Vec<String>, String> {
         let mut host = self.host.borrow_mut();
         let global = host.netns.global_cookie();
+        let mut missing = Vec::new();
         for t in &record.tunables {
             if t.kind != TunableKind::Sysctl {
                 continue;
@@ -201,11 +221,12 @@ impl TunerSet {
                 Ok(_) => {}
                 Err(e) if t.optional() => {
                     logging::debug(&format!("error reading optional tunable '{}': {e}", t.name));
+                    missing.push(t.name.clone());
                 }
                 Err(e) => return Err(format!("error reading tunable '{}': {e}", t.name)),
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     fn init_instance(fds: SharedFds, tuner: &mut LoadedTuner) -> Result<(), String> {

@@ -148,6 +148,7 @@ fn backlog_drops(env: &[(&str, &str)]) {
         // Degraded: said once at load, never tried (the daemon runs with -d,
         // which would show a failed read on every tick).
         assert_eq!(log.matches(FLOW_LIMIT_OFF).count(), 1, "{log}");
+        assert!(!log.contains(&format!("{FLOW_LIMIT} off")), "said twice: {log}");
         assert!(!log.contains(&format!("could not read sysctl '{FLOW_LIMIT}'")), "{log}");
         assert!(!log.contains("To prioritize small flows"), "{log}");
     }

@@ -161,6 +161,11 @@ fn every_verb_has_the_original_format_and_json_is_valid() {
     assert!(jt["sysctl"].as_object().is_some_and(|m| m.is_empty()), "{jt}");
     let js = json("jstatus");
     assert_eq!(js["test"][FIN].as_i64(), Some(int(&value)), "{js}");
+    // An optional tunable this kernel lacks: said once at load, listed.
+    let absent = "test: net.core.bpftune_test_absent off: not in this kernel; the tuner works without it";
+    assert_eq!(daemon.count(absent), 1, "{}", daemon.log());
+    assert_eq!(js["test"]["features"][0]["part"], "net.core.bpftune_test_absent", "{js}");
+    assert_eq!(js["test"]["features"][0]["state"], "off", "{js}");
 
     // Make a change, then the summary and rollback verbs show it.
     loopback_connections(Some(&ns), 3);
