@@ -30,7 +30,7 @@ RELEASE_DIR := $(TARGET_DIR)/release
 STAGE_DIR := $(TARGET_DIR)/plugins
 
 BUILD_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
-TEST_PACKAGES := iproute2 iperf3 nftables ethtool netcat-openbsd python3 procps lsof psmisc python3-docutils
+TEST_PACKAGES := iproute2 iperf3 nftables ethtool netcat-openbsd python3 procps lsof psmisc python3-docutils init-system-helpers sysvinit-utils systemd-container debootstrap
 
 export BPFTUNE_PREFIX := $(prefix)
 export BPFTUNE_LIBDIR := $(libdir)
@@ -67,7 +67,8 @@ test: test-deps stage
 # ---------------------------------------------------------------------------
 # Install, man pages and packages (see docs/README.md, "Packaging").
 #
-#   make install    [DESTDIR=] [prefix=/usr] [libdir=lib64] [WITH_OPENRC=1]
+#   make install    [DESTDIR=] [prefix=/usr] [libdir=lib64] [WITH_OPENRC=0|1]
+#                   [WITH_SYSV=0|1]
 #   make uninstall  (same variables): removes exactly what install put there
 #   make install-devel / uninstall-devel: the tuner SDK (bpftune-devel)
 #   make man        build docs/*.rst into $(MAN_BUILD_DIR)/*.8 (rst2man)
@@ -80,7 +81,14 @@ test: test-deps stage
 datadir ?= $(prefix)/share
 # Everything before /usr in the prefix, then /etc (/usr and /usr/local: /etc).
 etcdir ?= $(shell printf '%s' '$(prefix)' | sed 's|/usr.*$$||')/etc
-WITH_OPENRC ?= 1
+# Service definitions: the systemd unit always (inert without systemd); the
+# OpenRC script where openrc-run exists, else the LSB SysV init script that
+# `service bpftune start` runs on machines without systemd as PID 1. Both are
+# <etc>/init.d/bpftune, so at most one; packagers set both explicitly.
+ifeq ($(origin WITH_OPENRC),undefined)
+WITH_OPENRC := $(if $(or $(shell command -v openrc-run 2>/dev/null),$(wildcard /sbin/openrc-run /usr/sbin/openrc-run)),1,0)
+endif
+WITH_SYSV ?= $(if $(filter 1,$(WITH_OPENRC)),0,1)
 # The daemon binary to install (make deb installs one built with libdir=lib).
 DAEMON_BIN ?= $(RELEASE_DIR)/bpftune
 # Plugin SDK for out-of-tree tuners: the bpftune-core and bpf-common crates.
@@ -121,6 +129,8 @@ $(MAN_BUILD_DIR)/%.8: docs/%.rst | man-deps
 	$(RST2MAN) $(RST2MAN_FLAGS) $< $@.tmp && mv $@.tmp $@
 
 install: $(if $(NOBUILD),,build man)
+	@if [ "$(WITH_OPENRC)" = 1 ] && [ "$(WITH_SYSV)" = 1 ]; then \
+		echo "WITH_OPENRC=1 and WITH_SYSV=1 both install <etc>/init.d/bpftune: choose one" >&2; exit 1; fi
 	install -d -m 0755 $(DESTDIR)$(sbindir) $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(unitdir)
 	install -m 0755 $(DAEMON_BIN) $(DESTDIR)$(sbindir)/bpftune
 	@for t in $(TUNERS); do \
@@ -137,6 +147,11 @@ ifeq ($(WITH_OPENRC),1)
 	install -m 0755 $(GEN_DIR)/bpftune.initd $(DESTDIR)$(etcdir)/init.d/bpftune
 	install -m 0644 packaging/bpftune.confd $(DESTDIR)$(etcdir)/conf.d/bpftune
 endif
+ifeq ($(WITH_SYSV),1)
+	install -d -m 0755 $(DESTDIR)$(etcdir)/init.d
+	sed 's|/usr/sbin/bpftune|$(sbindir)/bpftune|' packaging/bpftune.sysv > $(GEN_DIR)/bpftune.sysv
+	install -m 0755 $(GEN_DIR)/bpftune.sysv $(DESTDIR)$(etcdir)/init.d/bpftune
+endif
 
 uninstall:
 	rm -f $(DESTDIR)$(sbindir)/bpftune
@@ -146,6 +161,9 @@ uninstall:
 	rm -f $(DESTDIR)$(unitdir)/bpftune.service
 ifeq ($(WITH_OPENRC),1)
 	rm -f $(DESTDIR)$(etcdir)/init.d/bpftune $(DESTDIR)$(etcdir)/conf.d/bpftune
+endif
+ifeq ($(WITH_SYSV),1)
+	rm -f $(DESTDIR)$(etcdir)/init.d/bpftune
 endif
 
 # The SDK is a small cargo workspace of its own (the crates inherit version,
@@ -185,14 +203,15 @@ pkg:
 		--define 'bpftune_version $(VERSION)' $(RPM_TOPDIR)/SPECS/bpftune.spec
 	@ls -1 $(RPM_TOPDIR)/RPMS/*/*.rpm
 
-# A .deb staged with `make install` (libdir=lib like Debian's bpftune, no
-# OpenRC files) and built with dpkg-deb; maintainer scripts in packaging/deb.
+# A .deb staged with `make install` (libdir=lib like Debian's bpftune, the
+# unit and the SysV init script, no OpenRC files) and built with dpkg-deb;
+# maintainer scripts and conffiles in packaging/deb.
 # debian/ is the dpkg-buildpackage equivalent.
 deb: build man
 	CARGO_TARGET_DIR=$(DEB_CARGO_DIR) BPFTUNE_PREFIX=/usr BPFTUNE_LIBDIR=lib \
 		$(CARGO) build --release -p bpftune-daemon $(CARGO_FLAGS)
 	rm -rf $(DEB_OUT_DIR) && install -d -m 0755 $(DEB_OUT_DIR)/root/DEBIAN
-	$(MAKE) install NOBUILD=1 DESTDIR=$(DEB_OUT_DIR)/root prefix=/usr libdir=lib WITH_OPENRC=0 \
+	$(MAKE) install NOBUILD=1 DESTDIR=$(DEB_OUT_DIR)/root prefix=/usr libdir=lib WITH_OPENRC=0 WITH_SYSV=1 \
 		DAEMON_BIN=$(DEB_CARGO_DIR)/release/bpftune
 	$(STRIP) --strip-unneeded --remove-section=.comment --remove-section=.note \
 		$(DEB_OUT_DIR)/root/usr/sbin/bpftune $(DEB_OUT_DIR)/root/usr/lib/bpftune/*_tuner.so
@@ -203,6 +222,7 @@ deb: build man
 	install -m 0644 docs/README.md $(DEB_OUT_DIR)/root/usr/share/doc/bpftune/README.md
 	gzip -9nf $(DEB_OUT_DIR)/root/usr/share/man/man8/*.8
 	install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm $(DEB_OUT_DIR)/root/DEBIAN/
+	install -m 0644 packaging/deb/conffiles $(DEB_OUT_DIR)/root/DEBIAN/
 	sed -e 's/@VERSION@/$(VERSION)-1/' -e 's/@ARCH@/$(DEB_ARCH)/' \
 		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_OUT_DIR)/root | cut -f1)/" \
 		-e "s/@DEPENDS@/$$(packaging/deb/shlibdeps.sh $(DEB_OUT_DIR)/root)/" \
