@@ -1,8 +1,9 @@
 //! Packaging and documentation: the man pages cover every option and render
 //! cleanly; `make install`/`uninstall` honour DESTDIR, prefix and libdir; the
-//! systemd unit verifies and the OpenRC script parses; the RPM and the .deb
-//! contain the daemon, every tuner, the unit and the man pages, and the
-//! daemon extracted from them works and loads its tuners.
+//! systemd unit verifies and the OpenRC and SysV scripts parse; the RPM and
+//! the .deb contain the daemon, every tuner, the unit and the man pages (the
+//! .deb also the SysV init script, registered by its maintainer scripts),
+//! and the daemon extracted from them works and loads its tuners.
 //!
 //! These run `make` targets that reuse the release build in the target
 //! directory (`make stage` has built it), so they add no cargo build of
@@ -304,10 +305,14 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
     let unit = dest.join("usr/lib/systemd/system/bpftune.service");
     assert_eq!(mode(&unit), 0o644);
     assert!(fs::read_to_string(&unit).expect("unit").contains("ExecStart=/usr/sbin/bpftune "));
+    // One init script: OpenRC's (and its conf.d file) where openrc-run
+    // exists, else the SysV one (tests/tests/service.rs has the details).
     assert_eq!(mode(&dest.join("etc/init.d/bpftune")), 0o755);
-    assert_eq!(mode(&dest.join("etc/conf.d/bpftune")), 0o644);
+    let openrc = dest.join("etc/conf.d/bpftune").exists();
+    let initd = fs::read_to_string(dest.join("etc/init.d/bpftune")).expect("init script");
+    assert_eq!(openrc, initd.starts_with("#!/sbin/openrc-run"), "conf.d file without OpenRC, or OpenRC without it");
     let installed = regular_files(&dest);
-    let expected = 1 + tuners().len() + man_pages().len() + 3;
+    let expected = 1 + tuners().len() + man_pages().len() + 2 + usize::from(openrc);
     assert_eq!(installed.len(), expected, "unexpected files installed: {installed:#?}");
 
     make(&["uninstall", &destdir, "prefix=/usr", "libdir=lib64"]);
@@ -319,18 +324,26 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
     // shared release build must stay lib64). etc is derived from the prefix.
     let dest2 = scratch.0.join("root2");
     let destdir2 = format!("DESTDIR={}", dest2.display());
-    let vars = [destdir2.as_str(), "prefix=/opt/bt/usr", "libdir=lib", "NOBUILD=1"];
-    make(&[&["install"], &vars[..]].concat());
-    for t in tuners() {
-        assert!(dest2.join(format!("opt/bt/usr/lib/bpftune/{t}_tuner.so")).exists(), "{t} not in <prefix>/lib/bpftune");
+    for openrc in ["WITH_OPENRC=1", "WITH_OPENRC=0"] {
+        let vars = [destdir2.as_str(), "prefix=/opt/bt/usr", "libdir=lib", "NOBUILD=1", openrc];
+        make(&[&["install"], &vars[..]].concat());
+        for t in tuners() {
+            let so = dest2.join(format!("opt/bt/usr/lib/bpftune/{t}_tuner.so"));
+            assert!(so.exists(), "{t} not in <prefix>/lib/bpftune");
+        }
+        let unit = fs::read_to_string(dest2.join("opt/bt/usr/lib/systemd/system/bpftune.service")).expect("unit");
+        assert!(unit.contains("ExecStart=/opt/bt/usr/sbin/bpftune "), "ExecStart not adjusted to the prefix");
+        let initd = fs::read_to_string(dest2.join("opt/bt/etc/init.d/bpftune")).expect("init script under <root>/etc");
+        let daemon = if openrc.ends_with('1') {
+            "command=\"/opt/bt/usr/sbin/bpftune\""
+        } else {
+            "DAEMON=/opt/bt/usr/sbin/bpftune\n"
+        };
+        assert!(initd.contains(daemon), "{openrc}: init script lacks '{daemon}'");
+        make(&[&["uninstall"], &vars[..]].concat());
+        let left = regular_files(&dest2);
+        assert!(left.is_empty(), "{openrc}: uninstall left {left:#?}");
     }
-    let unit = fs::read_to_string(dest2.join("opt/bt/usr/lib/systemd/system/bpftune.service")).expect("unit");
-    assert!(unit.contains("ExecStart=/opt/bt/usr/sbin/bpftune "), "ExecStart not adjusted to the prefix");
-    let initd = fs::read_to_string(dest2.join("opt/bt/etc/init.d/bpftune")).expect("init script under <root>/etc");
-    assert!(initd.contains("command=\"/opt/bt/usr/sbin/bpftune\""));
-    make(&[&["uninstall"], &vars[..]].concat());
-    let left = regular_files(&dest2);
-    assert!(left.is_empty(), "uninstall left {left:#?}");
 }
 
 #[test]
@@ -393,11 +406,12 @@ fn devel_sdk_builds_sample_tuner_that_loads() {
 }
 
 #[test]
-fn systemd_unit_verifies_and_openrc_script_parses() {
+fn systemd_unit_verifies_and_openrc_and_sysv_scripts_parse() {
     pkg_deps();
     let scratch = Scratch::new("units");
     let dest = scratch.0.join("root");
-    make(&["install", "NOBUILD=1", &format!("DESTDIR={}", dest.display()), "prefix=/usr", "libdir=lib64"]);
+    let destdir = format!("DESTDIR={}", dest.display());
+    make(&["install", "NOBUILD=1", &destdir, "prefix=/usr", "libdir=lib64", "WITH_OPENRC=1"]);
 
     // verify checks that ExecStart exists and that man:bpftune(8) resolves:
     // point both into the scratch install.
@@ -443,6 +457,27 @@ fn systemd_unit_verifies_and_openrc_script_parses() {
     assert!(script.starts_with("#!/sbin/openrc-run\n"));
     for needed in ["command=\"/usr/sbin/bpftune\"", "supervisor=\"supervise-daemon\"", "need net", "-S"] {
         assert!(script.contains(needed), "init script lacks '{needed}'");
+    }
+
+    // The SysV script: POSIX sh (dash is Debian's /bin/sh), and the same
+    // options file and modules as the unit.
+    make(&["uninstall", &destdir, "prefix=/usr", "libdir=lib64", "WITH_OPENRC=1"]);
+    make(&["install", "NOBUILD=1", &destdir, "prefix=/usr", "libdir=lib64", "WITH_OPENRC=0"]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-n").arg(&initd);
+    run(cmd);
+    if Command::new("sh").args(["-c", "command -v dash"]).output().is_ok_and(|o| o.status.success()) {
+        let mut cmd = Command::new("dash");
+        cmd.arg("-n").arg(&initd);
+        run(cmd);
+    }
+    let script = fs::read_to_string(&initd).expect("SysV script");
+    assert!(script.starts_with("#!/bin/sh\n### BEGIN INIT INFO\n"));
+    for needed in ["EnvironmentFile=-/etc/default/bpftune", "ExecStartPre=-+/sbin/modprobe -q -a tcp_bbr tcp_htcp"] {
+        assert!(unit.contains(needed), "unit lacks '{needed}'");
+    }
+    for needed in ["/etc/default/bpftune", "modprobe -q -a tcp_bbr tcp_htcp", "$BPFTUNE_OPTS", "ulimit -l unlimited"] {
+        assert!(script.contains(needed), "SysV script lacks '{needed}' (the unit has it)");
     }
 }
 
@@ -540,6 +575,8 @@ fn rpm_contains_everything_and_its_daemon_works() {
         assert!(has(path), "{} lacks {path}:\n{files}", rpm.display());
     }
     assert!(files.lines().any(|l| l.contains("/licenses/")), "no licence files:\n{files}");
+    // The unit only: no SysV (or OpenRC) script on RPM distributions.
+    assert!(!files.lines().any(|l| l.starts_with("/etc/init.d") || l.starts_with("/etc/conf.d")), "{files}");
 
     let mut cmd = Command::new("rpm");
     cmd.args(["-qp", "--scripts"]).arg(&rpm);
@@ -582,17 +619,42 @@ fn deb_contains_everything_and_its_daemon_works() {
     expected.extend(tuners().iter().map(|t| format!("/usr/lib/bpftune/{t}_tuner.so")));
     expected.extend(man_pages().iter().map(|m| format!("/usr/share/man/man8/{m}.8.gz")));
     expected.push("/usr/share/doc/bpftune/copyright".to_string());
+    expected.push("/etc/init.d/bpftune".to_string());
     for path in &expected {
         let line = entry(path).unwrap_or_else(|| panic!("{} lacks {path}:\n{listing}", deb.display()));
         assert!(line.contains("root/root"), "{path} not owned by root: {line}");
         if path.ends_with("_tuner.so") {
             assert!(line.starts_with("-rw-r--r--"), "{path} not 0644: {line}");
         }
+        if path == "/etc/init.d/bpftune" {
+            assert!(line.starts_with("-rwxr-xr-x"), "{path} not 0755: {line}");
+        }
+    }
+    assert!(entry("/etc/conf.d/bpftune").is_none(), "the .deb ships OpenRC files:\n{listing}");
+    // The SysV script is a conffile, registered with update-rc.d and run by
+    // invoke-rc.d (which leaves the unit to systemd where it is PID 1).
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-I").arg(&deb).arg("conffiles");
+    assert_eq!(stdout(cmd).trim(), "/etc/init.d/bpftune");
+    for (script, needed) in [
+        ("postinst", "update-rc.d bpftune defaults"),
+        ("postinst", "invoke-rc.d --skip-systemd-native bpftune"),
+        ("prerm", "invoke-rc.d --skip-systemd-native bpftune stop"),
+        ("postrm", "update-rc.d bpftune remove"),
+    ] {
+        let mut cmd = Command::new("dpkg-deb");
+        cmd.arg("-I").arg(&deb).arg(script);
+        let text = stdout(cmd);
+        assert!(text.contains(needed), "{script} lacks '{needed}':\n{text}");
     }
     let mut cmd = Command::new("dpkg-deb");
     cmd.args(["-f"]).arg(&deb).args(["Package", "Version", "Depends"]);
     let fields = stdout(cmd);
     assert!(fields.contains("Package: bpftune") && fields.contains("libelf1"), "control:\n{fields}");
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.args(["-f"]).arg(&deb).arg("Pre-Depends");
+    let pre = stdout(cmd);
+    assert!(pre.contains("init-system-helpers (>= 1.58)"), "--skip-systemd-native needs it: {pre}");
 
     let scratch = Scratch::new("deb");
     let mut cmd = Command::new("dpkg-deb");
