@@ -201,10 +201,13 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
     let mut root = Map::new();
     for t in running(ctx) {
         let mut m = Map::new();
-        // How each reported part fares on this kernel (see `bpftune -S`).
+        // Parts that do not work as designed on this kernel (as `bpftune
+        // -S` lists them); a tuner that works fully keeps the original's
+        // shape.
         let features: Vec<Value> = t
             .features
             .iter()
+            .filter(|f| f.state != bpftune_core::abi::FeatureState::Active)
             .map(|f| serde_json::json!({"part": f.part, "state": f.state.as_str(), "detail": f.detail}))
             .collect();
         if !features.is_empty() {
