@@ -18,6 +18,7 @@ pub mod learning;
 pub mod loader;
 pub mod netns;
 pub mod netns_admission;
+pub mod privilege;
 pub mod procfs;
 pub mod protomem;
 pub mod registry;

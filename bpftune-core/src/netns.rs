@@ -107,6 +107,7 @@ pub fn in_netns<R: Send>(ns: &NetnsHandle, f: impl FnOnce() -> R + Send) -> io::
     std::thread::scope(|scope| {
         let worker =
             std::thread::Builder::new().name("bpftune-netns".into()).spawn_scoped(scope, || -> io::Result<R> {
+                let _caps = crate::privilege::Raised::raise(crate::privilege::NETNS_ENTRY);
                 let file = fs::File::open(&ns.path).map_err(|e| gone(format!("{}: {e}", ns.path.display())))?;
                 let ino = file.metadata()?.ino();
                 if ino != ns.inum {

@@ -161,6 +161,9 @@ pub fn warn(msg: &str) {
 pub fn notice(msg: &str) {
     log(LogLevel::Notice, msg);
 }
+pub fn info(msg: &str) {
+    log(LogLevel::Info, msg);
+}
 pub fn debug(msg: &str) {
     log(LogLevel::Debug, msg);
 }

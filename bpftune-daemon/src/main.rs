@@ -26,7 +26,7 @@ use bpftune_core::host::{HostConfig, HostState, LogSink, SharedFds, SharedHost};
 use bpftune_core::netns::{self, NetnsRegistry};
 use bpftune_core::ringbuf::SharedRing;
 use bpftune_core::sysctl::ProcSysctl;
-use bpftune_core::{LearningRate, support};
+use bpftune_core::{LearningRate, privilege, support};
 use clap::Parser;
 
 use crate::cli::Cli;
@@ -138,6 +138,24 @@ fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<
     }));
     drop(h);
     Some(j)
+}
+
+/// Everything is loaded, attached and open: keep only what later steps
+/// need ([`privilege::RUNTIME`]), with nothing effective until a step
+/// raises it. Not fatal: a daemon started without capabilities has none to
+/// drop.
+fn drop_privileges() {
+    match privilege::drop_to_runtime() {
+        Ok(kept) => {
+            let mut names: Vec<String> = kept.iter().map(|c| c.to_string().to_lowercase()).collect();
+            names.sort();
+            logging::info(&format!(
+                "dropped capabilities: permitted {}, none effective until a step needs one",
+                if names.is_empty() { "none".to_string() } else { names.join(",") }
+            ));
+        }
+        Err(e) => logging::warn(&format!("could not drop capabilities: {e}")),
+    }
 }
 
 /// The system plugin directory, then the local one unless it is the same.
@@ -269,6 +287,7 @@ fn run(cli: &Cli) -> Result<u8> {
     let found = host.borrow_mut().netns.discover();
     // Tell the tuners about the namespaces found now, not at the first tick.
     host.borrow_mut().sync_netns();
+    drop_privileges();
     logging::debug(&format!("found {} network namespaces besides the global one", found.len()));
 
     let mut services =

@@ -13,6 +13,7 @@ use bpftune_core::abi::{FeatureState, InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
 use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
 use bpftune_core::loader::{self, Plugin};
+use bpftune_core::privilege::Raised;
 use bpftune_core::registry::{TunerRecord, TunerState};
 use bpftune_core::strategy::{StrategyClock, choose};
 use bpftune_core::summary;
@@ -230,6 +231,8 @@ impl TunerSet {
     }
 
     fn init_instance(fds: SharedFds, tuner: &mut LoadedTuner) -> Result<(), String> {
+        // Loading and attaching BPF.
+        let _caps = Raised::runtime();
         let strategy_id = tuner.strategy.map(|s| s.current).unwrap_or(0);
         let ctx = make_context(&tuner.binding, fds, strategy_id);
         let handle = rresult((tuner.plugin.module.init())(&ctx))?;
@@ -238,6 +241,7 @@ impl TunerSet {
     }
 
     fn fini_instance(tuner: &mut LoadedTuner) {
+        let _caps = Raised::runtime();
         if let Some(handle) = tuner.instance.take() {
             if let Err(e) = rresult((tuner.plugin.module.fini())(handle)) {
                 logging::err(&format!("error finalizing tuner '{}': {e}", tuner.name()));
@@ -247,6 +251,8 @@ impl TunerSet {
 
     /// Hand events to their tuners.
     pub fn dispatch(&mut self, events: impl IntoIterator<Item = Event>) {
+        // A tuner's reaction may enter namespaces or send netlink.
+        let _caps = Raised::runtime();
         for ev in events {
             self.dispatch_one(&ev);
         }
@@ -308,6 +314,7 @@ impl TunerSet {
     /// skipped). Runs between tuner calls, never inside one.
     pub fn release_netns(&mut self) {
         let cookies = self.host.borrow_mut().take_released_netns();
+        let _caps = (!cookies.is_empty()).then(Raised::runtime);
         for cookie in cookies {
             for idx in 0..self.tuners.len() {
                 let tuner = &self.tuners[idx];
@@ -334,6 +341,10 @@ impl TunerSet {
 
     /// Run due ticks and strategy evaluations.
     pub fn run_timers(&mut self, now: Instant) {
+        let due = self.tuners.iter().any(|t| {
+            t.instance.is_some() && (t.next_tick.is_some_and(|d| now >= d) || t.strategy.is_some_and(|s| s.due(now)))
+        });
+        let _caps = due.then(Raised::runtime);
         for idx in 0..self.tuners.len() {
             let tuner = &mut self.tuners[idx];
             let Some(handle) = tuner.instance else { continue };
@@ -455,6 +466,7 @@ impl TunerSet {
 /// Restore what tuner `id` changed, in every namespace, unless someone else
 /// changed the value since (then leave it and say why).
 pub fn rollback_tuner(host: &SharedHost, id: u32) {
+    let _caps = Raised::runtime();
     let Some(rec) = host.borrow().registry.get(id).cloned() else { return };
     let mut h = host.borrow_mut();
     for (idx, info) in rec.tunables.iter().enumerate() {

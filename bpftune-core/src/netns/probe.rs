@@ -40,6 +40,7 @@ fn probe_one(inum: u64, path: &std::path::Path) -> io::Result<u64> {
 pub fn probe_paths(paths: Vec<(u64, PathBuf)>) -> io::Result<Vec<ProbeResult>> {
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new().name("bpftune-netns".into()).spawn_scoped(scope, move || {
+            let _caps = crate::privilege::Raised::raise(crate::privilege::NETNS_ENTRY);
             paths
                 .into_iter()
                 .map(|(inum, path)| {

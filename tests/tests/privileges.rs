@@ -1,0 +1,63 @@
+//! Root integration test of least privilege: once the daemon has loaded its
+//! tuners it keeps only the documented capabilities permitted (CAP_BPF,
+//! CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE, of those this
+//! kernel knows), none effective while idle, and the same bounding set; a
+//! tuner hot-plugged after the drop (BPF tracepoints, a cgroup sockops
+//! program) still loads. The other integration tests show every tuner
+//! working under these sets.
+
+use std::time::Duration;
+
+use bpftune_tests::{Daemon, PluginDir, test_lock};
+
+/// Capability numbers (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// A `Cap*:` mask from /proc/<pid>/status.
+fn cap_mask(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    u64::from_str_radix(line.split_whitespace().nth(1).expect("mask"), 16).expect("hex")
+}
+
+/// The highest capability this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("int")
+}
+
+#[test]
+fn after_start_only_the_runtime_capabilities_remain_and_none_is_effective() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl", "tcp_buffer"]);
+    let daemon = Daemon::start_tuner(&plugins, &[], "tcp_buffer");
+    let pid = daemon.pid();
+
+    let want = [CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF]
+        .into_iter()
+        .filter(|c| *c <= last_cap())
+        .fold(0u64, |m, c| m | (1 << c));
+    // Idle: nothing effective (a step raises what it needs, then drops it).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cap_mask(pid, "CapEff:"), 0, "{}", daemon.log());
+    assert_eq!(cap_mask(pid, "CapPrm:"), want, "{}", daemon.log());
+    assert_eq!(cap_mask(pid, "CapBnd:"), want, "{}", daemon.log());
+    assert_eq!(cap_mask(pid, "CapInh:") | cap_mask(pid, "CapAmb:"), 0);
+    assert!(daemon.log().contains("dropped capabilities: permitted "), "{}", daemon.log());
+
+    // Hot-plug after the drop: tracepoints and a cgroup sockops program.
+    for name in ["neigh_table", "tcp_conn"] {
+        let so = plugins.add(name);
+        assert!(
+            daemon.wait_for_log(&format!("added lib {}, init succeeded", so.display()), Duration::from_secs(20)),
+            "{name}\n{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(cap_mask(pid, "CapEff:"), 0, "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
