@@ -64,6 +64,16 @@ test: test-deps stage
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
 	$(CARGO) test --workspace --release -- --test-threads=1
 
+# Debian's 5.10, 6.1 and 6.12 kernels booted in QEMU with virtme-ng (no KVM
+# needed), and the running kernel: bpftune -S, a 20 s run with every tuner
+# and the integration tests on each; table in docs/kernels.md. Installs
+# qemu, kmod, busybox and virtme-ng; kernels cached in /var/cache/bpftune-kernels.
+# KERNELS="5.10 6.1 6.12 host" selects; more knobs in scripts/test-kernels.sh.
+.PHONY: test-kernels
+test-kernels: test-deps stage
+	$(CARGO) test --workspace --release --no-run
+	CARGO_TARGET_DIR=$(TARGET_DIR) ./scripts/test-kernels.sh
+
 # ---------------------------------------------------------------------------
 # Install, man pages and packages (see docs/README.md, "Packaging").
 #
