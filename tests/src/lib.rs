@@ -728,3 +728,26 @@ impl Daemon {
         daemon
     }
 }
+
+/// Whether this kernel has network namespace cookies (`SO_NETNS_COOKIE`,
+/// Linux 5.14): without them bpftune's policy is global-only, and a test of
+/// per-namespace behaviour cannot run.
+pub fn netns_cookies() -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else { return false };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the size given, on a socket we own.
+    let rc =
+        unsafe { libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, 71, (&mut cookie as *mut u64).cast(), &mut len) };
+    rc == 0
+}
+
+/// For a test of per-namespace behaviour: true if the kernel can do it;
+/// otherwise the skip is recorded (see [`skip`]) and the test returns.
+pub fn per_netns_policy_or_skip(test: &str) -> bool {
+    let ok = netns_cookies();
+    if !ok {
+        skip(test, "no network namespace cookies (SO_NETNS_COOKIE, Linux 5.14): bpftune's policy is global-only");
+    }
+    ok
+}

@@ -132,11 +132,17 @@ fn grows_in_receiver_only(high: &str, low: &str, ipv6: bool) {
 
 #[test]
 fn ipv4_high_thresh_grows_in_the_receiver_namespace_only() {
+    if !bpftune_tests::per_netns_policy_or_skip("ipv4_high_thresh_grows_in_the_receiver_namespace_only") {
+        return;
+    }
     grows_in_receiver_only(HIGH4, LOW4, false);
 }
 
 #[test]
 fn ipv6_high_thresh_grows_in_the_receiver_namespace_only() {
+    if !bpftune_tests::per_netns_policy_or_skip("ipv6_high_thresh_grows_in_the_receiver_namespace_only") {
+        return;
+    }
     grows_in_receiver_only(HIGH6, LOW6, true);
 }
 

@@ -56,6 +56,9 @@ fn int(s: &str) -> i64 {
 
 #[test]
 fn discovery_at_start_finds_namespaces_made_before_the_daemon() {
+    if !bpftune_tests::per_netns_policy_or_skip("discovery_at_start_finds_namespaces_made_before_the_daemon") {
+        return;
+    }
     let _l = test_lock();
     let plugins = PluginDir::with(TUNERS);
     let before: Vec<Netns> = (0..3).map(|_| Netns::new("disc")).collect();
@@ -82,6 +85,9 @@ fn discovery_at_start_finds_namespaces_made_before_the_daemon() {
 
 #[test]
 fn manual_namespace_stays_manual_while_a_new_one_is_active() {
+    if !bpftune_tests::per_netns_policy_or_skip("manual_namespace_stays_manual_while_a_new_one_is_active") {
+        return;
+    }
     let _l = test_lock();
     let plugins = PluginDir::with(TUNERS);
     let m = Netns::new("man");
@@ -123,6 +129,9 @@ fn manual_namespace_stays_manual_while_a_new_one_is_active() {
 
 #[test]
 fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
+    if !bpftune_tests::per_netns_policy_or_skip("churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned") {
+        return;
+    }
     let _l = test_lock();
     let plugins = PluginDir::with(TUNERS);
     let global_fin = sysctl_read(None, FIN);
@@ -226,6 +235,9 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
 /// its first socket shows up.
 #[test]
 fn a_namespace_that_lived_under_a_second_is_logged_as_created() {
+    if !bpftune_tests::per_netns_policy_or_skip("a_namespace_that_lived_under_a_second_is_logged_as_created") {
+        return;
+    }
     let _l = test_lock();
     let plugins = PluginDir::with(TUNERS);
     let daemon = Daemon::start_tuner(&plugins, &[], "netns");

@@ -123,6 +123,9 @@ fn int(s: &str) -> i64 {
 
 #[test]
 fn every_verb_has_the_original_format_and_json_is_valid() {
+    if !bpftune_tests::per_netns_policy_or_skip("every_verb_has_the_original_format_and_json_is_valid") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -213,6 +216,9 @@ fn json_is_valid_with_no_sysctl_tunables() {
 
 #[test]
 fn query_survives_many_clients_and_garbage_while_tuning() {
+    if !bpftune_tests::per_netns_policy_or_skip("query_survives_many_clients_and_garbage_while_tuning") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -312,6 +318,9 @@ fn port_binds_loopback_only_and_a_used_port_is_a_clear_error() {
 
 #[test]
 fn rollback_restores_every_namespace_after_sigterm_during_load() {
+    if !bpftune_tests::per_netns_policy_or_skip("rollback_restores_every_namespace_after_sigterm_during_load") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -343,6 +352,9 @@ fn rollback_restores_every_namespace_after_sigterm_during_load() {
 
 #[test]
 fn journal_restores_after_sigkill_only_with_rollback_flag() {
+    if !bpftune_tests::per_netns_policy_or_skip("journal_restores_after_sigkill_only_with_rollback_flag") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -397,6 +409,9 @@ fn journal_restores_after_sigkill_only_with_rollback_flag() {
 
 #[test]
 fn journal_skips_values_an_administrator_changed_after_a_crash() {
+    if !bpftune_tests::per_netns_policy_or_skip("journal_skips_values_an_administrator_changed_after_a_crash") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -416,6 +431,9 @@ fn journal_skips_values_an_administrator_changed_after_a_crash() {
 
 #[test]
 fn advise_mode_changes_nothing_under_load_that_normal_mode_acts_on() {
+    if !bpftune_tests::per_netns_policy_or_skip("advise_mode_changes_nothing_under_load_that_normal_mode_acts_on") {
+        return;
+    }
     let _l = test_lock();
     let _g = SysctlGuard::set(FIN, "50");
     let plugins = PluginDir::with(&["sysctl", "test"]);
@@ -464,6 +482,9 @@ fn install_by_rename(dir: &Path, src: &Path, name: &str) {
 
 #[test]
 fn plugins_are_added_removed_and_replaced_at_run_time() {
+    if !bpftune_tests::per_netns_policy_or_skip("plugins_are_added_removed_and_replaced_at_run_time") {
+        return;
+    }
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl"]);
     let a = Netns::new("hot");

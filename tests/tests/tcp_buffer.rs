@@ -52,6 +52,9 @@ fn max_of(text: &str) -> i64 {
 
 #[test]
 fn rmem_grows_in_the_receiver_namespace_only() {
+    if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_in_the_receiver_namespace_only") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("rmtx");
     let rx = Netns::new("rmrx");
@@ -121,6 +124,9 @@ fn rmem_grows_in_the_global_namespace() {
 
 #[test]
 fn wmem_grows_for_a_send_limited_sender() {
+    if !bpftune_tests::per_netns_policy_or_skip("wmem_grows_for_a_send_limited_sender") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("wmtx");
     let rx = Netns::new("wmrx");
@@ -164,6 +170,9 @@ fn wmem_left_alone_when_the_buffer_already_covers_the_path() {
 
 #[test]
 fn locked_rcvbuf_is_left_alone() {
+    if !bpftune_tests::per_netns_policy_or_skip("locked_rcvbuf_is_left_alone") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("lktx");
     let rx = Netns::new("lkrx");
@@ -190,6 +199,9 @@ fn locked_rcvbuf_is_left_alone() {
 
 #[test]
 fn admin_override_keeps_that_namespace_while_another_is_tuned() {
+    if !bpftune_tests::per_netns_policy_or_skip("admin_override_keeps_that_namespace_while_another_is_tuned") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("adtx");
     let a = Netns::new("adra");
@@ -381,6 +393,9 @@ fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, per_sec: u32, limit: Duratio
 
 #[test]
 fn syn_flood_grows_then_shrinks_the_syn_backlog() {
+    if !bpftune_tests::per_netns_policy_or_skip("syn_flood_grows_then_shrinks_the_syn_backlog") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("syntx");
     let rx = Netns::new("synrx");
@@ -640,6 +655,9 @@ fn syncookies_that_never_validate_are_disabled() {
 
 #[test]
 fn rmem_grows_for_an_ipv6_receiver() {
+    if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_for_an_ipv6_receiver") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("r6tx");
     let rx = Netns::new("r6rx");
