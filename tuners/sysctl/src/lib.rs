@@ -41,35 +41,32 @@ impl Helpers {
 
     /// Tell the daemon (and so `-S`) what works another way.
     fn report(self, host: &Host) {
-        if self.pid {
-            host.feature("writer's pid", FeatureState::Active, "");
-        } else {
-            host.feature(
+        let parts = [
+            (
                 "writer's pid",
-                FeatureState::Fallback,
+                self.pid,
                 "cgroup/sysctl programs cannot call bpf_get_current_pid_tgid on this kernel; \
                  the daemon's own writes are told apart by name and value",
-            );
-        }
-        if self.task {
-            host.feature("writer's namespace", FeatureState::Active, "");
-        } else {
-            host.feature(
+            ),
+            (
                 "writer's namespace",
-                FeatureState::Fallback,
+                self.task,
                 "cgroup/sysctl programs cannot call bpf_get_current_task_btf on this kernel; \
                  an administrator's write is taken as one in every namespace",
-            );
-        }
-        if self.comm {
-            host.feature("writer's command", FeatureState::Active, "");
-        } else {
-            host.feature(
+            ),
+            (
                 "writer's command",
-                FeatureState::Fallback,
+                self.comm,
                 "cgroup/sysctl programs cannot call bpf_get_current_comm on this kernel; \
                  read from /proc/<pid>/cmdline after the write",
-            );
+            ),
+        ];
+        for (part, available, fallback) in parts {
+            if available {
+                host.feature(part, FeatureState::Active, "");
+            } else {
+                host.feature(part, FeatureState::Fallback, fallback);
+            }
         }
     }
 }
