@@ -73,7 +73,7 @@ pub struct Cli {
     #[arg(short = 'P', long = "print-libdir")]
     pub print_libdir: bool,
 
-    /// Ask the running daemon: help, tuners, tunables, jtunables, status, jstatus, summary, rollback.
+    /// Ask the running daemon: help, tuners, tunables, jtunables, status, jstatus, summary, rollback, metrics, report.
     #[arg(short = 'q', long = "query", value_name = "VERB")]
     pub query: Option<String>,
 
@@ -104,6 +104,18 @@ pub struct Cli {
     /// Decide as usual but change nothing: log each change as advice with a stable id.
     #[arg(long = "advise")]
     pub advise: bool,
+
+    /// Serve GET /metrics (OpenMetrics) on 127.0.0.1:PORT, [::1]:PORT or a Unix socket path.
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
+    /// Let --metrics-listen bind a non-loopback address (anyone who reaches it sees what was tuned).
+    #[arg(long = "metrics-allow-remote", requires = "metrics_listen")]
+    pub metrics_allow_remote: bool,
+
+    /// Rewrite PATH with the metrics every 5 s (atomically), for node_exporter's textfile collector.
+    #[arg(long = "metrics-textfile", value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -135,6 +147,17 @@ mod tests {
         assert!(parse(&["-r", "-1"]).is_err());
         assert!(parse(&["-p", "70000"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn metrics_options() {
+        let c = parse(&["--metrics-listen", "127.0.0.1:9555", "--metrics-textfile", "/var/lib/node/bpftune.prom"])
+            .expect("parse");
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9555"));
+        assert_eq!(c.metrics_textfile, Some(PathBuf::from("/var/lib/node/bpftune.prom")));
+        assert!(!c.metrics_allow_remote);
+        assert!(parse(&["--metrics-allow-remote"]).is_err(), "only with --metrics-listen");
+        assert!(parse(&["--metrics-listen", "0.0.0.0:9555", "--metrics-allow-remote"]).is_ok());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The daemon's one event loop (mio): the shared ring buffer, a signalfd for
 //! SIGINT/SIGTERM, inotify on the plugin directories, the query socket and
 //! its connections, and timers for tuner ticks, strategy evaluation and
-//! query deadlines. It sleeps until something happens; an idle daemon with
-//! no timers never wakes. Nothing in it blocks on a client.
+//! query deadlines, and the metrics listener and textfile. It sleeps until
+//! something happens; an idle daemon with no timers never wakes. Nothing in
+//! it blocks on a client.
 
 use std::cell::RefCell;
 use std::io;
@@ -18,6 +19,9 @@ use mio::{Events, Interest, Poll, Token};
 use crate::hotplug::{self, Hotplug};
 use crate::journal::Journal;
 use crate::logging;
+use crate::metrics::http::MetricsServer;
+use crate::metrics::textfile::{self, Textfile};
+use crate::metrics::{self, LoopStats};
 use crate::query::QueryServer;
 use crate::replies::{Recent, ReplyCtx};
 use crate::tuners::TunerSet;
@@ -35,6 +39,12 @@ pub struct Services {
     pub plugin_dirs: Vec<PathBuf>,
     pub journal: Option<Rc<RefCell<Journal>>>,
     pub recent: Recent,
+    /// `--metrics-listen`.
+    pub metrics: Option<MetricsServer>,
+    /// `--metrics-textfile`.
+    pub textfile: Option<Textfile>,
+    /// Event counters the metrics report.
+    pub stats: LoopStats,
 }
 
 /// How often, at most, the ring-buffer drop counter is read.
@@ -97,10 +107,18 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
     if let Some(q) = svc.query.as_mut() {
         q.register(poll.registry())?;
     }
+    if let Some(m) = svc.metrics.as_mut() {
+        m.register(poll.registry())?;
+    }
+    if let Some(t) = svc.textfile.as_mut() {
+        t.next = Some(Instant::now());
+    }
     let mut last_drop_check = Instant::now();
     let mut drops_seen = 0u64;
     loop {
         let deadline = earliest(set.next_deadline(), svc.query.as_ref().and_then(QueryServer::next_deadline));
+        let deadline = earliest(deadline, svc.metrics.as_ref().and_then(MetricsServer::next_deadline));
+        let deadline = earliest(deadline, svc.textfile.as_ref().and_then(|t| t.next));
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -119,6 +137,7 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                     if queue.overflowed > 0 {
                         logging::warn(&format!("event queue full: {} events dropped", queue.overflowed));
                     }
+                    svc.stats.drained(queue.events.len(), queue.malformed, queue.overflowed);
                     set.dispatch(queue.events);
                     if last_drop_check.elapsed() >= DROP_CHECK_INTERVAL {
                         last_drop_check = Instant::now();
@@ -139,10 +158,22 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                         hotplug::apply(set, journal, changes, &svc.plugin_dirs);
                     }
                 }
+                token if MetricsServer::owns(token) => {
+                    if let Some(m) = svc.metrics.as_mut() {
+                        svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
+                        let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
+                        let ctx =
+                            ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
+                        let render = |f| metrics::render(&metrics::snapshot::gather(&ctx), f);
+                        m.handle(poll.registry(), token, &render);
+                    }
+                }
                 token if QueryServer::owns(token) => {
                     if let Some(q) = svc.query.as_mut() {
+                        svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
                         let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-                        let ctx = ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent };
+                        let ctx =
+                            ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
                         q.handle(poll.registry(), token, &ctx);
                     }
                 }
@@ -161,7 +192,25 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
         if let Some(q) = svc.query.as_mut() {
             q.expire(poll.registry(), now);
         }
+        if let Some(m) = svc.metrics.as_mut() {
+            m.expire(poll.registry(), now);
+        }
+        if svc.textfile.as_ref().and_then(|t| t.next).is_some_and(|due| now >= due) {
+            svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
+            write_textfile(set, svc);
+            if let Some(t) = svc.textfile.as_mut() {
+                t.next = Some(set.grid_deadline(now, textfile::INTERVAL));
+            }
+        }
         set.run_timers(now);
         set.release_netns();
     }
+}
+
+/// Write the metrics textfile now (also called once more at exit).
+pub fn write_textfile(set: &TunerSet, svc: &mut Services) {
+    let Some(t) = svc.textfile.as_mut() else { return };
+    let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
+    let ctx = ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
+    t.write_logged(&metrics::render(&metrics::snapshot::gather(&ctx), metrics::Format::Prometheus));
 }

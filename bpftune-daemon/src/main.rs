@@ -9,8 +9,10 @@ mod event_loop;
 mod hotplug;
 mod journal;
 mod logging;
+mod metrics;
 mod query;
 mod replies;
+mod report;
 mod runlock;
 mod support_check;
 mod tuners;
@@ -200,6 +202,31 @@ fn support_report(
     Ok(0)
 }
 
+/// `--metrics-listen` and `--metrics-textfile`: bound and checked before
+/// any tuner loads, so a wrong address or path is one clear error.
+fn metrics_outputs(
+    cli: &Cli,
+) -> Result<(Option<metrics::http::MetricsServer>, Option<metrics::textfile::Textfile>), String> {
+    let server = match &cli.metrics_listen {
+        Some(addr) => {
+            let addr = metrics::http::parse_listen(addr, cli.metrics_allow_remote)?;
+            let server = metrics::http::MetricsServer::bind(&addr)?;
+            logging::info(&format!("serving metrics: GET /metrics on {}", server.local()));
+            Some(server)
+        }
+        None => None,
+    };
+    let textfile = match &cli.metrics_textfile {
+        Some(path) => {
+            let t = metrics::textfile::Textfile::new(path)?;
+            logging::info(&format!("writing metrics to '{}' every 5 s", t.path().display()));
+            Some(t)
+        }
+        None => None,
+    };
+    Ok((server, textfile))
+}
+
 fn run(cli: &Cli) -> Result<u8> {
     unlock_memory();
     logging::install_libbpf_logger(cli.debug);
@@ -234,6 +261,14 @@ fn run(cli: &Cli) -> Result<u8> {
     // The query server: a port in use is a clear error before anything runs.
     let query = match query::QueryServer::bind(run_dir, cli.port) {
         Ok(q) => q,
+        Err(msg) => {
+            logging::err(&msg);
+            return Ok(1);
+        }
+    };
+
+    let (metrics_server, textfile) = match metrics_outputs(cli) {
+        Ok(m) => m,
         Err(msg) => {
             logging::err(&msg);
             return Ok(1);
@@ -290,12 +325,23 @@ fn run(cli: &Cli) -> Result<u8> {
     drop_privileges();
     logging::debug(&format!("found {} network namespaces besides the global one", found.len()));
 
-    let mut services =
-        event_loop::Services { query: Some(query), hotplug, plugin_dirs: dirs, journal: journal.clone(), recent };
+    let mut services = event_loop::Services {
+        query: Some(query),
+        hotplug,
+        plugin_dirs: dirs,
+        journal: journal.clone(),
+        recent,
+        metrics: metrics_server,
+        textfile,
+        stats: metrics::LoopStats::default(),
+    };
     event_loop::run(&mut set, &ring, &sigfd, &mut services).context("ring_buffer__poll")?;
     drop(services.query.take());
+    drop(services.metrics.take());
 
     set.finalize_all();
+    // The textfile outlives the daemon: leave it saying the tuners stopped.
+    event_loop::write_textfile(&set, &mut services);
     if cli.rollback && !cli.advise {
         // Everything was restored (or deliberately left): nothing to undo.
         if let Some(j) = &journal {

@@ -29,6 +29,8 @@ pub const VERBS: &[(&str, &str)] = &[
     ("jstatus", "show status of tunables(json)"),
     ("rollback", "show changes needed to roll back"),
     ("jevents", "show recent decisions(json)"),
+    ("metrics", "show metrics (OpenMetrics text)"),
+    ("report", "show report of changes (HTML page)"),
 ];
 
 /// How many recent decisions `jevents` keeps.
@@ -76,6 +78,8 @@ pub struct ReplyCtx<'a> {
     pub set: &'a TunerSet,
     pub journal: Option<&'a Journal>,
     pub recent: &'a Recent,
+    /// The event loop's counters (events, drops), for `metrics`.
+    pub stats: Option<&'a crate::metrics::LoopStats>,
 }
 
 /// The verb a request selects: the first verb the request starts with (the
@@ -108,8 +112,16 @@ pub fn reply(request: &str, ctx: &ReplyCtx<'_>) -> String {
         Some("jstatus") => json(&jstatus(ctx)),
         Some("rollback") => rollback(ctx),
         Some("jevents") => json(&serde_json::to_value(ctx.recent.snapshot()).unwrap_or(Value::Array(Vec::new()))),
+        Some("metrics") => crate::metrics::openmetrics(ctx),
+        Some("report") => report(ctx),
         _ => format!("unknown request '{}'; supported requests are:\n{}", printable(request), help()),
     }
+}
+
+/// The HTML page of `report`.
+fn report(ctx: &ReplyCtx<'_>) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    crate::report::html(&crate::metrics::snapshot::gather(ctx), &ctx.recent.snapshot(), now)
 }
 
 /// A reply for a request that was not a request (too long, unreadable).
@@ -321,6 +333,8 @@ mod tests {
         assert_eq!(match_verb("tunablesX"), Some("tunables"));
         assert_eq!(match_verb("jstatus"), Some("jstatus"));
         assert_eq!(match_verb("jevents"), Some("jevents"));
+        assert_eq!(match_verb("metrics"), Some("metrics"));
+        assert_eq!(match_verb("report"), Some("report"));
         assert_eq!(match_verb("bogus"), None);
         assert_eq!(match_verb(""), None);
     }

@@ -329,6 +329,12 @@ impl TunerSet {
         }
     }
 
+    /// The first instant after `now` on the tuners' tick grid for
+    /// `period` (other periodic work shares their wake-ups).
+    pub fn grid_deadline(&self, now: Instant, period: std::time::Duration) -> Instant {
+        next_on_grid(self.tick_epoch, now, period)
+    }
+
     /// When the next tick or strategy evaluation is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tuners
