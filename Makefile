@@ -30,7 +30,10 @@ RELEASE_DIR := $(TARGET_DIR)/release
 STAGE_DIR := $(TARGET_DIR)/plugins
 
 BUILD_PACKAGES := clang llvm libelf-dev zlib1g-dev pkg-config make gcc bpftool
-TEST_PACKAGES := iproute2 iperf3 nftables ethtool netcat-openbsd python3 procps lsof psmisc python3-docutils init-system-helpers sysvinit-utils systemd-container debootstrap
+# chromium renders the -q report page and python3-prometheus-client parses the
+# metrics text (OpenMetrics and 0.0.4) in tests/tests/metrics.rs.
+TEST_PACKAGES := iproute2 iperf3 nftables ethtool netcat-openbsd python3 procps lsof psmisc python3-docutils init-system-helpers sysvinit-utils systemd-container debootstrap \
+	chromium python3-prometheus-client
 
 export BPFTUNE_PREFIX := $(prefix)
 export BPFTUNE_LIBDIR := $(libdir)
