@@ -41,24 +41,33 @@ fn supported(wanted: &[Capability]) -> CapsHashSet {
 /// Reduce this thread (the daemon's main thread, with no other thread
 /// alive) to [`RUNTIME`]: bounding and permitted sets to those of them it
 /// has, nothing effective, inheritable or ambient. Returns the permitted
-/// set kept.
+/// set kept; an error after the permitted and effective sets are reduced
+/// if the bounding set could not be (no CAP_SETPCAP).
 pub fn drop_to_runtime() -> Result<CapsHashSet, caps::errors::CapsError> {
     let keep: CapsHashSet = supported(RUNTIME)
         .into_iter()
         .filter(|c| caps::has_cap(None, CapSet::Permitted, *c).unwrap_or(false))
         .collect();
     // The bounding set first, while CAP_SETPCAP is still effective: no
-    // exec can bring anything else back.
-    for c in caps::runtime::thread_all_supported() {
-        if !keep.contains(&c) {
-            caps::drop(None, CapSet::Bounding, c)?;
+    // exec can bring anything else back. Only what is there is dropped, so
+    // under a unit whose bounding set is already RUNTIME (and so lacks
+    // CAP_SETPCAP) nothing needs dropping; a failure here does not stop
+    // the rest.
+    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_default();
+    let mut bounding_error = None;
+    for c in bounding.into_iter().filter(|c| !keep.contains(c)) {
+        if let Err(e) = caps::drop(None, CapSet::Bounding, c) {
+            bounding_error = Some(e);
         }
     }
     caps::clear(None, CapSet::Ambient)?;
     caps::clear(None, CapSet::Inheritable)?;
     caps::clear(None, CapSet::Effective)?;
     caps::set(None, CapSet::Permitted, &keep)?;
-    Ok(keep)
+    match bounding_error {
+        Some(e) => Err(e),
+        None => Ok(keep),
+    }
 }
 
 /// Capabilities raised into this thread's effective set; the effective set

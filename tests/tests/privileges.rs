@@ -61,3 +61,39 @@ fn after_start_only_the_runtime_capabilities_remain_and_none_is_effective() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Under a bounding set that is already the runtime set (the systemd unit's
+/// CapabilityBoundingSet, which lacks CAP_SETPCAP) the drop still happens.
+#[test]
+fn the_drop_works_under_the_units_bounding_set() {
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["sysctl"]);
+    let dir = plugins.path.to_str().expect("utf8").to_string();
+    let log_path = plugins.path.join("setpriv.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-all,+bpf,+perfmon,+net_admin,+sys_admin,+sys_ptrace", "--"])
+        .arg(bpftune_tests::daemon_binary())
+        .args(["-s", "-d", "--system-libdir", &dir, "-l", &dir])
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let ready = "network namespaces besides the global one";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    while !read().contains(ready) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let eff = cap_mask(child.id(), "CapEff:");
+    let prm = cap_mask(child.id(), "CapPrm:");
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let text = read();
+    assert!(text.contains("dropped capabilities: permitted "), "{text}");
+    assert!(!text.contains("could not drop capabilities"), "{text}");
+    assert_eq!(eff, 0, "{text}");
+    assert_ne!(prm, 0, "{text}");
+    assert!(status.success(), "{text}");
+}
