@@ -242,5 +242,39 @@ deb: build man
 		packaging/deb/control > $(DEB_OUT_DIR)/root/DEBIAN/control
 	dpkg-deb --root-owner-group --build $(DEB_OUT_DIR)/root $(DEB_OUT_DIR)/bpftune_$(VERSION)-1_$(DEB_ARCH).deb
 
+# ---------------------------------------------------------------------------
+# OCI image and its tests (README "Running in a container and on Kubernetes";
+# deploy/kubernetes holds the DaemonSet).
+#
+#   make image       $(IMAGE_NAME):$(VERSION) (and :latest) in podman's root
+#                    storage, built offline from the staged build: a scratch
+#                    root file system with the daemon, the tuners and the
+#                    libraries ldd names for them (scripts/build-image.sh),
+#                    and its OCI archive $(IMAGE_DIR)/bpftune-$(VERSION).oci.tar
+#   make test-image  tests/tests/image.rs: the image under podman (runc) with
+#                    the minimal capabilities, tuning, -q from the host,
+#                    rollback on stop, each capability taken away, and the
+#                    Kubernetes manifests validated (kubernetes-validate from
+#                    PyPI). `make test` runs them too (under a minute), so
+#                    podman and runc are test packages.
+
+IMAGE_NAME ?= localhost/bpftune
+IMAGE_DIR ?= $(TARGET_DIR)/image
+IMAGE_PACKAGES := podman runc
+
+.PHONY: image image-deps test-image
+
+image-deps:
+	@./scripts/install-deps.sh $(IMAGE_PACKAGES)
+
+test-deps: image-deps
+
+image: image-deps stage
+	./scripts/build-image.sh --release-dir $(RELEASE_DIR) --stage-dir $(STAGE_DIR) --out $(IMAGE_DIR) \
+		--image $(IMAGE_NAME) --version $(VERSION)
+
+test-image: test-deps stage
+	$(CARGO) test --release -p bpftune-tests --test image -- --test-threads=1
+
 clean:
 	$(CARGO) clean
