@@ -17,6 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::hotplug::{self, Hotplug};
+use crate::identity::Identities;
 use crate::journal::Journal;
 use crate::logging;
 use crate::metrics::http::MetricsServer;
@@ -45,6 +46,8 @@ pub struct Services {
     pub textfile: Option<Textfile>,
     /// Event counters the metrics report.
     pub stats: LoopStats,
+    /// Which workload each namespace bpftune changed belongs to.
+    pub identities: Rc<RefCell<Identities>>,
 }
 
 /// How often, at most, the ring-buffer drop counter is read.
@@ -162,8 +165,14 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                     if let Some(m) = svc.metrics.as_mut() {
                         svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
                         let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-                        let ctx =
-                            ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
+                        let ids = svc.identities.try_borrow().ok();
+                        let ctx = ReplyCtx {
+                            set,
+                            journal: journal.as_deref(),
+                            recent: &svc.recent,
+                            stats: Some(&svc.stats),
+                            identities: ids.as_deref(),
+                        };
                         let render = |f| metrics::render(&metrics::snapshot::gather(&ctx), f);
                         m.handle(poll.registry(), token, &render);
                     }
@@ -172,8 +181,14 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                     if let Some(q) = svc.query.as_mut() {
                         svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
                         let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-                        let ctx =
-                            ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
+                        let ids = svc.identities.try_borrow().ok();
+                        let ctx = ReplyCtx {
+                            set,
+                            journal: journal.as_deref(),
+                            recent: &svc.recent,
+                            stats: Some(&svc.stats),
+                            identities: ids.as_deref(),
+                        };
                         q.handle(poll.registry(), token, &ctx);
                     }
                 }
@@ -211,6 +226,13 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
 pub fn write_textfile(set: &TunerSet, svc: &mut Services) {
     let Some(t) = svc.textfile.as_mut() else { return };
     let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-    let ctx = ReplyCtx { set, journal: journal.as_deref(), recent: &svc.recent, stats: Some(&svc.stats) };
+    let ids = svc.identities.try_borrow().ok();
+    let ctx = ReplyCtx {
+        set,
+        journal: journal.as_deref(),
+        recent: &svc.recent,
+        stats: Some(&svc.stats),
+        identities: ids.as_deref(),
+    };
     t.write_logged(&metrics::render(&metrics::snapshot::gather(&ctx), metrics::Format::Prometheus));
 }

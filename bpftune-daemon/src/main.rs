@@ -7,6 +7,7 @@ mod cgroup;
 mod cli;
 mod event_loop;
 mod hotplug;
+mod identity;
 mod journal;
 mod logging;
 mod metrics;
@@ -107,10 +108,26 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Before the first write into a namespace, say once which workload it
+/// belongs to (its cgroup, unit, pod, container), if a process is in it.
+fn note_identity(ids: &RefCell<identity::Identities>, w: &bpftune_core::host::PlannedWrite<'_>) {
+    let Some(handle) = w.netns.filter(|_| !w.global) else { return };
+    let Ok(mut ids) = ids.try_borrow_mut() else { return };
+    if let Some(id) = ids.learn(Path::new("/proc"), handle, std::time::Instant::now()) {
+        logging::notice(&format!("netns (cookie {}) is that of pid {}: {}", handle.cookie, id.pid, id.describe()));
+    }
+}
+
 /// Open the rollback journal, deal with what a previous run left (restore
-/// with `-R`, else report), and journal every change from now on. Runs
-/// before any tuner is loaded.
-fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<RefCell<journal::Journal>>> {
+/// with `-R`, else report), and journal every change from now on (and
+/// note each namespace's workload, journal or not). Runs before any tuner
+/// is loaded.
+fn setup_journal(
+    cli: &Cli,
+    global_cookie: u64,
+    host: &SharedHost,
+    ids: &Rc<RefCell<identity::Identities>>,
+) -> Option<Rc<RefCell<journal::Journal>>> {
     let mut j = match journal::Journal::open(Path::new(journal::JOURNAL_PATH), global_cookie) {
         Ok(j) => j,
         Err(e) => {
@@ -118,6 +135,8 @@ fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<
                 "cannot open rollback journal '{}': {e}; changes will not survive a crash",
                 journal::JOURNAL_PATH
             ));
+            let ids = ids.clone();
+            host.borrow_mut().set_write_hook(Box::new(move |w| note_identity(&ids, w)));
             return None;
         }
     };
@@ -133,7 +152,9 @@ fn setup_journal(cli: &Cli, global_cookie: u64, host: &SharedHost) -> Option<Rc<
         Err(_) => logging::err(&format!("rollback journal busy; original of '{}' not journaled", w.tunable)),
     }));
     let every = j.clone();
+    let ids = ids.clone();
     h.set_write_hook(Box::new(move |w| {
+        note_identity(&ids, w);
         if let Ok(mut j) = every.try_borrow_mut() {
             j.record_write(w);
         }
@@ -300,7 +321,8 @@ fn run(cli: &Cli) -> Result<u8> {
     if cli.advise {
         logging::notice("advise mode: decisions are logged as advice; no sysctl will be changed");
     }
-    let journal = setup_journal(cli, global_cookie, &host);
+    let identities = Rc::new(RefCell::new(identity::Identities::default()));
+    let journal = setup_journal(cli, global_cookie, &host, &identities);
 
     let fds = SharedFds { ringbuf_fd: ring.ringbuf_fd(), stats_map_fd: ring.stats_fd(), cgroup_fd: cgroup.raw_fd() };
     let mut set = tuners::TunerSet::new(host.clone(), fds, cli.allow.clone(), cli.rollback);
@@ -334,6 +356,7 @@ fn run(cli: &Cli) -> Result<u8> {
         metrics: metrics_server,
         textfile,
         stats: metrics::LoopStats::default(),
+        identities,
     };
     event_loop::run(&mut set, &ring, &sigfd, &mut services).context("ring_buffer__poll")?;
     drop(services.query.take());

@@ -473,7 +473,7 @@ mod tests {
         server.register(poll.registry()).expect("register");
         let set = tuner_set();
         let recent = crate::replies::Recent::default();
-        let ctx = ReplyCtx { set: &set, journal: None, recent: &recent, stats: None };
+        let ctx = ReplyCtx { set: &set, journal: None, recent: &recent, stats: None, identities: None };
 
         let _silent = std::os::unix::net::UnixStream::connect(dir.join(SOCKET_NAME)).expect("connect");
         let clients = vec![

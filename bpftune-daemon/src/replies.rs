@@ -80,6 +80,8 @@ pub struct ReplyCtx<'a> {
     pub recent: &'a Recent,
     /// The event loop's counters (events, drops), for `metrics`.
     pub stats: Option<&'a crate::metrics::LoopStats>,
+    /// Workloads of the namespaces bpftune changed.
+    pub identities: Option<&'a crate::identity::Identities>,
 }
 
 /// The verb a request selects: the first verb the request starts with (the

@@ -94,6 +94,8 @@ pub fn html(s: &Snapshot, recent: &[Decision], now: u64) -> String {
         ns = s.netns_known,
     );
 
+    let workload =
+        |netns: &str| s.netns_info.iter().find(|n| n.netns == netns).map(|n| n.identity.describe()).unwrap_or_default();
     out.push_str("<h2>Changes</h2>\n");
     if s.changed.is_empty() {
         out.push_str("<p id=\"no-changes\" class=\"muted\">bpftune has changed nothing yet.</p>\n");
@@ -102,11 +104,15 @@ pub fn html(s: &Snapshot, recent: &[Decision], now: u64) -> String {
             .changed
             .iter()
             .map(|c| {
-                let ns = if c.netns_path.is_empty() || c.netns == "global" {
+                let mut ns = if c.netns_path.is_empty() || c.netns == "global" {
                     escape(&c.netns)
                 } else {
                     format!("{} <span class=\"muted\">({})</span>", escape(&c.netns), escape(&c.netns_path))
                 };
+                let who = workload(&c.netns);
+                if !who.is_empty() {
+                    ns.push_str(&format!("<br><span class=\"workload\">{}</span>", escape(&who)));
+                }
                 vec![
                     td(&c.tuner),
                     format!("<td><code>{}</code></td>", escape(&c.tunable)),

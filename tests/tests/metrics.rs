@@ -470,3 +470,102 @@ fn report_renders_in_headless_chromium() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// A cgroup v2 directory made by a test (with its parents), its processes
+/// moved back to the root and the directories removed on drop.
+struct TestCgroup {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl TestCgroup {
+    /// `rel` under the cgroup v2 hierarchy (not the daemon's own mount).
+    fn new(rel: &str) -> Option<Self> {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 2 && f[2] == "cgroup2" && !f[1].contains("bpftune"))
+            .map(|f| PathBuf::from(f[1]))?;
+        let mut dirs = Vec::new();
+        let mut p = root.clone();
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            p = p.join(comp);
+            std::fs::create_dir(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+            dirs.push(p.clone());
+        }
+        Some(Self { root, dirs })
+    }
+
+    fn add(&self, pid: u32) {
+        let leaf = self.dirs.last().expect("leaf");
+        std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).expect("move process into cgroup");
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Some(leaf) = self.dirs.last() {
+            let procs = std::fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn changes_name_the_workload_of_their_namespace() {
+    let _l = test_lock();
+    let _g = SysctlGuard::global(FIN);
+    const UID: &str = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901";
+    let container = format!("{:016x}", std::process::id()).repeat(4);
+    let unit = format!("cri-containerd-{container}.scope");
+    let rel = format!(
+        "bpftune-test-{}.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/{unit}",
+        std::process::id(),
+        UID.replace('-', "_")
+    );
+    let Some(cgroup) = TestCgroup::new(&rel) else {
+        bpftune_tests::skip("changes_name_the_workload_of_their_namespace", "no cgroup v2 hierarchy mounted");
+        return;
+    };
+    let mut ns = Netns::new("mwl");
+    ns.set_sysctl(FIN, "30");
+    // A "container": a process in the namespace, in a Kubernetes-style
+    // cgroup (systemd driver, containerd).
+    let pid = ns.spawn(&["sleep", "120"]);
+    let ino = ns.inode();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == ino)),
+        "sleep did not enter the namespace"
+    );
+    cgroup.add(pid);
+    let plugins = PluginDir::with(&["test"]);
+    let daemon = Daemon::start_tuner(&plugins, &[], "test");
+    loopback_connections(Some(&ns), 2);
+    assert!(daemon.wait_for_log("in non-global ns", Duration::from_secs(10)), "{}", daemon.log());
+    let all = samples(&query("metrics"));
+    let (netns, _) = test_changes(&all);
+    // The log says once which workload the namespace is, at its first change.
+    let line = format!(
+        "netns (cookie {netns}) is that of pid {pid}: container {container}, pod {UID}, unit {unit}, cgroup /{rel}"
+    );
+    assert!(daemon.wait_for_log(&line, Duration::from_secs(5)), "{line}\n{}", daemon.log());
+    assert_eq!(daemon.count(&format!("netns (cookie {netns}) is that of")), 1, "{}", daemon.log());
+    // The metric, joinable on netns.
+    let info =
+        [("netns", netns.as_str()), ("container_id", container.as_str()), ("pod_uid", UID), ("unit", unit.as_str())];
+    assert_eq!(one(&all, "bpftune_netns_info", &info), 1.0, "{all:?}");
+    // The report shows it next to the change.
+    let html = query("report");
+    assert!(html.contains(&format!("container {container}, pod {UID}")), "{html}");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    drop(ns);
+    drop(cgroup);
+}

@@ -131,6 +131,23 @@ fn registry(s: &Snapshot) -> Registry {
         }
     }
 
+    let info = gauge_family(
+        &mut reg,
+        "netns_info",
+        "The workload a network namespace bpftune changed belongs to (always 1): the cgroup of a process in it and, where the path shows them, its systemd unit, Kubernetes pod UID and container id; join on netns",
+    );
+    for n in &s.netns_info {
+        let id = &n.identity;
+        let labels = vec![
+            ("netns", n.netns.clone()),
+            ("cgroup", id.cgroup.clone()),
+            ("unit", id.unit.clone()),
+            ("pod_uid", id.pod_uid.clone()),
+            ("container_id", id.container_id.clone()),
+        ];
+        info.get_or_create(&labels).set(1);
+    }
+
     let received = Counter::<u64>::default();
     reg.register(
         "events_received",
@@ -286,6 +303,15 @@ mod tests {
                 state: "off",
                 detail: "no bitmap".into(),
             }],
+            netns_info: vec![NetnsInfo {
+                netns: "4097".into(),
+                identity: crate::identity::Identity {
+                    cgroup: "/system.slice/docker-ab.scope".into(),
+                    unit: "docker-ab.scope".into(),
+                    container_id: "ab".into(),
+                    ..Default::default()
+                },
+            }],
             events: EventCounts { received: 10, malformed: 1, queue_full: 0, ringbuf_dropped: 2 },
             bpf_stats_enabled: Some(true),
             programs: vec![ProgStats {
@@ -340,6 +366,10 @@ mod tests {
         assert!(l.contains(&"bpftune_resident_memory_bytes 8388608"), "{text}");
         assert!(l.contains(&"bpftune_cpu_seconds_total 1.25"), "{text}");
         assert!(l.contains(&"bpftune_build_info{version=\"9.9.9\"} 1"), "{text}");
+        assert!(
+            l.contains(&"bpftune_netns_info{netns=\"4097\",cgroup=\"/system.slice/docker-ab.scope\",unit=\"docker-ab.scope\",pod_uid=\"\",container_id=\"ab\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

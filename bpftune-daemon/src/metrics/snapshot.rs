@@ -9,6 +9,7 @@ use bpftune_core::abi::FeatureState;
 use bpftune_core::registry::{RETIRED_NETNS_COOKIE, TunerState};
 
 use super::proc::{self, ProcessStats, ProgStats};
+use crate::identity::Identity;
 use crate::replies::ReplyCtx;
 
 /// The states `bpftune_tuner_state` has a series for.
@@ -71,6 +72,13 @@ pub struct FeatureStatus {
     pub detail: String,
 }
 
+/// The workload a namespace bpftune changed belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsInfo {
+    pub netns: String,
+    pub identity: Identity,
+}
+
 /// Ring-buffer events: received, and lost on either side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCounts {
@@ -91,6 +99,8 @@ pub struct Snapshot {
     pub changed: Vec<TunableChange>,
     pub tuners: Vec<TunerStatus>,
     pub features: Vec<FeatureStatus>,
+    /// By namespace cookie order.
+    pub netns_info: Vec<NetnsInfo>,
     pub events: EventCounts,
     /// Namespaces the daemon knows besides its own.
     pub netns_known: u64,
@@ -205,6 +215,15 @@ pub fn gather(ctx: &ReplyCtx<'_>) -> Snapshot {
                 }
             }
         }
+    }
+    if let Some(ids) = ctx.identities {
+        let global = ctx.set.host.borrow().netns.global_cookie();
+        let mut found: Vec<(&u64, &Identity)> = ids.iter().collect();
+        found.sort_unstable_by_key(|(c, _)| **c);
+        s.netns_info = found
+            .into_iter()
+            .map(|(c, id)| NetnsInfo { netns: netns_label(*c, global), identity: id.clone() })
+            .collect();
     }
     for (file, why) in &ctx.set.failures {
         let name = tuner_of_file(file);
