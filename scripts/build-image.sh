@@ -120,9 +120,15 @@ changes=(
     --change "LABEL org.opencontainers.image.source=$source_url"
     --change "LABEL org.opencontainers.image.documentation=$source_url#running-in-a-container-and-on-kubernetes"
 )
+# The image a rebuild replaces (removed below unless something still uses it).
+old_id=$(podman image inspect --format '{{.Id}}' "$image:$version" 2>/dev/null || true)
 podman import --quiet "${changes[@]}" \
     --message "bpftune $version ($revision)" "$tarball" "$image:$version" >/dev/null
 podman tag "$image:$version" "$image:latest"
+new_id=$(podman image inspect --format '{{.Id}}' "$image:$version")
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
+    podman rmi "$old_id" >/dev/null 2>&1 || true
+fi
 
 if [ $save = 1 ]; then
     archive=$out/bpftune-$version.oci.tar
