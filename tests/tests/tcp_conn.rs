@@ -15,8 +15,11 @@ use bpftune_tests::{
 
 const ALLOWED: &str = "net.ipv4.tcp_allowed_congestion_control";
 const DEFAULT_CC: &str = "net.ipv4.tcp_congestion_control";
+/// The scenario line, up to where the namespace is named: the namespace
+/// of the connections here, or (without netns cookies, global-only policy)
+/// the global one.
 const SCENARIO: &str = "Scenario 'specify TCP congestion control algorithm' occurred for tunable \
-                        'net.persock.tcp.congestion_control' in non-global ns.";
+                        'net.persock.tcp.congestion_control' in ";
 /// Transfers to the lossy destination before the check (the tuner needs
 /// one lossy connection to remember it; a few make the test robust).
 const WARMUP_CONNECTIONS: usize = 5;
@@ -114,7 +117,8 @@ fn warm_up_lossy_path(tx: &Netns, rx: &Netns, lossy: impl Into<IpAddr>, daemon: 
         daemon.log()
     );
     let log = daemon.log();
-    assert!(log.contains(SCENARIO), "{log}");
+    let ns = if bpftune_tests::netns_cookies() { "non-global ns." } else { "global ns." };
+    assert!(log.contains(&format!("{SCENARIO}{ns}")), "{log}");
     assert!(log.contains(&format!("for a connection to {lossy}, use bbr congestion control algorithm")), "{log}");
 }
 
