@@ -26,6 +26,8 @@
 #   KT_HOST_TEST_TIMEOUT  seconds per test binary on the host (default 900)
 #   KT_DAEMON_SECS     daemon run length (default 20)
 #   KT_MEMORY, KT_CPUS guest size (default 4G, 2)
+#   KT_OUT             results and the build snapshot (default target/kernels;
+#                      a root-owned path: the daemon refuses plugins under /tmp)
 #   KT_DOC             results file (default docs/kernels.md; "none": no doc)
 #   KERNEL_CACHE       download cache (default /var/cache/bpftune-kernels)
 #   KERNELS_REFRESH=1  look for newer kernel packages than the cached ones
@@ -103,6 +105,16 @@ for src in tests/tests/*.rs; do
     if [ -n "$bin" ]; then test_bin[$name]=$bin; else say "no test binary for $src (cargo test --workspace --release --no-run)"; fi
 done
 
+# The daemon refuses plugins below a group- or world-writable directory, so
+# the snapshot (and with it KT_OUT) must live in a root-owned tree: not /tmp.
+mkdir -p "$out"
+d=$(cd "$out" && pwd)
+while [ "$d" != / ]; do
+    if [ -n "$(find "$d" -maxdepth 0 -perm /022 ! -type l)" ]; then
+        say "$d is group- or world-writable: the daemon would refuse plugins below it; choose another KT_OUT"; exit 1
+    fi
+    d=$(dirname "$d")
+done
 snap=$out/build
 say "snapshot of the build in $snap"
 rm -rf "$snap"
@@ -141,6 +153,7 @@ for k in $KERNELS; do
         specs=$(test_specs)
         {
             echo "label=$k"; echo "release=$release"; echo "mode=host"; echo "start=$start"
+            echo "build=$(cat "$snap/commit.txt")"
             echo "tests=$specs"; echo "test_timeout=$host_timeout"; echo "skip=$skip_host"
         } > "$dir/meta"
         say "$k ($release): checks on the running kernel"
@@ -157,6 +170,7 @@ for k in $KERNELS; do
         budget=$(( 300 + daemon_secs + n * (vm_timeout + 40) ))
         {
             echo "label=$k"; echo "release=$release"; echo "mode=vm"; echo "start=$start"
+            echo "build=$(cat "$snap/commit.txt")"
             echo "tests=$specs"; echo "test_timeout=$vm_timeout"; echo "skip=$skip_vm"; echo "budget=$budget"
         } > "$dir/meta"
         say "$k ($release): booting with virtme-ng (TCG), at most ${budget}s"

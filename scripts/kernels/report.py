@@ -89,6 +89,8 @@ def parse_daemon(g, tuners):
             res[t] = ("loaded", [])
         elif errs or detail:
             res[t] = ("FAILED", [short(x, 400) for x in errs] + [short(x) for x in detail][:12])
+        elif segs and t not in segs:
+            res[t] = ("not in that run's build", [])
         else:
             res[t] = ("not loaded (no log line)", [])
     # What each tuner logged as off or degraded on this kernel.
@@ -133,18 +135,15 @@ def parse_test(g, name, skip_spec):
         if not p:
             continue
         where, line_no, rest = p.group(1), int(p.group(2)), p.group(3)
-        # The assertion's own source line says what was expected; the message
-        # is often the daemon's whole log, of which the last lines tell most.
-        src = read(os.path.join(TREE, where)).splitlines()
-        code = src[line_no - 1].strip() if 0 < line_no <= len(src) else ""
-        if code.startswith("assert") and not code.endswith(";") and line_no < len(src):
-            code += " " + src[line_no].strip()
+        # The message is often the daemon's whole log, of which the last
+        # lines tell most. (No source line: the tree may have moved on since
+        # the binary was built.)
         msg = [l for l in rest.splitlines() if l.strip() and not l.startswith("note: run with")]
         tail = [l for l in msg if l.startswith("bpftune:") and not l.startswith("bpftune: libbpf:")
                 and "event scenario" not in l][-2:]
         head = [l for l in msg[:3] if not l.startswith("bpftune:")][:1]
         text = " / ".join(head + (["daemon log ends: " + " / ".join(tail)] if tail else []))
-        panics[m.group(1)] = f"`{where}:{line_no}` `{short(code, 160)}`: {short(text, 300)}"
+        panics[m.group(1)] = f"`{where}:{line_no}`: {short(text, 300)}"
     n_skip = len({s[0] for s in skips}) + len(ignored) + len(harness_skips)
     counts = f"{len(passed)} passed"
     if failed:
@@ -265,10 +264,10 @@ def details(kernels):
         out.append(f"### {k['label']}: {m.get('release', '?')}\n")
         out.append(f"Run {k['date']}; `{k['uname']}`; "
                    f"{'virtme-ng guest (QEMU TCG, ' + m.get('budget', '?') + ' s budget)' if m.get('mode') == 'vm' else 'the running kernel, no VM'}; "
-                   f"logs in `target/kernels/{k['label']}/`.\n")
+                   f"build `{m.get('build', '?')}`; logs in `target/kernels/{k['label']}/`.\n")
         out.append("`bpftune -S`:\n")
         out.append("```\n" + (k["support"] or "(not run)") + "\n```\n")
-        failed = {t: v for t, v in k["tuners"].items() if v[0] != "loaded"}
+        failed = {t: v for t, v in k["tuners"].items() if v[0] not in ("loaded", "not in that run's build")}
         if failed:
             out.append("Tuners that did not load, with the daemon's and libbpf's error lines:\n")
             for t, (st, lines) in failed.items():
@@ -317,7 +316,8 @@ that reports `SKIP name: reason` (the kernel lacks a feature) counts as
 skipped. On the host the daemon run adds `-R` (roll back) and holds the
 integration tests' lock.
 
-Build under test: `{commit}`.
+Build under test (`git describe --dirty` of the tree when the run started;
+other columns may come from earlier runs, see each kernel's details): `{commit}`.
 """
 
 
@@ -337,6 +337,11 @@ def main():
         commit = read(os.path.join(a.out, "build", "commit.txt")).strip() or "?"
         dates = ", ".join(f"{k['label']} {k['date']}" for k in kernels)
         text = DOC_HEAD.format(commit=commit)
+        builds = {k["meta"].get("build", "?") for k in kernels}
+        if len(builds) > 1:
+            text += ("\n**The columns come from different builds** (" +
+                     ", ".join(f"{k['label']}: `{k['meta'].get('build', '?')}`" for k in kernels) +
+                     "); the tree changed between the runs. Run `make test-kernels` again for one build.\n")
         text += f"\nRuns: {dates}.\n\n## Results\n\n" + markdown(rows) + "\n\n## Details\n\n" + details(kernels)
         extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
         if os.path.exists(extra):
@@ -344,7 +349,8 @@ def main():
         with open(a.doc, "w") as f:
             f.write(text.rstrip() + "\n")
         print(f"written {a.doc}", file=sys.stderr)
-    ok = all(k["done"] and k["daemon"].startswith("ran") and all(v[0] == "loaded" for v in k["tuners"].values())
+    ok = all(k["done"] and k["daemon"].startswith("ran")
+             and all(v[0] in ("loaded", "not in that run's build") for v in k["tuners"].values())
              and all(r and not r["failed"] and "TIMEOUT" not in r["cell"] and "FAILED" not in r["cell"]
                      for r in k["tests"].values()) for k in kernels)
     return 0 if ok else 3
