@@ -4,8 +4,9 @@
 //! and, instead of --privileged, only the capabilities these tests show it
 //! needs. It reports full support, tunes the host's namespace and other
 //! namespaces (one pinned in /run/netns, one held only by a process of
-//! another user), answers `bpftune -q status` from the host through the
-//! shared run directory, and rolls every change back on `podman stop` (-R).
+//! another user, another container's, which the log names), answers
+//! `bpftune -q status` and /metrics on the host through the shared run
+//! directory, and rolls every change back on `podman stop` (-R).
 //! Each capability of the minimal set is taken away in turn to show what
 //! breaks. The Kubernetes manifests validate against the API schemas and
 //! carry the same mounts and probe.
@@ -306,40 +307,121 @@ impl UserNetns {
         self.child.id()
     }
 
-    fn nsenter(&self, as_nobody: bool) -> Command {
-        let mut c = Command::new("nsenter");
-        c.args(["--target", &self.pid().to_string(), "--net"]);
-        if as_nobody {
-            c.args(["--setuid", "65534", "--setgid", "65534"]);
-        }
-        c
-    }
-
     fn rmem(&self) -> String {
-        let out = self.nsenter(false).args(["sysctl", "-n", RMEM]).output().expect("nsenter sysctl");
-        String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+        netns_rmem(self.pid())
     }
 
     /// A loopback bulk transfer in the namespace, client and server both
-    /// running as nobody (iperf3, `secs` seconds).
+    /// running as nobody.
     fn transfer(&self, secs: u32) {
-        let port = (20000 + std::process::id() % 20000).to_string();
-        let mut server = self
-            .nsenter(true)
-            .args(["iperf3", "--server", "--one-off", "--bind", "127.0.0.1", "--port", &port])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 server");
-        std::thread::sleep(Duration::from_millis(300));
-        let out = self
-            .nsenter(true)
-            .args(["iperf3", "--client", "127.0.0.1", "--port", &port, "--time", &secs.to_string()])
-            .output()
-            .expect("iperf3 client");
-        let _ = server.kill();
-        let _ = server.wait();
-        assert!(out.status.success(), "iperf3 in the user's namespace: {}", text(&out));
+        netns_transfer(self.pid(), true, secs);
+    }
+}
+
+/// `nsenter` into the network namespace of `pid` (as nobody if asked).
+fn nsenter(pid: u32, as_nobody: bool) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args(["--target", &pid.to_string(), "--net"]);
+    if as_nobody {
+        c.args(["--setuid", "65534", "--setgid", "65534"]);
+    }
+    c
+}
+
+/// tcp_rmem in the network namespace of `pid`.
+fn netns_rmem(pid: u32) -> String {
+    let out = nsenter(pid, false).args(["sysctl", "-n", RMEM]).output().expect("nsenter sysctl");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A loopback bulk transfer (iperf3, `secs` seconds) in the network
+/// namespace of `pid`, client and server run as nobody if asked.
+fn netns_transfer(pid: u32, as_nobody: bool, secs: u32) {
+    let port = (20000 + std::process::id() % 20000).to_string();
+    let mut server = nsenter(pid, as_nobody)
+        .args(["iperf3", "--server", "--one-off", "--bind", "127.0.0.1", "--port", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = nsenter(pid, as_nobody)
+        .args(["iperf3", "--client", "127.0.0.1", "--port", &port, "--time", &secs.to_string()])
+        .output()
+        .expect("iperf3 client");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "iperf3 in the namespace of pid {pid}: {}", text(&out));
+}
+
+/// Another container on the host, with a network namespace of its own
+/// (`--network none`) and tcp_rmem set small in it, running `sleep` from a
+/// root file system of the host's `sleep` and the libraries it needs. The
+/// container and its root are removed on drop.
+struct Workload<'a> {
+    podman: &'a Podman,
+    name: String,
+    root: PathBuf,
+}
+
+impl<'a> Workload<'a> {
+    fn start(podman: &'a Podman) -> Self {
+        let name = format!("bpftune-test-{}-workload", std::process::id());
+        let root = Path::new(TEST_RUN_DIR).join(&name);
+        let w = Self { podman, name, root };
+        let _ = fs::remove_dir_all(&w.root);
+        let sleep = fs::canonicalize("/bin/sleep").expect("sleep");
+        let ldd = Command::new("ldd").arg(&sleep).output().expect("ldd");
+        let mut files = vec![sleep];
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let path = line.split("=>").last().unwrap_or(line).split_whitespace().next().unwrap_or("");
+            if path.starts_with('/') {
+                files.push(PathBuf::from(path));
+            }
+        }
+        for f in &files {
+            let dst = w.root.join(f.strip_prefix("/").expect("absolute"));
+            fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+            fs::copy(f, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+        }
+        let root = w.root.to_str().expect("utf8");
+        let _ = podman.run(&["rm", "--force", "--time", "0", &w.name]);
+        let bin = format!("/{}", files[0].strip_prefix("/").expect("absolute").display());
+        podman.ok(&[
+            "run",
+            "--runtime",
+            "runc",
+            "--detach",
+            "--name",
+            &w.name,
+            "--network",
+            "none",
+            "--rootfs",
+            root,
+            &bin,
+            "600",
+        ]);
+        let pid = w.pid();
+        let set =
+            nsenter(pid, false).args(["sysctl", "-qw", &format!("{RMEM}={SMALL_RMEM}")]).output().expect("sysctl");
+        assert!(set.status.success(), "{}", text(&set));
+        assert!(nsenter(pid, false).args(["ip", "link", "set", "lo", "up"]).status().is_ok_and(|s| s.success()));
+        w
+    }
+
+    fn pid(&self) -> u32 {
+        self.podman.ok(&["inspect", "--format", "{{.State.Pid}}", &self.name]).parse().expect("pid")
+    }
+
+    fn id(&self) -> String {
+        self.podman.ok(&["inspect", "--format", "{{.Id}}", &self.name])
+    }
+}
+
+impl Drop for Workload<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman.run(&["rm", "--force", "--time", "0", &self.name]);
+        let _ = fs::remove_dir_all(&self.root);
     }
 }
 
@@ -443,6 +525,7 @@ fn container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop() 
     let user = UserNetns::new();
     assert_eq!(user.rmem(), SMALL_RMEM);
     let image = Image::build(&podman);
+    let work = Workload::start(&podman);
     let metrics = has_metrics_listen();
     let mut args = vec!["-R"];
     if metrics {
@@ -470,7 +553,26 @@ fn container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop() 
     while Instant::now() < deadline && max_of(&user.rmem()) <= 131072 {
         user.transfer(4);
     }
+    // Another container's namespace: the change is logged with the cookie
+    // and, once, which container that namespace belongs to.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && max_of(&netns_rmem(work.pid())) <= 131072 {
+        netns_transfer(work.pid(), false, 4);
+    }
+    let work_now = netns_rmem(work.pid());
+    assert!(max_of(&work_now) > 131072, "other container's namespace {work_now}\n{}", ctr.logs());
     let log = ctr.logs();
+    let id = work.id();
+    let line = log
+        .lines()
+        .find(|l| l.contains(" is that of pid ") && l.contains(&format!("container {id}")))
+        .unwrap_or_else(|| panic!("no line names container {id}\n{log}"));
+    eprintln!("{line}");
+    let cookie = line.split("netns (cookie ").nth(1).and_then(|r| r.split(')').next()).expect("cookie");
+    assert!(
+        log.lines().any(|l| l.contains(&from) && l.ends_with(&format!("(netns cookie {cookie})"))),
+        "no change logged for netns cookie {cookie}\n{log}"
+    );
     let (host_now, rx_now, user_now) = (sysctl_read(None, RMEM), rx.sysctl(RMEM), user.rmem());
     eprintln!("tcp_rmem while running: host {host_now}, /run/netns namespace {rx_now}, user's namespace {user_now}");
     assert!(log.contains(&global) && max_of(&host_now) > 131072, "host {host_now}\n{log}");
@@ -494,6 +596,7 @@ fn container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop() 
     assert_eq!(sysctl_read(None, RMEM), SMALL_RMEM, "host not rolled back\n{log}");
     assert_eq!(rx.sysctl(RMEM), SMALL_RMEM, "/run/netns namespace not rolled back\n{log}");
     assert_eq!(user.rmem(), SMALL_RMEM, "user's namespace not rolled back\n{log}");
+    assert_eq!(netns_rmem(work.pid()), SMALL_RMEM, "other container's namespace not rolled back\n{log}");
     let after = Command::new(daemon_binary()).args(["-q", "status"]).output().expect("-q status");
     assert!(!after.status.success(), "a daemon still answers after podman stop");
 }
