@@ -5,7 +5,8 @@
 //! `-q report` HTML page rendered in headless Chromium. A real daemon with
 //! the test tuner (and the sysctl tuner) changes `tcp_fin_timeout` in a
 //! namespace of the test's own; the exposition text is checked by
-//! Python's `prometheus_client` parsers (OpenMetrics and 0.0.4).
+//! Python's `prometheus_client` parsers (OpenMetrics and 0.0.4) and by
+//! `promtool check metrics` (scripts/promtool.sh finds or unpacks it).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -112,6 +113,26 @@ fn python_parse(text: &str, format: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(' ').next().map(str::to_string)).collect()
 }
 
+/// `promtool check metrics` (Prometheus's own parser and linter, 0.0.4
+/// text) on `text`: it must pass without a remark.
+fn promtool_check(text: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/promtool.sh");
+    let out = Command::new(&script).output().expect("scripts/promtool.sh");
+    assert!(out.status.success(), "no promtool: {}", String::from_utf8_lossy(&out.stderr));
+    let tool = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut child = Command::new(&tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+}
+
 fn query(verb: &str) -> String {
     let out = Command::new(daemon_binary()).args(["-q", verb]).output().expect("bpftune -q");
     assert!(out.status.success(), "-q {verb}: {}", String::from_utf8_lossy(&out.stderr));
@@ -197,8 +218,10 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
     // BPF run statistics on for the test (restored after).
     let _stats = SysctlGuard::set("kernel.bpf_stats_enabled", "1");
     let plugins = PluginDir::with(&["sysctl", "test"]);
-    let ns = Netns::new("mtr");
+    let mut ns = Netns::new("mtr");
     ns.set_sysctl(FIN, "30");
+    // A process in it, so the namespace has a workload (bpftune_netns_info).
+    let pid = spawn_in(&mut ns);
     let scratch = Scratch::new("metrics-textfile");
     let textfile = scratch.0.join("bpftune.prom");
     let tf = textfile.to_str().expect("utf8");
@@ -237,6 +260,9 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
     assert_eq!(one(&all, "bpftune_tunable_original_value", &labels), 30.0, "{after}");
     assert_eq!(one(&all, "bpftune_tunable_value", &labels), now.trim().parse::<f64>().expect("int"), "{after}");
     assert!(one(&all, "bpftune_events_received_total", &[]) >= n1, "{after}");
+    let info = find(&all, "bpftune_netns_info", &[("netns", netns.as_str())]);
+    assert_eq!(info.len(), 1, "{after}");
+    assert!(daemon.log().contains(&format!("netns (cookie {netns}) is that of pid {pid}: ")), "{}", daemon.log());
     assert_eq!(one(&all, "bpftune_ringbuf_events_dropped_total", &[]), 0.0);
     // The test tuner's BPF program ran for the connections.
     let runs: f64 = find(&all, "bpftune_bpf_program_runs_total", &[]).iter().map(|s| s.value).sum();
@@ -254,6 +280,7 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
     assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");
     assert!(!plain.contains("# EOF"), "{plain}");
     python_parse(&plain, "prometheus");
+    promtool_check(&plain);
     let (head, _) = http(tcp(port), "GET / HTTP/1.1\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     // A client that sends nothing holds nobody up.
@@ -273,7 +300,7 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
 
     // The Grafana dashboard names only metrics the daemon exports.
     let exported: Vec<String> = samples(&body).into_iter().map(|s| s.name).collect();
-    check_dashboard(&exported, &om_names);
+    check_dashboard(&exported, &om_names, &body);
 
     // The textfile: Prometheus text, replaced whole (new inode each time,
     // never a partial file), and it follows the changes too.
@@ -290,6 +317,7 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
     assert!(seen_new_inode, "the textfile was not rewritten within 15 s");
     let text = std::fs::read_to_string(&textfile).expect("read textfile");
     python_parse(&text, "prometheus");
+    promtool_check(&text);
     assert!(text.contains("# TYPE bpftune_changes_total counter"), "{text}");
     assert!(test_changes(&samples(&text)).1 > n1, "{text}");
     let mode = std::fs::metadata(&textfile).expect("textfile").permissions().mode();
@@ -313,7 +341,7 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
 
 /// Every `bpftune_*` name in the dashboard's queries is exported (as a
 /// sample name, or a family name the OpenMetrics parser reported).
-fn check_dashboard(exported: &[String], families: &[String]) {
+fn check_dashboard(exported: &[String], families: &[String], exported_text: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/bpftune.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let v: serde_json::Value = serde_json::from_str(&text).expect("dashboard is valid JSON");
@@ -348,10 +376,11 @@ fn check_dashboard(exported: &[String], families: &[String]) {
     }
     assert!(!used.is_empty());
     for name in &used {
-        assert!(
-            exported.iter().any(|n| n == name) || families.iter().any(|n| n == name),
-            "dashboard uses {name}, which the daemon does not export"
-        );
+        // A family with no sample yet (bpftune_netns_info before any
+        // namespace with a process in it changed) still has its TYPE line.
+        let typed = families.iter().any(|n| n == name || format!("{n}_total") == *name)
+            || exported_text.contains(&format!("# TYPE {name} "));
+        assert!(exported.iter().any(|n| n == name) || typed, "dashboard uses {name}, which the daemon does not export");
     }
     for needed in [
         "bpftune_changes_total",
@@ -471,6 +500,18 @@ fn report_renders_in_headless_chromium() {
     assert!(status.success(), "{log}");
 }
 
+/// A `sleep` in `ns` (killed with it), once it is in there.
+fn spawn_in(ns: &mut Netns) -> u32 {
+    let pid = ns.spawn(&["sleep", "120"]);
+    let ino = ns.inode();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| m.ino() == ino)),
+        "sleep did not enter the namespace"
+    );
+    pid
+}
+
 /// A cgroup v2 directory made by a test (with its parents), its processes
 /// moved back to the root and the directories removed on drop.
 struct TestCgroup {
@@ -537,13 +578,7 @@ fn changes_name_the_workload_of_their_namespace() {
     ns.set_sysctl(FIN, "30");
     // A "container": a process in the namespace, in a Kubernetes-style
     // cgroup (systemd driver, containerd).
-    let pid = ns.spawn(&["sleep", "120"]);
-    let ino = ns.inode();
-    assert!(
-        wait_until(Duration::from_secs(5), || std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .is_ok_and(|m| m.ino() == ino)),
-        "sleep did not enter the namespace"
-    );
+    let pid = spawn_in(&mut ns);
     cgroup.add(pid);
     let plugins = PluginDir::with(&["test"]);
     let daemon = Daemon::start_tuner(&plugins, &[], "test");

@@ -120,6 +120,8 @@ struct Conn {
     /// The reply is out and our side shut: reading what the client still
     /// sends until it closes (or the deadline, or [`MAX_DRAIN`]).
     drained: Option<usize>,
+    /// Draining began with the socket registered WRITABLE: switch it.
+    draining_since_write: bool,
 }
 
 /// The listener and the connections in flight.
@@ -288,7 +290,10 @@ impl MetricsServer {
             Next::Close => self.close(registry, id),
             Next::Drain => {
                 if let Some(c) = self.conns.get_mut(&id) {
-                    let _ = registry.reregister(c.stream.source(), token, Interest::READABLE);
+                    if c.draining_since_write {
+                        c.draining_since_write = false;
+                        let _ = registry.reregister(c.stream.source(), token, Interest::READABLE);
+                    }
                 }
             }
             Next::Keep => {
@@ -344,6 +349,7 @@ impl MetricsServer {
                 written: 0,
                 deadline: Instant::now() + IDLE_TIMEOUT,
                 drained: None,
+                draining_since_write: false,
             };
             if registry.register(conn.stream.source(), Token(CONN_BASE + id), Interest::READABLE).is_ok() {
                 self.conns.insert(id, conn);
@@ -370,7 +376,9 @@ impl MetricsServer {
                             return Next::Close;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                    // Still READABLE only (a WRITABLE interest would fire
+                    // at once, again and again).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Drain,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return Next::Close,
                 }
@@ -432,6 +440,7 @@ impl MetricsServer {
             return Next::Close;
         }
         c.drained = Some(0);
+        c.draining_since_write = true;
         Next::Drain
     }
 }
@@ -549,6 +558,27 @@ mod tests {
             }
         }
         assert_eq!(server.conns.len(), 1, "only the silent client is left");
+        // A client that has its reply but keeps its side open costs no
+        // wake-ups while it lingers (no spinning on a writable socket).
+        let mut lingering = std::net::TcpStream::connect(addr).expect("connect");
+        lingering.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+        let mut wakeups = 0;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        lingering.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        for _ in 0..40 {
+            poll.poll(&mut events, Some(Duration::from_millis(25))).expect("poll");
+            for ev in events.iter() {
+                wakeups += 1;
+                server.handle(poll.registry(), ev.token(), &render);
+            }
+            if let Ok(n) = lingering.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert!(String::from_utf8_lossy(&got).ends_with("p 1\n"), "{}", String::from_utf8_lossy(&got));
+        assert!(wakeups <= 4, "{wakeups} wake-ups for one lingering client");
+        assert_eq!(server.conns.len(), 2, "the lingering client waits for its deadline");
         server.expire(poll.registry(), Instant::now() + IDLE_TIMEOUT);
         assert!(server.conns.is_empty());
         assert!(!MetricsServer::owns(Token(crate::query::CONN_BASE)));
