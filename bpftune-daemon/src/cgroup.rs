@@ -124,6 +124,8 @@ impl Drop for Cgroup {
         if !self.mounted {
             return;
         }
+        // The daemon dropped its capabilities after start-up.
+        let _caps = bpftune_core::privilege::Raised::raise(&[caps::Capability::CAP_SYS_ADMIN]);
         if let Ok(target) = CString::new(self.path.as_os_str().as_encoded_bytes()) {
             // SAFETY: valid NUL-terminated path; lazy unmount of our mount.
             if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } < 0 {

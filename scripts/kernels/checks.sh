@@ -75,7 +75,7 @@ echo "checks_start=$(now) uptime=$(cut -d' ' -f1 /proc/uptime)" > "$out/times"
 
 # (a) bpftune -S
 t0=$(now)
-timeout 300 "$bin" -S > "$out/support.txt" 2>&1
+timeout 300 "$bin" -S --system-libdir "$plugins" -l "$plugins" > "$out/support.txt" 2>&1
 echo $? > "$out/support.rc"
 echo $(( $(now) - t0 )) > "$out/support.secs"
 
