@@ -65,7 +65,9 @@ run: deps stage
 test: test-deps stage
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	@rm -f $(RELEASE_DIR)/test-skips.log
 	$(CARGO) test --workspace --release -- --test-threads=1
+	@./scripts/report-skips.sh $(RELEASE_DIR)/test-skips.log
 
 # Debian's 5.10, 6.1 and 6.12 kernels booted in QEMU with virtme-ng (no KVM
 # needed), and the running kernel: bpftune -S, a 20 s run with every tuner

@@ -60,6 +60,10 @@ fn after_start_only_the_runtime_capabilities_remain_and_none_is_effective() {
     assert_eq!(cap_mask(pid, "CapEff:"), 0, "{}", daemon.log());
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
+    // Teardown still had what it needed: the private cgroup2 mount is gone.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.lines().any(|l| l.contains("/bpftune/cgroupv2 ")), "cgroup2 mount left behind\n{log}");
+    assert!(!log.contains("could not unmount"), "{log}");
 }
 
 /// Under a bounding set that is already the runtime set (the systemd unit's
