@@ -219,6 +219,9 @@ mod tests {
         assert!(ids.learn(Path::new("/proc"), &handle, now).is_some());
         assert!(ids.iter().any(|(c, _)| *c == 7));
         assert!(ids.learn(Path::new("/proc"), &handle, now).is_none(), "learned once");
+        let me = std::process::id();
+        let by_pid = NetnsHandle { cookie: 9, inum: ino, path: format!("/proc/{me}/ns/net").into() };
+        assert_eq!(pid_in_netns(Path::new("/proc"), &by_pid), Some(me), "the pid the path names");
         let gone = NetnsHandle { cookie: 8, inum: 1, path: "/proc/999999999/ns/net".into() };
         assert!(ids.learn(Path::new("/proc"), &gone, now).is_none());
         assert!(!ids.iter().any(|(c, _)| *c == 8));
