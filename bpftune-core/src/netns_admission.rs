@@ -65,7 +65,10 @@ impl NetnsAdmission {
     /// [`UnknownNetns::Skip`]) or disabled. A non-global namespace is
     /// reported to the daemon ([`Host::netns_seen`]) the first time.
     pub fn admit(&mut self, host: &Host, event: &Event) -> Option<u64> {
-        self.admit_with(event.netns_cookie(), event.netns_inum(), |cookie, inum| host.netns_seen(cookie, inum))
+        // Without netns cookies (before 5.14) policy is global-only: every
+        // event counts as the daemon's namespace, whatever BPF could read.
+        let cookie = if host.netns_cookie_supported() { event.netns_cookie() } else { self.global_cookie };
+        self.admit_with(cookie, event.netns_inum(), |cookie, inum| host.netns_seen(cookie, inum))
     }
 
     /// [`Self::admit`] with the report to the daemon as a closure.

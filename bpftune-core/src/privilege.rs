@@ -29,6 +29,10 @@ pub const RUNTIME: &[Capability] = &[
     Capability::CAP_SYS_PTRACE,
 ];
 
+/// What a bpf(2) call on an existing map or program needs on kernels before
+/// 6.5 where unprivileged BPF is disabled (every command is checked there).
+pub const BPF_SYSCALL: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_SYS_ADMIN];
+
 /// What entering another network namespace needs.
 pub const NETNS_ENTRY: &[Capability] = &[Capability::CAP_SYS_ADMIN, Capability::CAP_SYS_PTRACE];
 

@@ -101,6 +101,9 @@ impl SharedRing {
     /// Events BPF programs could not post because the ring buffer was full.
     pub fn ringbuf_drops(&self) -> u64 {
         let key = STAT_RINGBUF_DROPS.to_ne_bytes();
+        // Before 6.5 every bpf(2) command, map lookups included, needs
+        // CAP_BPF or CAP_SYS_ADMIN while unprivileged BPF is disabled.
+        let _caps = crate::privilege::Raised::raise(crate::privilege::BPF_SYSCALL);
         match self.stats.lookup(&key, MapFlags::ANY) {
             Ok(Some(v)) if v.len() == 8 => {
                 let mut b = [0u8; 8];

@@ -148,7 +148,8 @@ pub fn probe(cgroup: Option<BorrowedFd<'_>>) -> ProbeReport {
         iter_tcp: try_prog("probe_iter_tcp", cgroup),
         fentry: try_prog("probe_fentry", cgroup),
         btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
-        netns_cookie: crate::netns::current_netns_cookie().is_ok(),
+        netns_cookie: !crate::kernel::pretend_missing("SO_NETNS_COOKIE")
+            && crate::netns::current_netns_cookie().is_ok(),
         extras: probe_extras(),
     }
 }

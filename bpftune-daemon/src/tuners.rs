@@ -409,6 +409,9 @@ impl TunerSet {
 
     /// Summary lines of one tuner: its own summarize, else the generic one.
     pub fn summary_lines(&self, idx: usize) -> Vec<String> {
+        // A tuner's summary may read its BPF maps (bpf(2) needs CAP_BPF
+        // before 6.5).
+        let _caps = Raised::runtime();
         let tuner = &self.tuners[idx];
         if let Some(handle) = tuner.instance {
             if let Ok(lines) = rresult((tuner.plugin.module.summarize())(handle)) {

@@ -75,6 +75,12 @@ fn the_drop_works_under_the_units_bounding_set() {
     let dir = plugins.path.to_str().expect("utf8").to_string();
     let log_path = plugins.path.join("setpriv.log");
     let log = std::fs::File::create(&log_path).expect("log");
+    // As the unit's LimitMEMLOCK=infinity: without CAP_SYS_RESOURCE the
+    // daemon cannot raise it, and kernels before 5.11 charge BPF to it.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid struct; inherited by the child only
+    // as the unit's limit would be.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
     let mut child = std::process::Command::new("setpriv")
         .args(["--bounding-set", "-all,+bpf,+perfmon,+net_admin,+sys_admin,+sys_ptrace", "--"])
         .arg(bpftune_tests::daemon_binary())
