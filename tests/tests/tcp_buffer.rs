@@ -462,6 +462,9 @@ const DISABLE_COOKIES: &str = "Scenario 'disable syncookies as they are ineffect
 
 #[test]
 fn syn_flood_under_tcp_memory_pressure_enables_syncookies() {
+    if !bpftune_tests::per_netns_policy_or_skip("syn_flood_under_tcp_memory_pressure_enables_syncookies") {
+        return;
+    }
     let _l = test_lock();
     // Near exhaustion the tuner sets the low-memory toggles: restored here.
     let _g1 = SysctlGuard::global("net.ipv4.tcp_no_metrics_save");
@@ -598,6 +601,9 @@ fn invalid_syncookie_acks(tx: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16, n
 
 #[test]
 fn syncookies_that_never_validate_are_disabled() {
+    if !bpftune_tests::per_netns_policy_or_skip("syncookies_that_never_validate_are_disabled") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("sdtx");
     let rx = Netns::new("sdrx");
