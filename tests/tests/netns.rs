@@ -248,14 +248,14 @@ fn a_namespace_that_lived_under_a_second_is_logged_as_created() {
     let add = std::process::Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add");
     let del = std::process::Command::new("ip").args(["netns", "del", &name]).status().expect("ip netns del");
     assert!(add.success() && del.success());
-    assert!(
-        daemon.wait_for_log(
-            "a netns was made in /run/netns and removed before it could be looked at",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        daemon.log()
-    );
+    // Usually gone before the next scan (logged without a cookie); on a slow
+    // machine a scan may fall between the two commands and resolve it:
+    // either way it is logged as created exactly once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while daemon.count(created) == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(daemon.count(created), before + 1, "{}", daemon.log());
 
     // A namespace that stays: created once, however it is first seen.
