@@ -20,7 +20,7 @@
 # Environment:
 #   KERNELS            kernels to run (default "5.10 6.1 6.12 host")
 #   KT_TESTS           test binaries to run (default "all"; "none")
-#   KT_TESTS_EXCLUDE   left out of "all" (default "packaging service")
+#   KT_TESTS_EXCLUDE   left out of "all" (default "packaging service image metrics")
 #   KT_SKIP_VM, KT_SKIP_HOST  single tests left out, "binary:test_name ..."
 #   KT_TEST_TIMEOUT    seconds per test binary in a VM (default 900)
 #   KT_HOST_TEST_TIMEOUT  seconds per test binary on the host (default 900)
@@ -50,7 +50,7 @@ host_timeout=${KT_HOST_TEST_TIMEOUT:-900}
 # (`make install` into / and the init script: the host's business, covered
 # by `make test`). Timings under TCG are in docs/kernels.md.
 tests=${KT_TESTS:-all}
-tests_exclude=${KT_TESTS_EXCLUDE:-packaging service}
+tests_exclude=${KT_TESTS_EXCLUDE:-packaging service image metrics}
 # Single tests left out, binary:name (libtest --skip), with the reason in
 # scripts/kernels/report.py: the out-of-tree sample build runs cargo, which
 # needs a writable tree and takes many minutes under TCG.
