@@ -164,32 +164,18 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                 token if MetricsServer::owns(token) => {
                     if let Some(m) = svc.metrics.as_mut() {
                         svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
-                        let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-                        let ids = svc.identities.try_borrow().ok();
-                        let ctx = ReplyCtx {
-                            set,
-                            journal: journal.as_deref(),
-                            recent: &svc.recent,
-                            stats: Some(&svc.stats),
-                            identities: ids.as_deref(),
-                        };
-                        let render = |f| metrics::render(&metrics::snapshot::gather(&ctx), f);
-                        m.handle(poll.registry(), token, &render);
+                        with_reply_ctx(set, &svc.journal, &svc.recent, &svc.stats, &svc.identities, |ctx| {
+                            let render = |f| metrics::render(&metrics::snapshot::gather(ctx), f);
+                            m.handle(poll.registry(), token, &render);
+                        });
                     }
                 }
                 token if QueryServer::owns(token) => {
                     if let Some(q) = svc.query.as_mut() {
                         svc.stats.ringbuf_drops.set(ring.ringbuf_drops());
-                        let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-                        let ids = svc.identities.try_borrow().ok();
-                        let ctx = ReplyCtx {
-                            set,
-                            journal: journal.as_deref(),
-                            recent: &svc.recent,
-                            stats: Some(&svc.stats),
-                            identities: ids.as_deref(),
-                        };
-                        q.handle(poll.registry(), token, &ctx);
+                        with_reply_ctx(set, &svc.journal, &svc.recent, &svc.stats, &svc.identities, |ctx| {
+                            q.handle(poll.registry(), token, ctx);
+                        });
                     }
                 }
                 SIGNAL => {
@@ -225,14 +211,25 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
 /// Write the metrics textfile now (also called once more at exit).
 pub fn write_textfile(set: &TunerSet, svc: &mut Services) {
     let Some(t) = svc.textfile.as_mut() else { return };
-    let journal = svc.journal.as_ref().and_then(|j| j.try_borrow().ok());
-    let ids = svc.identities.try_borrow().ok();
-    let ctx = ReplyCtx {
-        set,
-        journal: journal.as_deref(),
-        recent: &svc.recent,
-        stats: Some(&svc.stats),
-        identities: ids.as_deref(),
-    };
-    t.write_logged(&metrics::render(&metrics::snapshot::gather(&ctx), metrics::Format::Prometheus));
+    with_reply_ctx(set, &svc.journal, &svc.recent, &svc.stats, &svc.identities, |ctx| {
+        t.write_logged(&metrics::render(&metrics::snapshot::gather(ctx), metrics::Format::Prometheus));
+    });
+}
+
+/// Run `f` with what queries, scrapes and the textfile read: the tuners,
+/// the journal and the namespaces' identities (each skipped if busy), the
+/// recent decisions and the loop's counters. Takes the fields, not the
+/// whole [`Services`], so the caller can hold its server mutably.
+fn with_reply_ctx<R>(
+    set: &TunerSet,
+    journal: &Option<Rc<RefCell<Journal>>>,
+    recent: &Recent,
+    stats: &LoopStats,
+    identities: &RefCell<Identities>,
+    f: impl FnOnce(&ReplyCtx<'_>) -> R,
+) -> R {
+    let journal = journal.as_ref().and_then(|j| j.try_borrow().ok());
+    let ids = identities.try_borrow().ok();
+    let ctx = ReplyCtx { set, journal: journal.as_deref(), recent, stats: Some(stats), identities: ids.as_deref() };
+    f(&ctx)
 }
