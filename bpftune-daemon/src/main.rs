@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod cli;
+mod conn;
 mod event_loop;
 mod hotplug;
 mod identity;

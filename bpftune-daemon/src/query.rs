@@ -15,9 +15,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::conn::{Flush, Stream, write_out};
 use crate::logging;
 use crate::replies::{self, ReplyCtx};
 
@@ -38,32 +39,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const UNIX_TOKEN: Token = Token(10);
 pub const TCP_TOKEN: Token = Token(11);
 pub const CONN_BASE: usize = 1 << 20;
-
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl Stream {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Unix(s) => s,
-            Stream::Tcp(s) => s,
-        }
-    }
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.read(buf),
-            Stream::Tcp(s) => s.read(buf),
-        }
-    }
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Unix(s) => s.write(buf),
-            Stream::Tcp(s) => s.write(buf),
-        }
-    }
-}
 
 struct Conn {
     stream: Stream,
@@ -277,17 +252,10 @@ impl QueryServer {
             }
         }
         let Some(reply) = c.reply.as_ref() else { return Next::Keep };
-        while c.written < reply.len() {
-            match c.stream.write(&reply[c.written..]) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
-                    c.written += n;
-                    c.deadline = Instant::now() + IDLE_TIMEOUT;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Next::Close,
-            }
+        match write_out(&mut c.stream, reply, &mut c.written, &mut c.deadline, IDLE_TIMEOUT) {
+            Flush::Done => {}
+            Flush::WouldBlock => return Next::Keep,
+            Flush::Failed => return Next::Close,
         }
         Next::Close
     }

@@ -10,16 +10,17 @@
 //! otherwise (`--metrics-allow-remote`).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 
 use super::Format;
+use crate::conn::{Flush, Stream, write_out};
 use crate::logging;
 
 /// Longest request head (request line and headers) accepted.
@@ -77,38 +78,6 @@ pub fn parse_listen(s: &str, allow_remote: bool) -> Result<ListenAddr, String> {
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
-        }
-    }
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-    fn shutdown_write(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
-        }
-    }
 }
 
 struct Conn {
@@ -422,17 +391,10 @@ impl MetricsServer {
             }
         }
         let Some(reply) = c.reply.as_ref() else { return Next::Keep };
-        while c.written < reply.len() {
-            match c.stream.write(&reply[c.written..]) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
-                    c.written += n;
-                    c.deadline = Instant::now() + IDLE_TIMEOUT;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Next::Close,
-            }
+        match write_out(&mut c.stream, reply, &mut c.written, &mut c.deadline, IDLE_TIMEOUT) {
+            Flush::Done => {}
+            Flush::WouldBlock => return Next::Keep,
+            Flush::Failed => return Next::Close,
         }
         // Our side is done; closing now with unread input would reset the
         // connection and could cost the client its reply.
@@ -455,6 +417,8 @@ impl Drop for MetricsServer {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
     use mio::{Events, Poll};
 
