@@ -751,3 +751,15 @@ pub fn per_netns_policy_or_skip(test: &str) -> bool {
     }
     ok
 }
+
+/// `bpftune -S` with the tuners in `plugins` (and extra environment):
+/// (exit code, what it printed on stderr).
+pub fn support_report(plugins: &PluginDir, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = plugins.path.to_str().expect("utf8 path");
+    let out = Command::new(daemon_binary())
+        .args(["-S", "--system-libdir", dir, "-l", dir])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run bpftune -S");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -12,11 +12,10 @@
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{Daemon, Netns, PluginDir, Veth, daemon_binary, skip, sysctl_read, test_lock};
+use bpftune_tests::{Daemon, Netns, PluginDir, Veth, netns_cookies, skip, support_report, sysctl_read, test_lock};
 
 const MAX_SIZE: &str = "net.ipv6.route.max_size";
 const GC_THRESH: &str = "net.ipv6.route.gc_thresh";
@@ -159,14 +158,8 @@ fn int(text: &str) -> i64 {
 /// `bpftune -S` with only the route_table tuner; its line.
 fn support_line(env: &[(&str, &str)]) -> String {
     let plugins = PluginDir::with(&["route_table"]);
-    let dir = plugins.path.to_str().expect("utf8");
-    let out = Command::new(daemon_binary())
-        .args(["-S", "--system-libdir", dir, "-l", dir])
-        .envs(env.iter().copied())
-        .output()
-        .expect("run bpftune -S");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = support_report(&plugins, env);
+    assert_eq!(code, 0, "{err}");
     err.lines().find(|l| l.starts_with("bpftune: route_table: ")).unwrap_or_else(|| panic!("no line\n{err}")).into()
 }
 
@@ -179,18 +172,6 @@ fn tuner_says_limits() -> bool {
         assert_eq!(line, "bpftune: route_table: works fully");
         true
     }
-}
-
-/// Whether this kernel has netns cookies (SO_NETNS_COOKIE, 5.14): without
-/// them the daemon acts in its own namespace only.
-fn netns_cookies() -> bool {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt into a u64 of the size given.
-    let rc =
-        unsafe { libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, 71, (&mut cookie as *mut u64).cast(), &mut len) };
-    rc == 0
 }
 
 /// The daemon with the sysctl and route_table tuners: in the global

@@ -5,9 +5,8 @@
 //! BPFTUNE_PRETEND_MISSING, so it runs on any kernel).
 
 use std::path::Path;
-use std::process::Command;
 
-use bpftune_tests::{PluginDir, daemon_binary, sysctl_exists, test_lock};
+use bpftune_tests::{PluginDir, support_report, sysctl_exists, test_lock};
 
 /// Every tuner crate under tuners/.
 fn all_tuners() -> Vec<String> {
@@ -16,17 +15,6 @@ fn all_tuners() -> Vec<String> {
         std::fs::read_dir(&dir).expect("tuners dir").filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
     names.sort();
     names
-}
-
-/// `bpftune -S` with `plugins`; (exit code, stderr).
-fn support(plugins: &PluginDir, env: &[(&str, &str)]) -> (i32, String) {
-    let dir = plugins.path.to_str().expect("utf8");
-    let out = Command::new(daemon_binary())
-        .args(["-S", "--system-libdir", dir, "-l", dir])
-        .envs(env.iter().copied())
-        .output()
-        .expect("run bpftune -S");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -41,7 +29,7 @@ fn every_tuner_is_reported_and_the_level_agrees() {
     let tuners = all_tuners();
     let names: Vec<&str> = tuners.iter().map(String::as_str).collect();
     let plugins = PluginDir::with(&names);
-    let (code, err) = support(&plugins, &[]);
+    let (code, err) = support_report(&plugins, &[]);
     assert_eq!(code, 0, "{err}");
     for t in &tuners {
         assert!(err.lines().any(|l| l.starts_with(&format!("bpftune: {t}: "))), "no line for {t}\n{err}");
@@ -68,7 +56,7 @@ fn missing_helpers_are_named_and_lower_the_level() {
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "tcp_conn", "net_buffer"]);
     let missing = "bpf_get_current_pid_tgid,bpf_get_current_task_btf,bpf_get_netns_cookie,SKB_DROP_REASON_CPU_BACKLOG";
-    let (code, err) = support(&plugins, &[("BPFTUNE_PRETEND_MISSING", missing)]);
+    let (code, err) = support_report(&plugins, &[("BPFTUNE_PRETEND_MISSING", missing)]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("bpftune: bpftune works in legacy mode"), "{err}");
     for want in [
