@@ -763,3 +763,11 @@ pub fn support_report(plugins: &PluginDir, env: &[(&str, &str)]) -> (i32, String
         .expect("run bpftune -S");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The running kernel's (major, minor), from `kernel.osrelease`; (0, 0) if
+/// it cannot be read.
+pub fn kernel_version() -> (u32, u32) {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}

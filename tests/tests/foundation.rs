@@ -26,9 +26,7 @@ fn support_probe_reports_full_support() {
     // No tuners here (support.rs tests the report with tuners): the hooks
     // and helpers alone decide the level. Kernels before 6.12 may lack a
     // helper (legacy mode) or netns cookies (5.14); ours have everything.
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
-    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12) {
+    if bpftune_tests::kernel_version() >= (6, 12) {
         assert!(err.contains("bpftune: bpftune works fully"), "{err}");
         assert!(err.contains("bpftune: bpftune supports per-netns policy (via netns cookie)"), "{err}");
     } else {

@@ -104,13 +104,6 @@ fn kernel_has_backlog_drop_reason() -> bool {
         .is_ok_and(|btf| btf.windows(27).any(|w| w == b"SKB_DROP_REASON_CPU_BACKLOG"))
 }
 
-/// The running kernel's (major, minor).
-fn kernel_version() -> (u32, u32) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
 fn backlog_drops(env: &[(&str, &str)]) {
     let _l = test_lock();
     let _g = guard_all();
@@ -238,7 +231,7 @@ fn high_order_alloc_is_reenabled_on_this_kernel() {
     let (_p, daemon) = start_daemon();
 
     let want = "To maximize performance, set net.core.high_order_alloc_disable=0 on more recent kernel since it is not needed as contention in high-order allocs is not present";
-    if kernel_version() < (5, 14) {
+    if bpftune_tests::kernel_version() < (5, 14) {
         // Before 5.14 disabling them still reduced contention: left alone.
         std::thread::sleep(Duration::from_secs(3));
         assert!(!daemon.log().contains(want), "{}", daemon.log());

@@ -17,12 +17,6 @@ fn all_tuners() -> Vec<String> {
     names
 }
 
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
-    (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (major, minor)
-}
-
 #[test]
 fn every_tuner_is_reported_and_the_level_agrees() {
     let _l = test_lock();
@@ -43,7 +37,7 @@ fn every_tuner_is_reported_and_the_level_agrees() {
     }
     // The machines this project is developed and tested on (6.12 and
     // later) have every helper and hook the tuners use.
-    if kernel_at_least(6, 12) {
+    if bpftune_tests::kernel_version() >= (6, 12) {
         assert!(!partial, "{err}");
     }
     let flow_off = "bpftune: net_buffer: flow_limit_cpu_bitmap off: not in this kernel (CONFIG_NET_FLOW_LIMIT); \
