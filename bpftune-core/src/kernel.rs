@@ -97,6 +97,10 @@ mod tests {
         assert_eq!(parse_release("6.18.44-fc-v1272"), Some((6, 18, 44)));
         assert_eq!(parse_release("6.12"), Some((6, 12, 0)));
         assert_eq!(parse_release("junk"), None);
+        // Distribution and release-candidate suffixes.
+        assert_eq!(parse_release("5.14.0-284.el9.x86_64\n"), Some((5, 14, 0)));
+        assert_eq!(parse_release("5.4"), Some((5, 4, 0)));
+        assert_eq!(parse_release("6.1-rc1"), Some((6, 1, 0)));
     }
 
     #[test]

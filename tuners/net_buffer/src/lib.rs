@@ -297,14 +297,10 @@ impl NetBufferTuner {
     fn first_tick(&mut self) {
         let t = Tunable::HighOrderAllocDisable;
         let Some(disabled) = self.read1(t) else { return };
-        let release = match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
-            Ok(r) => r,
-            Err(e) => {
-                self.host.debug_log(&format!("net_buffer: kernel release: {e}"));
-                return;
-            }
+        let Some(version) = kernel::release() else {
+            self.host.debug_log("net_buffer: kernel release: cannot read kernel.osrelease");
+            return;
         };
-        let Some(version) = policy::parse_kernel_release(&release) else { return };
         if policy::should_enable_high_order(disabled, version, tables::HIGH_ORDER_ALLOC_MIN_KERNEL) {
             self.write(t, Scenario::HighOrderAllocEnable, &[0], None, tables::REASON_HIGH_ORDER);
         }
