@@ -733,13 +733,19 @@ impl Daemon {
 /// Linux 5.14): without them bpftune's policy is global-only, and a test of
 /// per-namespace behaviour cannot run.
 pub fn netns_cookies() -> bool {
-    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0") else { return false };
+    current_netns_cookie().is_ok()
+}
+
+/// The cookie of the network namespace the calling thread is in
+/// (`SO_NETNS_COOKIE` on a fresh socket).
+pub fn current_netns_cookie() -> io::Result<u64> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: getsockopt into a u64 of the size given, on a socket we own.
     let rc =
         unsafe { libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, 71, (&mut cookie as *mut u64).cast(), &mut len) };
-    rc == 0
+    if rc == 0 { Ok(cookie) } else { Err(io::Error::last_os_error()) }
 }
 
 /// For a test of per-namespace behaviour: true if the kernel can do it;

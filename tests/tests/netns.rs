@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use bpftune_tests::{Daemon, Netns, PluginDir, fd_count, loopback_connections, rss_kib, sysctl_read, test_lock};
@@ -17,14 +16,7 @@ const TUNERS: &[&str] = &["sysctl", "test", "netns"];
 
 /// Cookie of the namespace the calling thread is in.
 fn current_cookie() -> u64 {
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: getsockopt into a u64 of the size given.
-    let rc =
-        unsafe { libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, 71, (&mut cookie as *mut u64).cast(), &mut len) };
-    assert_eq!(rc, 0, "SO_NETNS_COOKIE");
-    cookie
+    bpftune_tests::current_netns_cookie().expect("SO_NETNS_COOKIE")
 }
 
 fn cookie_of(ns: &Netns) -> u64 {
