@@ -106,9 +106,10 @@ endif
 WITH_SYSV ?= $(if $(filter 1,$(WITH_OPENRC)),0,1)
 # The daemon binary to install (make deb installs one built with libdir=lib).
 DAEMON_BIN ?= $(RELEASE_DIR)/bpftune
-# Plugin SDK for out-of-tree tuners: the bpftune-core and bpf-common crates.
+# Plugin SDK for out-of-tree tuners: the interface (bpftune-abi), the SDK
+# (bpftune-sdk) and the BPF build helper (bpf-common); never the daemon.
 SDK_DIR := $(datadir)/bpftune/sdk
-SDK_CRATES := bpftune-core bpf-common
+SDK_CRATES := bpftune-abi bpftune-sdk bpf-common
 
 RST2MAN ?= rst2man
 RST2MAN_FLAGS ?= --halt=warning
@@ -183,7 +184,7 @@ endif
 
 # The SDK is a small cargo workspace of its own (the crates inherit version,
 # edition and dependencies from it); an out-of-tree tuner depends on
-# $(SDK_DIR)/bpftune-core and, in build-dependencies, $(SDK_DIR)/bpf-common.
+# $(SDK_DIR)/bpftune-sdk and, in build-dependencies, $(SDK_DIR)/bpf-common.
 install-devel:
 	@rm -rf $(GEN_DIR)/sdk && install -d -m 0755 $(GEN_DIR)/sdk
 	tar -cf - --exclude=target $(SDK_CRATES) | tar -xf - -C $(GEN_DIR)/sdk

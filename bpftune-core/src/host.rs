@@ -18,7 +18,7 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::abi::{
-    AdminWrite, FeatureState, HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange,
+    AdminWrite, CallError, FeatureState, HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange,
     NetnsChangeKind, NetnsScan, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
 };
 use crate::advice::{Advice, AdviceLog};
@@ -75,22 +75,7 @@ pub struct HostConfig {
     pub netns_cookie_supported: bool,
 }
 
-/// `Scenario '<name>' occurred for tunable '<tunable>' in [non-]global ns. <description>`
-pub fn scenario_line(scenario: &str, tunable: &str, global: bool, description: &str) -> String {
-    let ns = if global { "global" } else { "non-global" };
-    format!("Scenario '{scenario}' occurred for tunable '{tunable}' in {ns} ns. {description}")
-}
-
-/// `Due to <why> change <name>(<labels>) from (<old>) -> (<new>)`, the
-/// reason line most tuners log.
-pub fn change_reason(why: &str, name: &str, labels: &str, old: &[i64], new: &[i64]) -> String {
-    let labels = if labels.is_empty() { String::new() } else { format!("({labels})") };
-    format!(
-        "Due to {why} change {name}{labels} from ({}) -> ({})",
-        sysctl::format_values(old),
-        sysctl::format_values(new)
-    )
-}
+pub use crate::messages::{change_reason, scenario_line};
 
 /// Everything tuner callbacks act on.
 pub struct HostState {
@@ -534,8 +519,14 @@ fn with_binding<R>(handle: HostHandle, fallback: R, f: impl FnOnce(&HostBinding)
     }
 }
 
-fn busy() -> RString {
-    RString::from("daemon state is busy (re-entrant call)")
+fn busy() -> CallError {
+    CallError::busy("daemon state is busy (re-entrant host call)")
+}
+
+/// A host call that returns nothing could not be served (re-entrant call):
+/// say so instead of dropping it silently.
+fn log_busy(b: &HostBinding, what: &str) {
+    (b.log)(LogLevel::Warning, &format!("{what} ignored: {}", busy().message));
 }
 
 extern "C" fn host_log(handle: HostHandle, level: LogLevel, msg: RStr<'_>) {
@@ -552,16 +543,16 @@ extern "C" fn host_sysctl_read(
     cookie: u64,
     name: RStr<'_>,
     string: bool,
-) -> RResult<SysctlValue, RString> {
-    with_binding(handle, RResult::RErr(busy()), |b| match b.host.try_borrow_mut() {
-        Ok(mut h) => h.read_value(cookie, name.as_str(), string).map_err(RString::from).into(),
+) -> RResult<SysctlValue, CallError> {
+    with_binding(handle, RResult::RErr(CallError::panicked("host sysctl read")), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.read_value(cookie, name.as_str(), string).map_err(CallError::failed).into(),
         Err(_) => RResult::RErr(busy()),
     })
 }
 
-extern "C" fn host_tunable_write(handle: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString> {
-    with_binding(handle, RResult::RErr(busy()), |b| match b.host.try_borrow_mut() {
-        Ok(mut h) => h.write(b.tuner_id, req).map_err(RString::from).into(),
+extern "C" fn host_tunable_write(handle: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, CallError> {
+    with_binding(handle, RResult::RErr(CallError::panicked("host tunable write")), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => h.write(b.tuner_id, req).map_err(CallError::failed).into(),
         Err(_) => RResult::RErr(busy()),
     })
 }
@@ -575,21 +566,29 @@ extern "C" fn host_tunable_update(
 ) -> WriteOutcome {
     with_binding(handle, WriteOutcome::Unchanged, |b| match b.host.try_borrow_mut() {
         Ok(mut h) => h.update(b.tuner_id, tunable, scenario, cookie, reason.as_str()),
-        Err(_) => WriteOutcome::Unchanged,
+        Err(_) => {
+            log_busy(b, "tunable update");
+            WriteOutcome::Unchanged
+        }
     })
 }
 
 extern "C" fn host_admin_override(handle: HostHandle, pid: i32, cookie: u64, name: RStr<'_>) {
-    with_binding(handle, (), |b| {
-        if let Ok(mut h) = b.host.try_borrow_mut() {
+    with_binding(handle, (), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => {
             h.admin_override(pid, cookie, name.as_str());
         }
+        Err(_) => log_busy(b, "admin override"),
     })
 }
 
 extern "C" fn host_admin_write(handle: HostHandle, w: &AdminWrite<'_>) {
     with_binding(handle, (), |b| {
-        if let Ok(mut h) = b.host.try_borrow_mut() {
+        let Ok(mut h) = b.host.try_borrow_mut() else {
+            log_busy(b, "admin write");
+            return;
+        };
+        {
             h.admin_write(&AdminWriteInfo {
                 pid: w.pid,
                 netns_cookie: w.netns_cookie,
@@ -610,11 +609,12 @@ extern "C" fn host_feature(handle: HostHandle, part: RStr<'_>, state: FeatureSta
 }
 
 extern "C" fn host_netns_seen(handle: HostHandle, cookie: u64, inum: u32) {
-    with_binding(handle, (), |b| {
-        if let Ok(mut h) = b.host.try_borrow_mut() {
+    with_binding(handle, (), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => {
             h.netns.note(cookie, u64::from(inum), 0);
             h.sync_netns();
         }
+        Err(_) => log_busy(b, "netns seen"),
     })
 }
 
@@ -627,7 +627,10 @@ extern "C" fn host_netns_changes(
 ) -> RVec<NetnsChange> {
     with_binding(handle, RVec::new(), |b| match b.host.try_borrow_mut() {
         Ok(mut h) => RVec::from(h.netns_changes(cookie, inum, pid, scan)),
-        Err(_) => RVec::new(),
+        Err(_) => {
+            log_busy(b, "netns changes");
+            RVec::new()
+        }
     })
 }
 

@@ -9,7 +9,7 @@ use crate::abi::{FeatureState, TunableFlags, TunableKind, TunerDescriptor};
 /// Counts of namespaces that are gone are summed under this cookie (never a
 /// real one: the kernel counts cookies up from 1), so per-namespace records
 /// do not grow with every namespace that ever existed.
-pub const RETIRED_NETNS_COOKIE: u64 = u64::MAX - 1;
+pub const RETIRED_NETNS_COOKIE: u64 = bpftune_sdk::netns::SHORT_LIVED_NETNS_COOKIE;
 
 /// Same strings as the original's `bpftune_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -23,10 +23,7 @@ pub fn parse_ints(text: &str) -> Result<Vec<i64>, String> {
     text.split_whitespace().map(|t| t.parse::<i64>().map_err(|e| format!("'{t}': {e}"))).collect()
 }
 
-/// `[4096, 131072, 6291456]` → `4096 131072 6291456`.
-pub fn format_values(values: &[i64]) -> String {
-    values.iter().map(i64::to_string).collect::<Vec<_>>().join(" ")
-}
+pub use crate::messages::format_values;
 
 /// Access to sysctls; a trait so policy code can be tested on fixtures.
 pub trait SysctlIo {

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RSlice};
 use bpftune_core::LogLevel;
+use bpftune_core::abi::CallError;
 use bpftune_core::abi::{FeatureState, InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
 use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
@@ -68,8 +69,8 @@ fn next_on_grid(epoch: Instant, now: Instant, period: std::time::Duration) -> In
     epoch + period.saturating_mul(periods)
 }
 
-fn rresult<T>(r: RResult<T, abi_stable::std_types::RString>) -> Result<T, String> {
-    r.into_result().map_err(|e| e.into_string())
+fn rresult<T>(r: RResult<T, CallError>) -> Result<T, CallError> {
+    r.into_result()
 }
 
 impl TunerSet {
@@ -235,7 +236,7 @@ impl TunerSet {
         let _caps = Raised::runtime();
         let strategy_id = tuner.strategy.map(|s| s.current).unwrap_or(0);
         let ctx = make_context(&tuner.binding, fds, strategy_id);
-        let handle = rresult((tuner.plugin.module.init())(&ctx))?;
+        let handle = rresult((tuner.plugin.module.init())(&ctx)).map_err(|e| e.to_string())?;
         tuner.instance = Some(handle);
         Ok(())
     }
@@ -299,18 +300,18 @@ impl TunerSet {
     }
 
     /// A tuner returned an error: panics disable it; other errors are logged.
-    fn tuner_failed(&mut self, idx: usize, what: &str, err: &str) {
+    fn tuner_failed(&mut self, idx: usize, what: &str, err: &CallError) {
         let name = self.tuners[idx].name().to_string();
-        if err.starts_with("panicked") {
-            logging::err(&format!("tuner '{name}' {err} in its {what}; disabling it"));
-            self.finalize(idx, TunerState::Gone);
+        if err.is_panic() {
+            logging::err(&format!("tuner '{name}' panicked: {} in its {what}; disabling it", err.message));
+            self.abandon(idx);
         } else {
             logging::log(LogLevel::Warning, &format!("tuner '{name}': {what}: {err}"));
         }
     }
 
     /// Pass namespaces the daemon found gone to every tuner that exports
-    /// `bpftune_netns_released_v1` (plugins built before it existed are
+    /// `bpftune_netns_released_v2` (plugins built before it existed are
     /// skipped). Runs between tuner calls, never inside one.
     pub fn release_netns(&mut self) {
         let cookies = self.host.borrow_mut().take_released_netns();
@@ -422,6 +423,34 @@ impl TunerSet {
         }
         let host = self.host.borrow();
         host.registry.get(tuner.id).map(|r| summary::tuner_summary(r, host.netns.global_cookie())).unwrap_or_default()
+    }
+
+    /// Disable tuner `idx` after it panicked, without calling into it again
+    /// (its state may be broken): the summary comes from the daemon's own
+    /// records, its changes are rolled back if asked, and the instance is
+    /// left as it is (its BPF stays loaded until the daemon exits; its
+    /// events are dropped from now on, as for any disabled tuner).
+    fn abandon(&mut self, idx: usize) {
+        let tuner = &mut self.tuners[idx];
+        if tuner.instance.take().is_none() {
+            return;
+        }
+        let id = tuner.id;
+        let rollback = tuner.rollback;
+        {
+            let host = self.host.borrow();
+            if let Some(rec) = host.registry.get(id) {
+                for line in summary::tuner_summary(rec, host.netns.global_cookie()) {
+                    logging::notice(&line);
+                }
+            }
+        }
+        if rollback {
+            rollback_tuner(&self.host, id);
+        }
+        if let Some(rec) = self.host.borrow_mut().registry.get_mut(id) {
+            rec.state = TunerState::Gone;
+        }
     }
 
     /// Finalise tuner `idx`: summary, fini, rollback if asked; `state` is

@@ -3,20 +3,21 @@
 //! `kernel.core_pattern`; the handler logs it at debug level, as the
 //! original's sample did. It declares no tunables and changes nothing.
 
-use bpftune_core::abi::{ScenarioDesc, TunableDesc};
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
-use bpftune_core::{Event, prepare_object};
+use bpftune_sdk::abi::{ScenarioDesc, TunableDesc};
+use bpftune_sdk::{Host, OwnedSkel, Tuner};
+use bpftune_sdk::{Event, prepare_object};
 use libbpf_rs::Link;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 
-bpftune_core::include_skeleton!(mod skel = "sample");
+bpftune_sdk::include_skeleton!(mod skel = "sample");
+bpftune_sdk::skel_family!(BpfSkel = skel::SampleSkel);
 
 /// The loaded tuner: the BPF object and its cgroup link.
 pub struct SampleTuner {
     host: Host,
     // Dropped in this order: link first, then the object.
     _link: Link,
-    _skel: OwnedSkel<skel::SampleSkel<'static>>,
+    _skel: OwnedSkel<BpfSkel>,
 }
 
 impl Tuner for SampleTuner {
@@ -25,13 +26,14 @@ impl Tuner for SampleTuner {
     const SCENARIOS: &'static [ScenarioDesc] = &[];
 
     fn init(host: Host) -> Result<Self, String> {
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::SampleSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             // Shared ring buffer, tuner id, learning rate, debug flag.
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("load: {e}"))
         })?;
         let link = skel
+            .get()
             .progs
             .sample_core_pattern
             .attach_cgroup(host.cgroup_fd())
@@ -45,4 +47,4 @@ impl Tuner for SampleTuner {
     }
 }
 
-bpftune_core::export_tuner!(SampleTuner);
+bpftune_sdk::export_tuner!(SampleTuner);

@@ -357,8 +357,10 @@ fn install_devel_ships_the_sdk() {
         "Cargo.toml",
         "Cargo.lock",
         "README.md",
-        "bpftune-core/Cargo.toml",
-        "bpftune-core/src/sdk.rs",
+        "bpftune-abi/Cargo.toml",
+        "bpftune-abi/src/lib.rs",
+        "bpftune-sdk/Cargo.toml",
+        "bpftune-sdk/src/tuner.rs",
         "bpf-common/Cargo.toml",
         "bpf-common/src/lib.rs",
         "bpf-common/include/bpftune_common.h",
@@ -368,7 +370,8 @@ fn install_devel_ships_the_sdk() {
         assert!(sdk.join(f).is_file(), "SDK lacks {f}");
     }
     let ws = fs::read_to_string(sdk.join("Cargo.toml")).expect("SDK Cargo.toml");
-    assert!(ws.contains("[workspace.package]") && ws.contains("\"bpftune-core\""), "SDK workspace:\n{ws}");
+    assert!(ws.contains("[workspace.package]") && ws.contains("\"bpftune-sdk\""), "SDK workspace:\n{ws}");
+    assert!(!sdk.join("bpftune-core").exists(), "the SDK ships the daemon's host library");
     assert!(!ws.contains("tuners/"), "SDK workspace still lists tuners:\n{ws}");
     make(&["uninstall-devel", &destdir, "prefix=/usr"]);
     let left = regular_files(&scratch.0);
@@ -592,7 +595,12 @@ fn rpm_contains_everything_and_its_daemon_works() {
     let mut cmd = Command::new("rpm");
     cmd.arg("-qlp").arg(&devel);
     let devel_files = stdout(cmd);
-    for f in ["sdk/bpftune-core/Cargo.toml", "sdk/bpf-common/include/bpftune_common.h", "sdk/Cargo.toml"] {
+    for f in [
+        "sdk/bpftune-sdk/Cargo.toml",
+        "sdk/bpftune-abi/Cargo.toml",
+        "sdk/bpf-common/include/bpftune_common.h",
+        "sdk/Cargo.toml",
+    ] {
         assert!(devel_files.contains(f), "devel lacks {f}:\n{devel_files}");
     }
 

@@ -30,13 +30,13 @@ impl SysctlIo for Rc<FakeSysctl> {
     }
 }
 
-crate::tunables! {
+bpftune_sdk::tunables! {
     enum T {
         Rmem = ("net.ipv4.tcp_rmem", Sysctl, NAMESPACED, 3),
         Mem = ("net.ipv4.tcp_mem", Sysctl, NONE, 3),
     }
 }
-crate::scenarios! {
+bpftune_sdk::scenarios! {
     enum S {
         Grow = ("need to increase TCP buffer size(s)", "Need to increase buffer size(s) to maximize throughput"),
     }

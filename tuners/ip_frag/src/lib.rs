@@ -13,16 +13,17 @@ pub mod policy;
 pub mod snmp;
 pub mod tables;
 
-use bpftune_core::corr::CorrTable;
-use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use policy::{FragDecision, FragInput};
 use snmp::SnmpReader;
 use tables::{Scenario, Tunable};
 
-bpftune_core::include_skeleton!(mod skel = "ip_frag");
+bpftune_sdk::include_skeleton!(mod skel = "ip_frag");
+bpftune_sdk::skel_family!(BpfSkel = skel::IpFragSkel);
 
 /// The fqdir memory BPF saw (payload slot 1, `old[0]`).
 fn event_mem(event: &Event) -> i64 {
@@ -40,7 +41,7 @@ pub struct IpFragTuner {
     corr: CorrTable<(Tunable, u64)>,
     snmp: SnmpReader,
     // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<skel::IpFragSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl IpFragTuner {
@@ -128,16 +129,16 @@ impl IpFragTuner {
 
 impl Tuner for IpFragTuner {
     const NAME: &'static str = "ip_frag";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
 
     fn init(host: Host) -> Result<Self, String> {
-        let mut skel = OwnedSkel::new(|storage| {
+        let mut skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::IpFragSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("BPF load for tuner 'ip_frag' failed: {e}"))
         })?;
-        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         Ok(Self {
             host,
             lr: host.learning_rate(),
@@ -174,4 +175,4 @@ impl Tuner for IpFragTuner {
     }
 }
 
-bpftune_core::export_tuner!(IpFragTuner);
+bpftune_sdk::export_tuner!(IpFragTuner);

@@ -2,7 +2,7 @@
 //! fragment-reassembly high threshold, and the low threshold when a
 //! decrease would otherwise cross it. No I/O; unit-tested without root.
 
-use bpftune_core::LearningRate;
+use bpftune_sdk::LearningRate;
 
 /// Highest high threshold this tuner sets: 64 MiB, 16 times the kernel's
 /// 4 MiB default. Reassembly memory is per namespace, so an unbounded

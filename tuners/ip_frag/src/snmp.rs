@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bpftune_core::netns::{NetnsHandle, candidate_paths, in_netns};
+use bpftune_sdk::netns::{NetnsHandle, candidate_paths, in_netns};
 
 /// Reading the counters failed.
 #[derive(Debug, thiserror::Error)]

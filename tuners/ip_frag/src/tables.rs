@@ -7,7 +7,7 @@
 //! kernels), and the low thresholds are declared so they can be kept below
 //! the high ones.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         IpfragHighThresh = ("net.ipv4.ipfrag_high_thresh", Sysctl, NAMESPACED, 1),
         Ip6fragHighThresh = ("net.ipv6.ip6frag_high_thresh", Sysctl, NAMESPACED | OPTIONAL, 1),
@@ -16,7 +16,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         Increase = (
             "need to increase IP fragmentation high threshold",
@@ -53,7 +53,7 @@ pub fn reason(name: &str, old: i64, new: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::{TunableFlags, TunableKind};
+    use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
     fn ids_match_the_bpf_side_and_the_reference() {

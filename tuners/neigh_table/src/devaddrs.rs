@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 
-use bpftune_core::event::NETNS_UNKNOWN;
-use bpftune_core::netns::{self, NetnsHandle};
+use bpftune_sdk::event::NETNS_UNKNOWN;
+use bpftune_sdk::netns::{self, NetnsHandle};
 
 use crate::netlink::{self, NetlinkError};
 

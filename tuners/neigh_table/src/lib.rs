@@ -25,16 +25,17 @@ pub mod tables;
 use std::collections::HashSet;
 use std::time::Instant;
 
-use bpftune_core::host::change_reason;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
-use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::change_reason;
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object, read_plain};
+use bpftune_sdk::{Host, OwnedSkel, Tuner};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use devaddrs::DevAddrs;
 use policy::{Bound, Decision};
 use tables::{Scenario, Table, Tunable};
 
-bpftune_core::include_skeleton!(mod skel = "neigh_table");
+bpftune_sdk::include_skeleton!(mod skel = "neigh_table");
+bpftune_sdk::skel_family!(BpfSkel = skel::NeighTableSkel);
 
 /// What BPF reported about a table (`struct neigh_table_event`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,21 +48,12 @@ pub struct NeighEvent {
     pub dev: String,
 }
 
-/// Copy a plain-old-data BPF type out of bytes, if there are enough.
-fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is one of the skeleton's generated types: plain integers
-    // and arrays of them (Copy + Default, no pointers), for which every bit
-    // pattern is valid; the length was checked and read_unaligned copes
-    // with any alignment.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
+// The event payload is integers and a char array only (neigh_table.bpf.c).
+bpftune_sdk::plain!(skel::types::neigh_table_event);
 
 fn decode(event: &Event) -> Option<NeighEvent> {
     let raw = event.raw_data();
-    let e = read_pod::<skel::types::neigh_table_event>(&raw)?;
+    let e = read_plain::<skel::types::neigh_table_event>(&raw)?;
     let name: Vec<u8> = e.dev.iter().map(|c| c.to_ne_bytes()[0]).take_while(|&b| b != 0).collect();
     Some(NeighEvent {
         entries: e.entries,
@@ -82,7 +74,7 @@ pub struct NeighTableTuner {
     given_up: HashSet<Table>,
     addrs: DevAddrs,
     // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<skel::NeighTableSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl NeighTableTuner {
@@ -252,16 +244,16 @@ impl NeighTableTuner {
 
 impl Tuner for NeighTableTuner {
     const NAME: &'static str = "neigh_table";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
 
     fn init(host: Host) -> Result<Self, String> {
-        let mut skel = OwnedSkel::new(|storage| {
+        let mut skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::NeighTableSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("BPF load for tuner 'neigh_table' failed: {e}"))
         })?;
-        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         Ok(Self {
             host,
             lr: host.learning_rate(),
@@ -310,7 +302,7 @@ impl Tuner for NeighTableTuner {
     }
 }
 
-bpftune_core::export_tuner!(NeighTableTuner);
+bpftune_sdk::export_tuner!(NeighTableTuner);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bpftune_core::LearningRate;
+use bpftune_sdk::LearningRate;
 
 use crate::tables::Table;
 

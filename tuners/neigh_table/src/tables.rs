@@ -7,7 +7,7 @@
 //! gc_thresh1/2/3 are what the tuner writes (through the daemon, in the
 //! initial namespace) to change a table's thresholds.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         Ipv4GcInterval = ("net.ipv4.neigh.default.gc_interval", Sysctl, NONE, 1),
         Ipv4GcStaleTime = ("net.ipv4.neigh.default.gc_stale_time", Sysctl, NONE, 1),
@@ -22,7 +22,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         NearlyFull = (
             "neighbour table nearly full",
@@ -143,7 +143,7 @@ pub fn bound_reason(table: Table, dev: &str, ifindex: i32, max: i64, naddrs: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::{TunableFlags, TunableKind};
+    use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
     fn ids_and_flags_match_the_reference() {

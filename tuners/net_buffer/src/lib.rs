@@ -23,18 +23,19 @@ pub mod tables;
 
 use std::path::Path;
 
-use bpftune_core::abi::FeatureState;
-use bpftune_core::corr::CorrTable;
-use bpftune_core::kernel;
-use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::abi::FeatureState;
+use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::kernel;
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use policy::{BudgetLimit, BudgetStep, CpuMask};
 use procfs::WaitSampler;
 use tables::{Scenario, Tunable};
 
-bpftune_core::include_skeleton!(mod skel = "net_buffer");
+bpftune_sdk::include_skeleton!(mod skel = "net_buffer");
+bpftune_sdk::skel_family!(BpfSkel = skel::NetBufferSkel);
 
 /// No machine has more CPUs than this (the kernel's NR_CPUS maximum); a
 /// larger CPU number in an event is garbage.
@@ -82,7 +83,7 @@ pub struct NetBufferTuner {
     /// reason for BPF): the per-CPU totals last read.
     timer_drops: Option<Vec<(u32, u64)>>,
     // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<skel::NetBufferSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl NetBufferTuner {
@@ -154,14 +155,16 @@ impl NetBufferTuner {
     fn sync_bpf(&mut self) {
         let backlog = self.read1(Tunable::NetdevMaxBacklog);
         let mask = self.read_mask().map(|(_, m)| m.low64());
-        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
-            if let Some(v) = backlog {
-                bss.netdev_max_backlog = v;
+        self.skel.with_mut(|skel| {
+            if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+                if let Some(v) = backlog {
+                    bss.netdev_max_backlog = v;
+                }
+                if let Some(v) = mask {
+                    bss.flow_limit_cpu_bitmap = v;
+                }
             }
-            if let Some(v) = mask {
-                bss.flow_limit_cpu_bitmap = v;
-            }
-        }
+        });
     }
 
     /// Enough backlog drops: grow netdev_max_backlog one step.
@@ -309,8 +312,8 @@ impl NetBufferTuner {
 
 impl Tuner for NetBufferTuner {
     const NAME: &'static str = "net_buffer";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
     const TICK_MS: u32 = 1000;
 
     fn init(host: Host) -> Result<Self, String> {
@@ -320,7 +323,7 @@ impl Tuner for NetBufferTuner {
         let budget_floor = (read(Tunable::NetdevBudget)?, read(Tunable::NetdevBudgetUsecs)?);
         let flow_limit = kernel::sysctl_exists(Tunable::FlowLimitCpuBitmap.name());
         let drop_reason = kernel::btf_enum_value_exists("skb_drop_reason", "SKB_DROP_REASON_CPU_BACKLOG");
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::NetBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
@@ -371,7 +374,7 @@ impl Tuner for NetBufferTuner {
         };
         // The counter needs the backlog length before it sees any drop.
         tuner.sync_bpf();
-        tuner.skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        tuner.skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         tuner.last_squeeze = procfs::read_time_squeeze(Path::new("/proc")).ok().flatten();
         let _ = tuner.wait.sample();
         host.debug_log(&format!(
@@ -431,9 +434,9 @@ impl Tuner for NetBufferTuner {
         self.corr.retain(|(_, c), _| *c != cookie);
     }
 
-    fn samples(&self) -> Vec<bpftune_core::sample::SampleCount> {
+    fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
         // The original's sample names, in sample_map order.
-        bpftune_core::sample::read_samples(&self.skel.maps.sample_map, &["drop_sample"])
+        bpftune_sdk::sample::read_samples(&self.skel.get().maps.sample_map, &["drop_sample"])
     }
 
     fn fini(&mut self) -> Result<(), String> {
@@ -443,7 +446,7 @@ impl Tuner for NetBufferTuner {
     }
 }
 
-bpftune_core::export_tuner!(NetBufferTuner);
+bpftune_sdk::export_tuner!(NetBufferTuner);
 
 #[cfg(test)]
 mod tests {

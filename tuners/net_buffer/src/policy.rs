@@ -4,7 +4,7 @@
 //! enough to re-enable high-order allocations. No I/O here, so every rule
 //! is unit-tested without root.
 
-use bpftune_core::LearningRate;
+use bpftune_sdk::LearningRate;
 
 use crate::tables::{NETDEV_BUDGET_MAX, NETDEV_BUDGET_USECS_MAX, NETDEV_MAX_BACKLOG_MAX};
 
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn budget_step_grows_until_waits_follow_the_budget() {
-        use bpftune_core::corr::CorrTable;
+        use bpftune_sdk::corr::CorrTable;
         let lr = LearningRate::default();
         let floor = (5, 2000);
         let mut cur = floor;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bpftune_core::procfs::{self, ProcError};
+use bpftune_sdk::procfs::{self, ProcError};
 
 /// Sum over CPUs of `time_squeeze` (third hex column of softnet_stat): how
 /// often a NET_RX softirq run ended with work left because it ran out of

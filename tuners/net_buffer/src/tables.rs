@@ -5,7 +5,7 @@
 //! Ids are the enum discriminants; `net_buffer.bpf.c` uses the same
 //! numbers, checked by a unit test below.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         // All five are system-wide: written in the initial namespace only.
         NetdevMaxBacklog = ("net.core.netdev_max_backlog", Sysctl, NONE, 1),
@@ -19,7 +19,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         MaxBacklogIncrease = (
             "need to increase max backlog size",
@@ -129,7 +129,7 @@ pub fn notice_backlog_limit(backlog: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::TunableFlags;
+    use bpftune_sdk::abi::TunableFlags;
 
     #[test]
     fn ids_match_the_bpf_side_and_the_reference() {

@@ -16,22 +16,23 @@
 //! loads no BPF, says so once (and in `bpftune -S`), and policy stays
 //! global-only.
 
-use bpftune_core::abi::{FeatureState, NetnsChange, NetnsChangeKind, NetnsScan};
-use bpftune_core::netns::SHORT_LIVED_NETNS_COOKIE;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
-use bpftune_core::{Event, prepare_object};
+use bpftune_sdk::abi::{FeatureState, NetnsChange, NetnsChangeKind, NetnsScan};
+use bpftune_sdk::netns::SHORT_LIVED_NETNS_COOKIE;
+use bpftune_sdk::{Event, prepare_object};
+use bpftune_sdk::{Host, OwnedSkel, Tuner};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore};
 
-bpftune_core::include_skeleton!(mod skel = "netns");
+bpftune_sdk::include_skeleton!(mod skel = "netns");
+bpftune_sdk::skel_family!(BpfSkel = skel::NetnsSkel);
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         NetworkNamespace = ("network_namespace", Other, NAMESPACED, 0),
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         Created = ("netns created", "network namespace creation"),
         Destroyed = ("netns destroyed", "network namespace destruction"),
@@ -96,7 +97,7 @@ pub struct NetnsTuner {
 /// The tracepoint program and its link (dropped link first).
 struct Bpf {
     _link: Link,
-    skel: OwnedSkel<skel::NetnsSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl NetnsTuner {
@@ -104,7 +105,7 @@ impl NetnsTuner {
         for change in changes {
             if let (NetnsChangeKind::Destroyed, Some(bpf)) = (change.kind, self.bpf.as_ref()) {
                 // Tidy the BPF side too (the LRU would evict it eventually).
-                let _ = bpf.skel.maps.netns_seen_map.delete(&change.cookie.to_ne_bytes());
+                let _ = bpf.skel.get().maps.netns_seen_map.delete(&change.cookie.to_ne_bytes());
             }
             if let Some((scenario, why)) = reason(&change) {
                 self.host.update(Tunable::NetworkNamespace, scenario, change.cookie, &why);
@@ -115,8 +116,8 @@ impl NetnsTuner {
 
 impl Tuner for NetnsTuner {
     const NAME: &'static str = "netns";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
     const TICK_MS: u32 = TICK_MS;
 
     fn init(host: Host) -> Result<Self, String> {
@@ -130,7 +131,7 @@ impl Tuner for NetnsTuner {
         }
         host.feature("namespaces", FeatureState::Active, "");
         let global = host.global_netns_cookie();
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::NetnsSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
@@ -139,6 +140,7 @@ impl Tuner for NetnsTuner {
             open.load().map_err(|e| format!("load: {e}"))
         })?;
         let link = skel
+            .get()
             .progs
             .bpftune_netns_first_socket
             .attach()
@@ -169,7 +171,7 @@ impl Tuner for NetnsTuner {
     }
 }
 
-bpftune_core::export_tuner!(NetnsTuner);
+bpftune_sdk::export_tuner!(NetnsTuner);
 
 #[cfg(test)]
 mod tests {
@@ -180,8 +182,8 @@ mod tests {
         assert_eq!(Tunable::NetworkNamespace as u32, 0);
         let t = &Tunable::TABLE[0];
         assert_eq!(t.name.as_str(), "network_namespace");
-        assert_eq!(t.kind, bpftune_core::abi::TunableKind::Other);
-        assert!(t.flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED));
+        assert_eq!(t.kind, bpftune_sdk::abi::TunableKind::Other);
+        assert!(t.flags.contains(bpftune_sdk::abi::TunableFlags::NAMESPACED));
         assert_eq!(t.num_values, 0);
         assert_eq!(Scenario::Created.name(), "netns created");
         assert_eq!(Scenario::Destroyed.name(), "netns destroyed");

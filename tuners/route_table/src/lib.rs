@@ -20,10 +20,10 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 
-use bpftune_core::abi::FeatureState;
-use bpftune_core::procfs;
-use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{Event, LearningRate, WriteOutcome, kernel, prepare_object};
+use bpftune_sdk::abi::FeatureState;
+use bpftune_sdk::procfs;
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel, prepare_object};
+use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::btf::types::Struct;
 use libbpf_rs::btf::{Btf, BtfKind, BtfType};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -31,7 +31,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use policy::{Decision, Evidence, Hold, Verdict};
 use tables::{Scenario, Tunable};
 
-bpftune_core::include_skeleton!(mod skel = "route_table");
+bpftune_sdk::include_skeleton!(mod skel = "route_table");
+bpftune_sdk::skel_family!(BpfSkel = skel::RouteTableSkel);
 
 /// The part `-S` and `-q jstatus` list.
 pub const FEATURE: &str = "max_size";
@@ -90,7 +91,7 @@ struct Watch {
     /// Last reason a namespace was held, to log changes only.
     held: HashMap<u64, Hold>,
     // Dropped last: the BPF object (its link lives in the skeleton).
-    _skel: OwnedSkel<skel::RouteTableSkel<'static>>,
+    _skel: OwnedSkel<BpfSkel>,
 }
 
 /// The loaded tuner.
@@ -106,7 +107,7 @@ impl RouteTableTuner {
     fn load(host: Host, evidence: Evidence) -> Result<Watch, String> {
         let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let slack = policy::count_slack(cpus);
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::RouteTableSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
                 rodata.dst_count_slack = slack;
@@ -115,7 +116,7 @@ impl RouteTableTuner {
             open.load().map_err(|e| format!("BPF load for tuner 'route_table' failed: {e}"))
         })?;
         let mut skel = skel;
-        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         host.feature(FEATURE, FeatureState::Active, &detail_for(evidence, slack));
         Ok(Watch {
             netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
@@ -239,8 +240,8 @@ impl RouteTableTuner {
 
 impl Tuner for RouteTableTuner {
     const NAME: &'static str = "route_table";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
 
     fn init(host: Host) -> Result<Self, String> {
         let lr = host.learning_rate();
@@ -278,4 +279,4 @@ impl Tuner for RouteTableTuner {
     }
 }
 
-bpftune_core::export_tuner!(RouteTableTuner);
+bpftune_sdk::export_tuner!(RouteTableTuner);

@@ -2,7 +2,7 @@
 //! net.ipv6.route.max_size limits anything on this kernel, what
 //! `/proc/net/rt6_stats` says, and whether (and how far) to raise max_size.
 
-use bpftune_core::LearningRate;
+use bpftune_sdk::LearningRate;
 
 /// The most max_size is ever raised to: 2^18 dst entries, 64 MiB of
 /// `ip6_dst_cache` at 256 bytes each (64 times the old default of 4096).

@@ -4,13 +4,13 @@
 //! Ids are the enum discriminants; the BPF side (`route_table.bpf.c`) sends
 //! tunable 0 with scenario 0, checked by a unit test below.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         Ipv6MaxSize = ("net.ipv6.route.max_size", Sysctl, NAMESPACED | OPTIONAL, 1),
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         NearlyFull = (
             "destination table nearly full",
@@ -27,7 +27,7 @@ pub fn reason(old: i64, new: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::{TunableFlags, TunableKind};
+    use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
     fn ids_match_the_bpf_side_and_the_reference() {

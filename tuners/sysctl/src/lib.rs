@@ -8,21 +8,22 @@
 //! sysctl. It declares no tunables itself.
 
 use abi_stable::std_types::RStr;
-use bpftune_core::abi::{AdminWrite, FeatureState};
-use bpftune_core::kernel::{self, GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_CURRENT_TASK_BTF};
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
-use bpftune_core::{Event, prepare_object};
+use bpftune_sdk::abi::{AdminWrite, FeatureState};
+use bpftune_sdk::kernel::{self, GET_CURRENT_COMM, GET_CURRENT_PID_TGID, GET_CURRENT_TASK_BTF};
+use bpftune_sdk::{Event, prepare_object};
+use bpftune_sdk::{Host, OwnedSkel, Tuner};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, ProgramType};
 
-bpftune_core::include_skeleton!(mod skel = "sysctl");
+bpftune_sdk::include_skeleton!(mod skel = "sysctl");
+bpftune_sdk::skel_family!(BpfSkel = skel::SysctlSkel);
 
 /// The loaded tuner: the BPF object and its cgroup link.
 pub struct SysctlTuner {
     host: Host,
     // Dropped in this order: link first, then the object.
     _link: Link,
-    _skel: OwnedSkel<skel::SysctlSkel<'static>>,
+    _skel: OwnedSkel<BpfSkel>,
 }
 
 /// Which of the helpers the program would like it may call here.
@@ -73,12 +74,12 @@ impl Helpers {
 
 impl Tuner for SysctlTuner {
     const NAME: &'static str = "sysctl";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = &[];
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = &[];
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = &[];
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = &[];
 
     fn init(host: Host) -> Result<Self, String> {
         let helpers = Helpers::probe();
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::SysctlSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
@@ -89,6 +90,7 @@ impl Tuner for SysctlTuner {
             open.load().map_err(|e| format!("load: {e}"))
         })?;
         let link = skel
+            .get()
             .progs
             .bpftune_sysctl_write
             .attach_cgroup(host.cgroup_fd())
@@ -121,4 +123,4 @@ impl Tuner for SysctlTuner {
     }
 }
 
-bpftune_core::export_tuner!(SysctlTuner);
+bpftune_sdk::export_tuner!(SysctlTuner);

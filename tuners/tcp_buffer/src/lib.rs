@@ -17,17 +17,18 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use bpftune_core::corr::CorrTable;
-use bpftune_core::host::change_reason;
-use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
+use bpftune_sdk::change_reason;
+use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
+use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use policy::{BufferDecision, BufferInput, MemBounds, MemState, SynDecision, SynInput};
 use tables::{Scenario, Tunable};
 use wire::Extra;
 
-bpftune_core::include_skeleton!(mod skel = "tcp_buffer");
+bpftune_sdk::include_skeleton!(mod skel = "tcp_buffer");
+bpftune_sdk::skel_family!(BpfSkel = skel::TcpBufferSkel);
 
 /// Consecutive normal ticks before leaving the low-memory state, so the
 /// toggles do not flap while usage hovers at a threshold.
@@ -46,7 +47,7 @@ struct Raised {
 
 impl Tunable {
     fn namespaced(self) -> bool {
-        Self::TABLE[self as usize].flags.contains(bpftune_core::TunableFlags::NAMESPACED)
+        Self::TABLE[self as usize].flags.contains(bpftune_sdk::TunableFlags::NAMESPACED)
     }
 }
 
@@ -75,7 +76,7 @@ pub struct TcpBufferTuner {
     /// Namespaces where SYN floods were seen.
     syn_netns: HashSet<u64>,
     // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<skel::TcpBufferSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl TcpBufferTuner {
@@ -331,8 +332,8 @@ impl TcpBufferTuner {
 
 impl Tuner for TcpBufferTuner {
     const NAME: &'static str = "tcp_buffer";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
     const TICK_MS: u32 = 1000;
 
     fn init(host: Host) -> Result<Self, String> {
@@ -341,12 +342,12 @@ impl Tuner for TcpBufferTuner {
         // SAFETY: sysconf has no preconditions.
         let page_size = i64::from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i32).max(4096);
         let bounds = MemBounds { free_pages, page_size };
-        let mut skel = OwnedSkel::new(|storage| {
+        let mut skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::TcpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("BPF load for tuner 'tcp_buffer' failed: {e}"))
         })?;
-        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         host.debug_log(&format!(
             "tcp_buffer: free buffer pages {free_pages}; tcp_mem bounds ({} {} {}), buffer cap {}",
             bounds.mem_min_cap(),
@@ -434,10 +435,10 @@ impl Tuner for TcpBufferTuner {
         self.syn_netns.remove(&cookie);
     }
 
-    fn samples(&self) -> Vec<bpftune_core::sample::SampleCount> {
+    fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
         // The original's sample names, in sample_map order.
-        bpftune_core::sample::read_samples(
-            &self.skel.maps.sample_map,
+        bpftune_sdk::sample::read_samples(
+            &self.skel.get().maps.sample_map,
             &["rcv_space_sample", "tcp_probe_sample", "syn_flood_action_sample"],
         )
     }
@@ -450,4 +451,4 @@ impl Tuner for TcpBufferTuner {
     }
 }
 
-bpftune_core::export_tuner!(TcpBufferTuner);
+bpftune_sdk::export_tuner!(TcpBufferTuner);

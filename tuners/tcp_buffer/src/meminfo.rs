@@ -2,12 +2,12 @@
 //! (`/proc/zoneinfo`, the bound for `tcp_mem`), TCP memory in use
 //! (`/proc/net/sockstat`, read on the tuner's 1 s tick) and the syncookie
 //! counters of a namespace (`/proc/net/netstat`, read inside that
-//! namespace), on top of `bpftune_core::procfs`.
+//! namespace), on top of `bpftune_sdk::procfs`.
 
 use std::path::Path;
 
-use bpftune_core::procfs;
-pub use bpftune_core::procfs::{ProcError, read_free_buffer_pages};
+use bpftune_sdk::procfs;
+pub use bpftune_sdk::procfs::{ProcError, read_free_buffer_pages};
 
 /// TCP memory in use, in pages (the `TCP:` line of `/proc/net/sockstat`).
 pub fn sockstat_tcp_mem(sockstat: &str) -> Option<i64> {
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn this_machine() {
         // Unprivileged reads of the real files parse (zoneinfo is tested in
-        // bpftune_core::procfs).
+        // bpftune_sdk::procfs).
         assert!(read_sockstat_tcp_mem(Path::new("/proc")).is_ok());
         assert!(syncookie_counters(&read_netstat(0, None).expect("netstat")).is_some());
     }

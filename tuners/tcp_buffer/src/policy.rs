@@ -3,8 +3,8 @@
 //! growth and its caps, the latency guard, TCP memory bounds, low-memory
 //! shrinking and the SYN backlog / syncookies choices.
 
-use bpftune_core::LearningRate;
-use bpftune_core::corr::{CORR_MIN_SAMPLES, CORR_THRESHOLD};
+use bpftune_sdk::LearningRate;
+use bpftune_sdk::corr::{CORR_MIN_SAMPLES, CORR_THRESHOLD};
 
 /// Largest value a buffer sysctl can hold (INT_MAX).
 pub const TCP_BUFFER_MAX: i64 = i32::MAX as i64;
@@ -17,8 +17,8 @@ pub const BAD_SYNCOOKIES: u64 = 1024;
 /// backlog by memory (a request sock plus its share of overhead, generous).
 pub const SYN_REQUEST_BYTES: i64 = 512;
 
-use bpftune_core::protomem::{MemCaps, raise_capped, raise_limits};
-pub use bpftune_core::protomem::{MemState, mem_state};
+use bpftune_sdk::protomem::{MemCaps, raise_capped, raise_limits};
+pub use bpftune_sdk::protomem::{MemState, mem_state};
 
 /// Bounds derived from the machine's free buffer memory (as the original:
 /// `tcp_mem` max ≤ 25 % of free buffer pages, pressure ≤ 1/8, min ≤ 1/16).
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn latency_correlation_shrinks_one_step_then_holds() {
-        use bpftune_core::corr::Corr;
+        use bpftune_sdk::corr::Corr;
         let mut c = Corr::default();
         // RTT rises with every buffer increase.
         for i in 0..12 {

@@ -4,7 +4,7 @@
 //! Ids are the enum discriminants; the BPF side (`tcp_buffer.bpf.c`) uses the
 //! same numbers for the few it sends, checked by a unit test below.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         TcpWmem = ("net.ipv4.tcp_wmem", Sysctl, NAMESPACED, 3),
         TcpRmem = ("net.ipv4.tcp_rmem", Sysctl, NAMESPACED, 3),
@@ -23,7 +23,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         Increase = (
             "need to increase TCP buffer size(s)",
@@ -132,7 +132,7 @@ pub fn reason_syncookies_disable(failed: u64, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::{TunableFlags, TunableKind};
+    use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
     fn ids_match_the_bpf_side_and_the_reference() {

@@ -3,7 +3,7 @@
 //! the sysctl update every tuner uses, slot 1 `old[0..3]`/`new[0..3]` carry
 //! RTT, memory and SYN-flood counters.
 
-use bpftune_core::{Event, SysctlUpdate};
+use bpftune_sdk::{Event, SysctlUpdate};
 
 use crate::policy::MemState;
 

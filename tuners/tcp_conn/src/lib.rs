@@ -13,19 +13,20 @@ pub mod report;
 
 use std::time::{Duration, Instant};
 
-use bpftune_core::abi::{FeatureState, WriteOutcome};
-use bpftune_core::kernel;
-use bpftune_core::sdk::{Host, OwnedSkel, Tuner};
-use bpftune_core::{Event, prepare_object};
+use bpftune_sdk::abi::{FeatureState, WriteOutcome};
+use bpftune_sdk::kernel;
+use bpftune_sdk::{Event, prepare_object, read_plain};
+use bpftune_sdk::{Host, OwnedSkel, Tuner};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, ProgramType};
 
 use policy::{Algorithm, NR_CC, Reason};
 use report::{Budget, ChoiceEvent, HostRow, LogBudget};
 
-bpftune_core::include_skeleton!(mod skel = "tcp_conn");
+bpftune_sdk::include_skeleton!(mod skel = "tcp_conn");
+bpftune_sdk::skel_family!(BpfSkel = skel::TcpConnSkel);
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         CongestionControl = ("net.persock.tcp.congestion_control", Other, NONE, 0),
         AllowedCongestionControl = ("net.ipv4.tcp_allowed_congestion_control", Sysctl, NAMESPACED | STRING, 1),
@@ -35,7 +36,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         Specify = (
             "specify TCP congestion control algorithm",
@@ -62,7 +63,7 @@ pub struct TcpConnTuner {
     budget: LogBudget,
     // Dropped in this order: link first, then the object.
     link: Option<Link>,
-    skel: OwnedSkel<skel::TcpConnSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 /// Read the kernel's available algorithms; where a known algorithm is
@@ -88,7 +89,7 @@ fn read_candidates(host: &Host) -> Result<u32, String> {
 
 impl TcpConnTuner {
     fn stats(&self) -> ([u64; NR_CC], u64, u64) {
-        let map = &self.skel.maps.cong_stats;
+        let map = &self.skel.get().maps.cong_stats;
         let read = |idx: u32| -> u64 {
             match map.lookup(&idx.to_ne_bytes(), MapFlags::ANY) {
                 Ok(Some(v)) if v.len() >= 8 => {
@@ -109,7 +110,7 @@ impl TcpConnTuner {
     /// Learned state of up to `SUMMARY_MAX_HOSTS` destinations, and how
     /// many more there are.
     fn host_rows(&self) -> (Vec<HostRow>, u64) {
-        let map = &self.skel.maps.remote_host_map;
+        let map = &self.skel.get().maps.remote_host_map;
         let mut rows = Vec::new();
         let mut more = 0u64;
         for key in map.keys() {
@@ -117,9 +118,9 @@ impl TcpConnTuner {
                 more += 1;
                 continue;
             }
-            let Some(k) = read_pod::<skel::types::remote_host_key>(&key) else { continue };
+            let Some(k) = read_plain::<skel::types::remote_host_key>(&key) else { continue };
             let Ok(Some(val)) = map.lookup(&key, MapFlags::ANY) else { continue };
-            let Some(v) = read_pod::<skel::types::remote_host>(&val) else { continue };
+            let Some(v) = read_plain::<skel::types::remote_host>(&val) else { continue };
             let mut metrics = [policy::Metric::default(); NR_CC];
             for (m, b) in metrics.iter_mut().zip(v.metrics.iter()) {
                 *m = policy::Metric {
@@ -137,7 +138,7 @@ impl TcpConnTuner {
 
     fn decode(event: &Event) -> Option<ChoiceEvent> {
         let raw = event.raw_data();
-        let e = read_pod::<skel::types::tcp_conn_event>(&raw)?;
+        let e = read_plain::<skel::types::tcp_conn_event>(&raw)?;
         Some(ChoiceEvent {
             addr: report::addr_from_words(e.addr),
             alg: Algorithm::from_index(e.alg),
@@ -154,7 +155,7 @@ impl TcpConnTuner {
     /// Stop choosing in a namespace where the daemon says the tuner is off.
     fn disable_netns(&self, cookie: u64) {
         let one = [1u8];
-        if let Err(e) = self.skel.maps.netns_disabled.update(&cookie.to_ne_bytes(), &one, MapFlags::ANY) {
+        if let Err(e) = self.skel.get().maps.netns_disabled.update(&cookie.to_ne_bytes(), &one, MapFlags::ANY) {
             self.host.error(&format!("tcp_conn: could not disable netns (cookie {cookie}): {e}"));
         } else {
             self.host.debug_log(&format!("tcp_conn: no more choices in netns (cookie {cookie})"));
@@ -162,22 +163,14 @@ impl TcpConnTuner {
     }
 }
 
-/// Copy a plain-old-data BPF type out of bytes, if there are enough.
-fn read_pod<T: Copy + Default>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is one of the skeleton's generated map/event types: plain
-    // integers and arrays of them (Copy + Default, no pointers), for which
-    // every bit pattern is valid; the length was checked and
-    // read_unaligned copes with any alignment.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
+// Map keys, values and the event payload are integers and arrays of them
+// only (tcp_conn.bpf.c).
+bpftune_sdk::plain!(skel::types::remote_host_key, skel::types::remote_host, skel::types::tcp_conn_event);
 
 impl Tuner for TcpConnTuner {
     const NAME: &'static str = "tcp_conn";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
 
     fn init(host: Host) -> Result<Self, String> {
         let candidates = read_candidates(&host)?;
@@ -188,7 +181,7 @@ impl Tuner for TcpConnTuner {
         host.debug_log(&format!("tcp_conn: candidate congestion control algorithms: {}", names.join(" ")));
 
         let netns_cookie = kernel::helper_supported(ProgramType::SockOps, kernel::GET_NETNS_COOKIE);
-        let skel = OwnedSkel::new(|storage| {
+        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::TcpConnSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
@@ -199,6 +192,7 @@ impl Tuner for TcpConnTuner {
             open.load().map_err(|e| format!("load: {e}"))
         })?;
         let link = skel
+            .get()
             .progs
             .bpftune_conn_tuner
             .attach_cgroup(host.cgroup_fd())
@@ -271,4 +265,4 @@ impl Tuner for TcpConnTuner {
     }
 }
 
-bpftune_core::export_tuner!(TcpConnTuner);
+bpftune_sdk::export_tuner!(TcpConnTuner);

@@ -15,15 +15,16 @@ pub mod tables;
 
 use std::path::Path;
 
-use bpftune_core::host::change_reason;
-use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::change_reason;
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
+use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use policy::{MemBounds, MemState, RcvbufDrop, RmemTarget};
 use tables::{Scenario, Tunable};
 
-bpftune_core::include_skeleton!(mod skel = "udp_buffer");
+bpftune_sdk::include_skeleton!(mod skel = "udp_buffer");
+bpftune_sdk::skel_family!(BpfSkel = skel::UdpBufferSkel);
 
 /// Measurements BPF attaches to an event (`enum udp_buffer_extra`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +51,7 @@ pub struct UdpBufferTuner {
     /// An administrator took over a tunable: leave it alone from then on.
     disabled: Vec<Tunable>,
     // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<skel::UdpBufferSkel<'static>>,
+    skel: OwnedSkel<BpfSkel>,
 }
 
 impl UdpBufferTuner {
@@ -91,14 +92,16 @@ impl UdpBufferTuner {
     /// compares with.
     fn sync_bpf_limits(&mut self) {
         let (max, def) = (self.read1(Tunable::RmemMax), self.read1(Tunable::RmemDefault));
-        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
-            if let Some(v) = max {
-                bss.rmem_max = v;
+        self.skel.with_mut(|skel| {
+            if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+                if let Some(v) = max {
+                    bss.rmem_max = v;
+                }
+                if let Some(v) = def {
+                    bss.rmem_default = v;
+                }
             }
-            if let Some(v) = def {
-                bss.rmem_default = v;
-            }
-        }
+        });
     }
 
     fn log_drops(&self, cookie: u64) {
@@ -152,19 +155,19 @@ impl UdpBufferTuner {
 
 impl Tuner for UdpBufferTuner {
     const NAME: &'static str = "udp_buffer";
-    const TUNABLES: &'static [bpftune_core::abi::TunableDesc] = Tunable::TABLE;
-    const SCENARIOS: &'static [bpftune_core::abi::ScenarioDesc] = Scenario::TABLE;
+    const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
+    const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
     const TICK_MS: u32 = 1000;
 
     fn init(host: Host) -> Result<Self, String> {
         let free_pages = procfs::read_free_buffer_pages(Path::new("/proc")).map_err(|e| e.to_string())?;
         let bounds = MemBounds { free_pages };
-        let mut skel = OwnedSkel::new(|storage| {
+        let mut skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::UdpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
             open.load().map_err(|e| format!("BPF load for tuner 'udp_buffer' failed: {e}"))
         })?;
-        skel.attach().map_err(|e| format!("could not attach skeleton: {e}"))?;
+        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
         host.debug_log(&format!(
             "udp_buffer: free buffer pages {free_pages}; udp_mem bounds ({} {} {})",
             bounds.min_cap(),
@@ -222,9 +225,9 @@ impl Tuner for UdpBufferTuner {
         self.netns.forget(cookie);
     }
 
-    fn samples(&self) -> Vec<bpftune_core::sample::SampleCount> {
+    fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
         // The original's sample names, in sample_map order.
-        bpftune_core::sample::read_samples(&self.skel.maps.sample_map, &["udp_fail_rcv_sample"])
+        bpftune_sdk::sample::read_samples(&self.skel.get().maps.sample_map, &["udp_fail_rcv_sample"])
     }
 
     fn fini(&mut self) -> Result<(), String> {
@@ -234,7 +237,7 @@ impl Tuner for UdpBufferTuner {
     }
 }
 
-bpftune_core::export_tuner!(UdpBufferTuner);
+bpftune_sdk::export_tuner!(UdpBufferTuner);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 //! written as 0 (a value past its bound stays as it is), and the drop rate
 //! of a namespace without datagrams is 0, not a division by zero.
 
-use bpftune_core::LearningRate;
+use bpftune_sdk::LearningRate;
 
 /// rmem_max / rmem_default are never set below this.
 pub const UDP_BUFFER_MIN: i64 = 8192;
@@ -60,8 +60,8 @@ pub fn decide_rcvbuf(d: RcvbufDrop, lr: LearningRate) -> Option<(RmemTarget, i64
     Some((target, old, new))
 }
 
-use bpftune_core::protomem::{MemCaps, raise_limits};
-pub use bpftune_core::protomem::{MemState, mem_state};
+use bpftune_sdk::protomem::{MemCaps, raise_limits};
+pub use bpftune_sdk::protomem::{MemState, mem_state};
 
 /// Bounds from the machine's free buffer memory, as the original (and
 /// tcp_buffer): `udp_mem` max ≤ 1/4 of free buffer pages, pressure ≤ 1/8,

@@ -2,13 +2,13 @@
 //! (`/proc/zoneinfo`, the bound for `udp_mem`), UDP memory in use
 //! (`/proc/net/sockstat`, on the 1 s tick) and the UDP receive counters of
 //! a namespace (`/proc/net/snmp` and `snmp6`, read inside that namespace),
-//! on top of `bpftune_core::procfs`. Every read that fails yields
+//! on top of `bpftune_sdk::procfs`. Every read that fails yields
 //! "unknown", never uninitialised numbers.
 
 use std::path::Path;
 
-use bpftune_core::procfs;
-pub use bpftune_core::procfs::{ProcError, read_free_buffer_pages};
+use bpftune_sdk::procfs;
+pub use bpftune_sdk::procfs::{ProcError, read_free_buffer_pages};
 
 /// UDP memory in use, in pages (the `UDP:` line of sockstat).
 pub fn sockstat_udp_mem(sockstat: &str) -> Option<i64> {
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn this_machine() {
-        // zoneinfo is tested in bpftune_core::procfs.
+        // zoneinfo is tested in bpftune_sdk::procfs.
         assert!(read_sockstat_udp_mem(Path::new("/proc")).is_ok());
         assert!(read_udp_counters(0, None).is_ok());
     }

@@ -4,7 +4,7 @@
 //! Ids are the enum discriminants; `udp_buffer.bpf.c` uses the same
 //! numbers, checked by a unit test below.
 
-bpftune_core::tunables! {
+bpftune_sdk::tunables! {
     pub enum Tunable {
         UdpMem = ("net.ipv4.udp_mem", Sysctl, NONE, 3),
         // Global on this kernel: readable in every namespace but writable
@@ -14,7 +14,7 @@ bpftune_core::tunables! {
     }
 }
 
-bpftune_core::scenarios! {
+bpftune_sdk::scenarios! {
     pub enum Scenario {
         Increase = (
             "need to increase UDP buffer size(s)",
@@ -54,7 +54,7 @@ pub fn drops_notice(cookie: u64, datagrams: u64, drops: u64, rate_per_mille: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpftune_core::abi::TunableFlags;
+    use bpftune_sdk::abi::TunableFlags;
 
     #[test]
     fn ids_match_the_bpf_side_and_the_reference() {

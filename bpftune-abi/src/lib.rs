@@ -5,8 +5,11 @@
 //! (and this crate's version) before the daemon calls anything. Nothing from
 //! libbpf-rs crosses: the daemon passes fds and ids, the tuner owns its BPF.
 //!
-//! Tuner authors do not use this module directly: [`crate::sdk`] wraps it in
-//! a trait and an export macro that catch panics at every entry point.
+//! This crate holds nothing else, and its own version (not the daemon's) is
+//! what abi_stable compares at load time: a daemon-only change never rejects
+//! a plugin, and a change here shows in the number. Tuner authors do not use
+//! it directly: `bpftune-sdk` wraps it in a trait and an export macro that
+//! catch panics at every entry point.
 
 use std::ffi::c_void;
 
@@ -20,7 +23,72 @@ use abi_stable::{
 
 /// Bumped on any change to the meaning (not just layout) of the interface.
 /// Layout changes are caught by abi_stable; this catches semantic ones.
-pub const BPFTUNE_ABI_VERSION: u32 = 1;
+/// 2: errors crossing the boundary are [`CallError`]s, not strings.
+pub const BPFTUNE_ABI_VERSION: u32 = 2;
+
+/// What kind of failure a [`CallError`] reports, so neither side parses
+/// messages to tell a panic from an error.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The call ran and failed; the callee is still usable.
+    Failed = 0,
+    /// The callee panicked; the panic was caught at the boundary. The daemon
+    /// disables a tuner that panics and never calls into it again.
+    Panicked = 1,
+    /// The daemon could not serve a host call because it was already inside
+    /// one for this tuner (a re-entrant call); nothing was done.
+    Busy = 2,
+}
+
+impl ErrorKind {
+    /// The word the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Panicked => "panicked",
+            Self::Busy => "busy",
+        }
+    }
+}
+
+/// The error every call across the boundary returns: a kind and a message
+/// for the log.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    pub kind: ErrorKind,
+    pub message: RString,
+}
+
+impl CallError {
+    pub fn new(kind: ErrorKind, message: impl Into<RString>) -> Self {
+        Self { kind, message: message.into() }
+    }
+    pub fn failed(message: impl Into<RString>) -> Self {
+        Self::new(ErrorKind::Failed, message)
+    }
+    pub fn panicked(message: impl Into<RString>) -> Self {
+        Self::new(ErrorKind::Panicked, message)
+    }
+    pub fn busy(message: impl Into<RString>) -> Self {
+        Self::new(ErrorKind::Busy, message)
+    }
+    pub fn is_panic(&self) -> bool {
+        self.kind == ErrorKind::Panicked
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ErrorKind::Failed => f.write_str(&self.message),
+            kind => write!(f, "{}: {}", kind.as_str(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
 
 /// Syslog-compatible severities (same numbers as `<syslog.h>`).
 #[repr(u8)]
@@ -179,9 +247,9 @@ pub struct HostVtable {
         netns_cookie: u64,
         name: RStr<'_>,
         string: bool,
-    ) -> RResult<SysctlValue, RString>,
+    ) -> RResult<SysctlValue, CallError>,
     /// Change a declared tunable, logging the Scenario/Due-to lines.
-    pub tunable_write: extern "C" fn(host: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, RString>,
+    pub tunable_write: extern "C" fn(host: HostHandle, req: &WriteRequest<'_>) -> RResult<WriteOutcome, CallError>,
     /// Log and count a change made some other way (netlink, per socket).
     pub tunable_update: extern "C" fn(
         host: HostHandle,
@@ -213,7 +281,7 @@ pub struct HostVtable {
     /// Report one part of the tuner and whether it works on this kernel
     /// (logged once when not [`FeatureState::Active`], listed by `-S` and
     /// `-q jstatus`). Added after the first release: a daemon built before
-    /// it has no such field, and [`crate::sdk::Host::feature`] then only
+    /// it has no such field, and `bpftune_sdk::Host::feature` then only
     /// logs the line itself.
     #[sabi(missing_field(option))]
     pub feature: extern "C" fn(host: HostHandle, part: RStr<'_>, state: FeatureState, detail: RStr<'_>),
@@ -336,17 +404,17 @@ pub struct HostContext {
 #[sabi(missing_field(panic))]
 pub struct TunerModule {
     pub descriptor: extern "C" fn() -> TunerDescriptor,
-    pub init: extern "C" fn(ctx: &HostContext) -> RResult<InstanceHandle, RString>,
-    pub event_handler: extern "C" fn(instance: InstanceHandle, event: RSlice<'_, u8>) -> RResult<(), RString>,
+    pub init: extern "C" fn(ctx: &HostContext) -> RResult<InstanceHandle, CallError>,
+    pub event_handler: extern "C" fn(instance: InstanceHandle, event: RSlice<'_, u8>) -> RResult<(), CallError>,
     /// Finalise and free the instance; it must not be used afterwards.
-    pub fini: extern "C" fn(instance: InstanceHandle) -> RResult<(), RString>,
+    pub fini: extern "C" fn(instance: InstanceHandle) -> RResult<(), CallError>,
     /// Lines for the summary; empty to use the daemon's generic summary.
-    pub summarize: extern "C" fn(instance: InstanceHandle) -> RResult<RVec<RString>, RString>,
-    pub tick: extern "C" fn(instance: InstanceHandle) -> RResult<(), RString>,
+    pub summarize: extern "C" fn(instance: InstanceHandle) -> RResult<RVec<RString>, CallError>,
+    pub tick: extern "C" fn(instance: InstanceHandle) -> RResult<(), CallError>,
     /// Score strategy `strategy` (index into the descriptor's strategies);
     /// the highest score wins.
     #[sabi(last_prefix_field)]
-    pub evaluate: extern "C" fn(instance: InstanceHandle, strategy: u32) -> RResult<f64, RString>,
+    pub evaluate: extern "C" fn(instance: InstanceHandle, strategy: u32) -> RResult<f64, CallError>,
 }
 
 /// Optional entry points a plugin may export next to its root module, each
@@ -356,12 +424,12 @@ pub struct TunerModule {
 /// expecting one more field there would refuse every older plugin. The
 /// version is part of the name; a changed signature gets a new name.
 ///
-/// `bpftune_netns_released_v1(instance, netns_cookie)`: the namespace with
+/// `bpftune_netns_released_v2(instance, netns_cookie)`: the namespace with
 /// this cookie is gone; drop whatever the instance keeps for it.
-pub const NETNS_RELEASED_SYMBOL: &std::ffi::CStr = c"bpftune_netns_released_v1";
+pub const NETNS_RELEASED_SYMBOL: &std::ffi::CStr = c"bpftune_netns_released_v2";
 
 /// Signature of [`NETNS_RELEASED_SYMBOL`].
-pub type NetnsReleasedFn = extern "C" fn(instance: InstanceHandle, netns_cookie: u64) -> RResult<(), RString>;
+pub type NetnsReleasedFn = extern "C" fn(instance: InstanceHandle, netns_cookie: u64) -> RResult<(), CallError>;
 
 impl RootModule for TunerModuleRef {
     declare_root_module_statics! {TunerModuleRef}
@@ -370,8 +438,6 @@ impl RootModule for TunerModuleRef {
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
-// SAFETY: the handles are only dereferenced by their owners (daemon or tuner)
-// on the daemon's main thread; the types only carry them.
-unsafe impl Send for HostHandle {}
-// SAFETY: as above.
-unsafe impl Sync for HostHandle {}
+// `HostHandle` and `InstanceHandle` carry raw pointers and so are neither
+// `Send` nor `Sync`: the daemon's side of a handle is single-threaded, and a
+// tuner cannot move its `Host` to another thread by accident.

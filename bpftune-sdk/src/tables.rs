@@ -5,7 +5,7 @@
 /// Declare a tunable enum and its table.
 ///
 /// ```
-/// bpftune_core::tunables! {
+/// bpftune_sdk::tunables! {
 ///     pub enum Tunable {
 ///         TcpRmem = ("net.ipv4.tcp_rmem", Sysctl, NAMESPACED, 3),
 ///         TcpMem = ("net.ipv4.tcp_mem", Sysctl, NONE, 3),
@@ -94,7 +94,7 @@ macro_rules! scenarios {
 /// generated code cannot satisfy switched off.
 ///
 /// ```ignore
-/// bpftune_core::include_skeleton!(mod skel = "sysctl");
+/// bpftune_sdk::include_skeleton!(mod skel = "sysctl");
 /// ```
 #[macro_export]
 macro_rules! include_skeleton {

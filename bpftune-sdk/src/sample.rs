@@ -5,7 +5,7 @@
 
 use libbpf_rs::{MapCore, MapFlags};
 
-use crate::probe_skel::types::bpftune_sample;
+use crate::types_skel::types::bpftune_sample;
 
 /// One sampled program's counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! type generated from `bpf-common/include/bpftune.bpf.h` by libbpf-cargo
 //! (via the core probe object), wrapped in safe accessors.
 
-use crate::probe_skel::types::{bpftune_event, bpftune_sysctl_write, bpftune_sysctl_write_flags as WriteFlags};
+use crate::types_skel::types::{bpftune_event, bpftune_sysctl_write, bpftune_sysctl_write_flags as WriteFlags};
 
 /// Size in bytes of one event on the ring buffer.
 pub const EVENT_SIZE: usize = std::mem::size_of::<bpftune_event>();
