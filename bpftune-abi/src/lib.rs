@@ -291,6 +291,40 @@ pub struct HostVtable {
     /// the first release; older daemons only have `admin_override`.
     #[sabi(missing_field(option))]
     pub admin_write: extern "C" fn(host: HostHandle, write: &AdminWrite<'_>),
+    /// Run `job(ctx)` inside the namespace with that cookie (`netns_inum`,
+    /// if not 0, helps the daemon find one it has not seen yet) and wait
+    /// for it. The daemon enters namespaces on one long-lived thread of its
+    /// own, so `job` may run on another thread than the caller's (the SDK
+    /// only passes `Send` closures); the daemon's own namespace runs it on
+    /// the calling thread.
+    #[sabi(missing_field(option))]
+    pub netns_run: extern "C" fn(
+        host: HostHandle,
+        netns_cookie: u64,
+        netns_inum: u32,
+        job: NetnsJobFn,
+        ctx: *mut c_void,
+    ) -> RResult<(), CallError>,
+    /// Every network namespace the daemon knows, its own first; `scan`
+    /// says how hard to look for new ones first.
+    #[sabi(missing_field(option))]
+    pub netns_list: extern "C" fn(host: HostHandle, scan: NetnsScan) -> RVec<NetnsInfo>,
+}
+
+/// The job [`HostVtable::netns_run`] runs inside a namespace.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct NetnsJobFn {
+    pub run: extern "C" fn(ctx: *mut c_void),
+}
+
+/// A namespace the daemon knows.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetnsInfo {
+    pub cookie: u64,
+    /// Its inode (`ns.inum`); 0 if unknown.
+    pub inum: u64,
 }
 
 /// How one part of a tuner (a hook, a helper, an optional tunable) fares on

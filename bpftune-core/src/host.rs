@@ -19,7 +19,7 @@ use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 use crate::abi::{
     AdminWrite, CallError, FeatureState, HostContext, HostHandle, HostVtable, HostVtableRef, LogLevel, NetnsChange,
-    NetnsChangeKind, NetnsScan, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
+    NetnsChangeKind, NetnsInfo, NetnsJobFn, NetnsScan, SupportLevel, SysctlValue, WriteOutcome, WriteRequest,
 };
 use crate::advice::{Advice, AdviceLog};
 use crate::learning::LearningRate;
@@ -184,6 +184,38 @@ impl HostState {
         }
         self.sync_netns();
         self.netns_watcher.as_mut().map(|q| q.drain(..).collect()).unwrap_or_default()
+    }
+
+    /// Where to act for namespace `cookie` (`inum`, if not 0, helps find a
+    /// namespace not seen before), for a tuner's namespace job.
+    pub fn netns_target(&mut self, cookie: u64, inum: u32) -> io::Result<NsTarget> {
+        if inum != 0 && !self.netns.is_global(cookie) {
+            self.netns.note(cookie, u64::from(inum), 0);
+        }
+        let r = self.netns.target(cookie);
+        self.sync_netns();
+        r
+    }
+
+    /// Every namespace known (the daemon's own first), after looking for
+    /// new ones as `scan` says.
+    pub fn netns_list(&mut self, scan: NetnsScan) -> Vec<NetnsInfo> {
+        match scan {
+            NetnsScan::None => {}
+            NetnsScan::IfChanged => {
+                self.netns.scan_if_changed();
+            }
+            NetnsScan::Full => self.netns.scan(),
+        }
+        self.sync_netns();
+        let mut list = vec![NetnsInfo { cookie: self.netns.global_cookie(), inum: self.netns.global_inum() }];
+        list.extend(
+            self.netns
+                .known_cookies()
+                .filter_map(|c| self.netns.handle(c))
+                .map(|h| NetnsInfo { cookie: h.cookie, inum: h.inum }),
+        );
+        list
     }
 
     /// State of tuner `tuner_id` in namespace `cookie`: active, manual
@@ -634,6 +666,50 @@ extern "C" fn host_netns_changes(
     })
 }
 
+extern "C" fn host_netns_run(
+    handle: HostHandle,
+    cookie: u64,
+    inum: u32,
+    job: NetnsJobFn,
+    ctx: *mut c_void,
+) -> RResult<(), CallError> {
+    with_binding(handle, RResult::RErr(CallError::panicked("host namespace job")), |b| {
+        let raw = netns::RawJob { run: job.run, ctx };
+        let run = |target: &NsTarget| match target {
+            NsTarget::Global => netns::run_raw(netns::Where::Own, raw),
+            NsTarget::Netns(h) => netns::run_raw(netns::Where::Netns(h), raw),
+        };
+        let target = match b.host.try_borrow_mut() {
+            Ok(mut h) => h.netns_target(cookie, inum),
+            Err(_) => return RResult::RErr(busy()),
+        };
+        // The state is not borrowed while the job runs.
+        let result = match target.and_then(|t| run(&t)) {
+            // The namespace's path went away (a process left): find another
+            // path once; the job did not run.
+            Err(e) if netns::is_gone_error(&e) => {
+                let retarget = match b.host.try_borrow_mut() {
+                    Ok(mut h) => h.netns.retarget(cookie),
+                    Err(_) => return RResult::RErr(busy()),
+                };
+                retarget.and_then(|t| run(&t))
+            }
+            r => r,
+        };
+        result.map_err(|e| CallError::failed(e.to_string())).into()
+    })
+}
+
+extern "C" fn host_netns_list(handle: HostHandle, scan: NetnsScan) -> RVec<NetnsInfo> {
+    with_binding(handle, RVec::new(), |b| match b.host.try_borrow_mut() {
+        Ok(mut h) => RVec::from(h.netns_list(scan)),
+        Err(_) => {
+            log_busy(b, "netns list");
+            RVec::new()
+        }
+    })
+}
+
 static HOST_VTABLE: WithMetadata<HostVtable> = WithMetadata::new(HostVtable {
     log: host_log,
     sysctl_read: host_sysctl_read,
@@ -644,6 +720,8 @@ static HOST_VTABLE: WithMetadata<HostVtable> = WithMetadata::new(HostVtable {
     netns_changes: host_netns_changes,
     feature: host_feature,
     admin_write: host_admin_write,
+    netns_run: host_netns_run,
+    netns_list: host_netns_list,
 });
 
 /// The vtable every tuner's context points to.

@@ -10,6 +10,7 @@
 
 mod probe;
 mod watch;
+mod worker;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
@@ -19,6 +20,106 @@ use std::path::{Path, PathBuf};
 
 pub use bpftune_sdk::netns::*;
 pub use probe::{ProbeResult, probe_paths};
+pub use worker::{RawJob, Where, run_in, run_raw, threads_started};
+
+/// A namespace other than the daemon's, and how to enter it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsHandle {
+    pub cookie: u64,
+    /// Inode of the namespace (`ns.inum`), to check the path still names it.
+    pub inum: u64,
+    /// `/run/netns/<name>` or `/proc/<pid>/ns/net`.
+    pub path: PathBuf,
+}
+
+/// The namespace an access was meant for no longer exists (or the path now
+/// names another one). Carried inside an `io::Error` of kind `NotFound`.
+#[derive(Debug)]
+pub struct NetnsGone(pub String);
+
+impl std::fmt::Display for NetnsGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "network namespace gone: {}", self.0)
+    }
+}
+
+impl std::error::Error for NetnsGone {}
+
+pub fn gone(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, NetnsGone(msg))
+}
+
+/// True if `e` says the namespace is gone (not, say, a missing sysctl).
+pub fn is_gone_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<NetnsGone>())
+}
+
+/// Run `f` inside `ns` on the namespace worker (see [`worker`]). Fails
+/// with [`NetnsGone`] if the namespace is gone (path missing, or now naming
+/// another namespace: both the inode of the opened file and the cookie seen
+/// after `setns` must match).
+pub fn in_netns<R: Send + 'static>(ns: &NetnsHandle, f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+    run_in(Where::Netns(ns), f)
+}
+
+/// Every path that may name a network namespace: nsfs mounts (e.g.
+/// `/run/netns/*`) and each process's `/proc/<pid>/ns/net`, deduplicated by
+/// namespace inode (mounts first: they outlive processes).
+pub fn candidate_paths(proc_root: &Path) -> HashMap<u64, PathBuf> {
+    let mut found: HashMap<u64, PathBuf> = HashMap::new();
+    for path in nsfs_mounts(proc_root) {
+        if let Ok(meta) = fs::metadata(&path) {
+            found.entry(meta.ino()).or_insert(path);
+        }
+    }
+    if let Ok(entries) = fs::read_dir(proc_root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let path = entry.path().join("ns/net");
+            if let Ok(meta) = fs::metadata(&path) {
+                found.entry(meta.ino()).or_insert(path);
+            }
+        }
+    }
+    found
+}
+
+/// Mount points of nsfs files (any namespace type) in our mount namespace.
+fn nsfs_mounts(proc_root: &Path) -> Vec<PathBuf> {
+    let Ok(mounts) = fs::read_to_string(proc_root.join("self/mounts")) else {
+        return Vec::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_src, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "nsfs").then(|| PathBuf::from(unescape_mount_path(target)))
+        })
+        .collect()
+}
+
+/// `/proc/mounts` escapes space, tab, newline and backslash as octal.
+pub fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = u32::from(b[i + 1] - b'0') * 64 + u32::from(b[i + 2] - b'0') * 8 + u32::from(b[i + 3] - b'0');
+            out.push(u8::try_from(v).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// Recently destroyed namespaces remembered (to skip their late events and
 /// log their end once). Older ones are forgotten entirely.
@@ -101,6 +202,11 @@ impl NetnsRegistry {
     /// Map a cookie from BPF to the one used everywhere (0/unknown → global).
     pub fn normalize(&self, cookie: u64) -> u64 {
         if self.is_global(cookie) { self.global_cookie } else { cookie }
+    }
+
+    /// Inode of the daemon's own namespace (0 if unknown).
+    pub fn global_inum(&self) -> u64 {
+        self.global_inum
     }
 
     pub fn known_count(&self) -> usize {

@@ -5,11 +5,14 @@
 //! the daemon serves host calls on its main thread only, so a tuner cannot
 //! call it from a thread of its own.
 
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use abi_stable::std_types::{RResult, RSlice, RStr};
 
 use crate::abi::{
-    AdminWrite, CallError, FeatureState, HostContext, LogLevel, NetnsChange, NetnsScan, SupportLevel, WriteOutcome,
-    WriteRequest,
+    AdminWrite, CallError, FeatureState, HostContext, LogLevel, NetnsChange, NetnsInfo, NetnsJobFn, NetnsScan,
+    SupportLevel, WriteOutcome, WriteRequest,
 };
 use crate::learning::LearningRate;
 
@@ -195,5 +198,72 @@ impl Host {
     /// Whether the kernel has netns cookies (per-namespace policy).
     pub fn netns_cookie_supported(&self) -> bool {
         self.ctx.netns_cookie_supported
+    }
+
+    /// Run `f` inside the namespace with that cookie and return what it
+    /// returns. `netns_inum` (0 if unknown) helps the daemon find a
+    /// namespace it has not seen yet. The daemon enters namespaces on one
+    /// long-lived thread of its own (never a new thread, never a `/proc`
+    /// scan per call), so `f` must be `Send`; inside, `/proc/thread-self/net`
+    /// is that namespace's `/proc/net` and `/proc/sys/net` its sysctls. The
+    /// daemon's own namespace runs `f` on the calling thread.
+    pub fn in_netns<F: FnOnce() -> R + Send, R: Send>(
+        &self,
+        netns_cookie: u64,
+        netns_inum: u32,
+        f: F,
+    ) -> Result<R, String> {
+        let Some(run) = self.ctx.vtable.netns_run() else {
+            return Err("the daemon is too old to enter namespaces for tuners".to_string());
+        };
+        let mut job = NetnsJob { f: Some(f), out: None };
+        let ctx = std::ptr::from_mut(&mut job).cast::<c_void>();
+        run(self.ctx.host, netns_cookie, netns_inum, NetnsJobFn { run: run_netns_job::<F, R> }, ctx)
+            .into_result()
+            .map_err(|e: CallError| e.to_string())?;
+        match job.out {
+            Some(Ok(r)) => Ok(r),
+            Some(Err(_)) => Err("panicked inside the namespace".to_string()),
+            None => Err("the namespace job did not run".to_string()),
+        }
+    }
+
+    /// The text of `/proc/net/<name>` (e.g. `snmp`, `sockstat6`) in the
+    /// namespace with that cookie, read by the daemon inside it.
+    pub fn read_net_file(&self, netns_cookie: u64, netns_inum: u32, name: &str) -> Result<String, String> {
+        if name.is_empty() || name.starts_with('/') || name.split('/').any(|p| p == "..") {
+            return Err(format!("not a /proc/net file name: {name}"));
+        }
+        let path = format!("/proc/thread-self/net/{name}");
+        self.in_netns(netns_cookie, netns_inum, move || std::fs::read_to_string(&path))?
+            .map_err(|e| format!("/proc/net/{name}: {e}"))
+    }
+
+    /// Every network namespace the daemon knows, its own first. `scan`
+    /// asks it to look for new ones first ([`NetnsScan::IfChanged`] is cheap:
+    /// only if `/run/netns` changed; [`NetnsScan::Full`] walks every process).
+    pub fn namespaces(&self, scan: NetnsScan) -> Vec<NetnsInfo> {
+        match self.ctx.vtable.netns_list() {
+            Some(list) => list(self.ctx.host, scan).into_vec(),
+            None => vec![NetnsInfo { cookie: self.global_netns_cookie(), inum: 0 }],
+        }
+    }
+}
+
+/// A closure on its way into a namespace, and what it returned.
+struct NetnsJob<F, R> {
+    f: Option<F>,
+    out: Option<std::thread::Result<R>>,
+}
+
+/// Runs a [`NetnsJob`] where the daemon calls it (its namespace thread).
+extern "C" fn run_netns_job<F: FnOnce() -> R + Send, R: Send>(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `NetnsJob<F, R>` `Host::in_netns` made on its
+    // stack; it waits until the daemon has run (or dropped) this call, and
+    // the daemon calls it at most once, so the reference is unique and
+    // live. F and R are Send, so using them on the daemon's thread is fine.
+    let job = unsafe { &mut *ctx.cast::<NetnsJob<F, R>>() };
+    if let Some(f) = job.f.take() {
+        job.out = Some(catch_unwind(AssertUnwindSafe(f)));
     }
 }

@@ -1,14 +1,12 @@
 //! What tuners read from `/proc`, in one place: free buffer pages (the
 //! bound every protocol-memory tuner uses), protocol memory in use from
-//! `sockstat`, counters from `netstat`/`snmp`/`snmp6`, and any `/proc/net`
-//! file of another namespace (read on a helper thread inside it). Parsers
+//! `sockstat`, counters from `netstat`/`snmp`/`snmp6`. A `/proc/net` file of
+//! another namespace is read by the daemon (`Host::read_net_file`). Parsers
 //! take text so they are tested on captured samples.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-
-use crate::netns::{NetnsHandle, candidate_paths, in_netns};
 
 /// Why a `/proc` read failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +15,9 @@ pub enum ProcError {
     Io { path: PathBuf, source: io::Error },
     #[error("no '{field}' in {path}")]
     Missing { path: PathBuf, field: &'static str },
-    #[error("no handle for netns inode {inum}")]
-    NoNetns { inum: u32 },
+    /// The daemon could not read it in that namespace (gone, say).
+    #[error("{0}")]
+    Host(String),
 }
 
 /// Read a whole file.
@@ -112,24 +111,6 @@ pub fn snmp6_counter(snmp6: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Run `f` with the `/proc/net` directory of the namespace with that cookie
-/// and inode (`None`: the daemon's own). Another namespace is entered on a
-/// helper thread, so `f` gets `/proc/thread-self/net`, which follows the
-/// thread (plain `/proc/net` follows the main thread).
-pub fn with_net_dir<R: Send>(
-    cookie: u64,
-    inum: Option<u32>,
-    f: impl FnOnce(&Path) -> R + Send,
-) -> Result<R, ProcError> {
-    let Some(inum) = inum else {
-        return Ok(f(Path::new("/proc/net")));
-    };
-    let path = candidate_paths(Path::new("/proc")).remove(&u64::from(inum)).ok_or(ProcError::NoNetns { inum })?;
-    let handle = NetnsHandle { cookie, inum: u64::from(inum), path };
-    in_netns(&handle, || f(Path::new("/proc/thread-self/net")))
-        .map_err(|source| ProcError::Io { path: handle.path.clone(), source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,11 +181,5 @@ Node 0, zone  Movable
         assert_eq!(counter(netstat, "TcpExt:", "Nope"), None);
         assert_eq!(snmp6_counter("Udp6InDatagrams 12\nUdp6RcvbufErrors 4\n", "Udp6RcvbufErrors"), Some(4));
         assert!(read_sockstat_mem(Path::new("/proc"), "TCP").is_ok());
-    }
-
-    #[test]
-    fn own_namespace_net_dir() {
-        let n = with_net_dir(0, None, |dir| read(&dir.join("snmp")).map(|s| s.len())).expect("own ns");
-        assert!(n.expect("snmp") > 0);
     }
 }

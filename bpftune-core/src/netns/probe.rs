@@ -1,7 +1,6 @@
-//! Learning the cookies of many namespaces at once: one helper thread
-//! enters each candidate in turn (`setns` needs no fresh thread per
-//! namespace), so start-up discovery with a thousand namespaces costs a
-//! thousand `setns` calls, not a thousand threads.
+//! Learning the cookies of many namespaces at once: one job on the
+//! namespace worker enters each candidate in turn, so start-up discovery
+//! with a thousand namespaces costs a thousand `setns` calls and no thread.
 
 use std::fs;
 use std::io;
@@ -27,28 +26,25 @@ fn probe_one(inum: u64, path: &std::path::Path) -> io::Result<u64> {
     if file.metadata()?.ino() != inum {
         return Err(gone(format!("{} now names another namespace", path.display())));
     }
-    // SAFETY: setns on a valid nsfs fd; it moves only the calling helper
-    // thread, which exits when the probe is done.
+    // SAFETY: setns on a valid nsfs fd; it moves only the namespace worker
+    // thread, which returns to the daemon's namespace after the job.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
         return Err(io::Error::last_os_error());
     }
     current_netns_cookie()
 }
 
-/// Enter each `(inode, path)` on one helper thread and read its cookie.
-/// Fails only if the thread cannot be started.
+/// Enter each `(inode, path)` in one job on the namespace worker and read
+/// its cookie. Fails only if the worker cannot run it.
 pub fn probe_paths(paths: Vec<(u64, PathBuf)>) -> io::Result<Vec<ProbeResult>> {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new().name("bpftune-netns".into()).spawn_scoped(scope, move || {
-            let _caps = crate::privilege::Raised::raise(crate::privilege::NETNS_ENTRY);
-            paths
-                .into_iter()
-                .map(|(inum, path)| {
-                    let cookie = probe_one(inum, &path);
-                    ProbeResult { inum, path, cookie }
-                })
-                .collect::<Vec<_>>()
-        })?;
-        worker.join().map_err(|_| io::Error::other("netns helper thread panicked"))
+    super::run_in(super::Where::Own, move || {
+        let _caps = crate::privilege::Raised::raise(crate::privilege::NETNS_ENTRY);
+        paths
+            .into_iter()
+            .map(|(inum, path)| {
+                let cookie = probe_one(inum, &path);
+                ProbeResult { inum, path, cookie }
+            })
+            .collect::<Vec<_>>()
     })
 }

@@ -93,3 +93,22 @@ fn gone_errors_are_recognised() {
     assert!(is_gone_error(&gone("x".into())));
     assert!(!is_gone_error(&io::Error::from(io::ErrorKind::NotFound)));
 }
+
+#[test]
+fn the_namespace_worker_is_one_thread_for_many_jobs() {
+    for i in 0..50u32 {
+        assert_eq!(run_in(Where::Own, move || i * 2).expect("job in own namespace"), i * 2);
+    }
+    assert_eq!(threads_started(), 1, "one long-lived worker, not a thread per job");
+    let own = current_netns_cookie().ok();
+    assert_eq!(run_in(Where::Own, current_netns_cookie).expect("job").ok(), own, "jobs run in the daemon's namespace");
+    assert!(run_in(Where::Own, || panic!("boom")).is_err(), "a panicking job is an error, not a dead worker");
+    assert_eq!(run_in(Where::Own, || 7).expect("worker still serves"), 7);
+}
+
+#[test]
+fn a_vanished_namespace_path_is_a_gone_error() {
+    let handle = NetnsHandle { cookie: 1, inum: 1, path: "/nonexistent/netns".into() };
+    let e = run_in(Where::Netns(&handle), || ()).expect_err("no such path");
+    assert!(is_gone_error(&e), "{e}");
+}

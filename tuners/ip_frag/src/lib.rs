@@ -82,7 +82,7 @@ impl IpFragTuner {
             return false;
         }
         let key = (t, cookie);
-        match self.snmp.read(cookie, inum, t.is_ipv6()) {
+        match self.snmp.read(&self.host, cookie, inum, t.is_ipv6()) {
             Ok(r) => {
                 if let Some(rate) = policy::fail_rate(r.fails, r.reqds) {
                     self.corr.update(key, next_high as f64, rate as f64);
@@ -144,7 +144,7 @@ impl Tuner for IpFragTuner {
             lr: host.learning_rate(),
             netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
             corr: CorrTable::new(),
-            snmp: SnmpReader::default(),
+            snmp: SnmpReader,
             skel,
         })
     }

@@ -3,19 +3,14 @@
 //! came from, for the correlation guard.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
 
-use bpftune_sdk::netns::{NetnsHandle, candidate_paths, in_netns};
+use bpftune_sdk::Host;
 
 /// Reading the counters failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnmpError {
-    #[error("no path names network namespace inode {inum}")]
-    NoNetns { inum: u32 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Host(String),
     #[error("no reassembly counters in {0}")]
     Missing(&'static str),
 }
@@ -47,52 +42,22 @@ pub fn parse_snmp6(text: &str) -> Option<Reasm> {
     Some(Reasm { reqds: get("Ip6ReasmReqds")?, fails: get("Ip6ReasmFails")? })
 }
 
-fn read(path: &Path) -> Result<String, SnmpError> {
-    fs::read_to_string(path).map_err(|source| SnmpError::Io { path: path.to_path_buf(), source })
-}
-
-/// Finds (and caches) a path for each namespace seen, to read its counters.
+/// Reads the counters of a namespace.
 #[derive(Debug, Default)]
-pub struct SnmpReader {
-    handles: HashMap<u64, NetnsHandle>,
-}
+pub struct SnmpReader;
 
 impl SnmpReader {
-    /// Counters of the namespace `cookie` (`inum` None = the daemon's own).
-    pub fn read(&mut self, cookie: u64, inum: Option<u32>, ipv6: bool) -> Result<Reasm, SnmpError> {
+    /// Counters of the namespace `cookie` (`inum` None = the daemon's own),
+    /// read by the daemon inside it.
+    pub fn read(&mut self, host: &Host, cookie: u64, inum: Option<u32>, ipv6: bool) -> Result<Reasm, SnmpError> {
         let (file, parse): (&'static str, fn(&str) -> Option<Reasm>) =
             if ipv6 { ("snmp6", parse_snmp6) } else { ("snmp", parse_snmp) };
-        let path = PathBuf::from(format!("/proc/thread-self/net/{file}"));
-        let text = match inum {
-            None => read(&path)?,
-            Some(inum) => {
-                let handle = match self.handles.get(&cookie) {
-                    Some(h) if h.inum == u64::from(inum) => h.clone(),
-                    _ => {
-                        let p = candidate_paths(Path::new("/proc"))
-                            .remove(&u64::from(inum))
-                            .ok_or(SnmpError::NoNetns { inum })?;
-                        let h = NetnsHandle { cookie, inum: u64::from(inum), path: p };
-                        self.handles.insert(cookie, h.clone());
-                        h
-                    }
-                };
-                match in_netns(&handle, || read(&path)) {
-                    Ok(r) => r?,
-                    Err(source) => {
-                        self.handles.remove(&cookie);
-                        return Err(SnmpError::Io { path: handle.path, source });
-                    }
-                }
-            }
-        };
+        let text = host.read_net_file(cookie, inum.unwrap_or(0), file).map_err(SnmpError::Host)?;
         parse(&text).ok_or(SnmpError::Missing(file))
     }
 
     /// Forget a namespace (gone, or no longer tuned).
-    pub fn forget(&mut self, cookie: u64) {
-        self.handles.remove(&cookie);
-    }
+    pub fn forget(&mut self, _cookie: u64) {}
 }
 
 #[cfg(test)]
@@ -116,11 +81,5 @@ Icmp: 5 0
         let text = "Ip6InReceives                   \t10\nIp6ReasmReqds                   \t42\nIp6ReasmOKs \t40\nIp6ReasmFails                   \t2\n";
         assert_eq!(parse_snmp6(text), Some(Reasm { reqds: 42, fails: 2 }));
         assert_eq!(parse_snmp6("Ip6InReceives 1\n"), None);
-    }
-
-    #[test]
-    fn reads_the_daemons_own_counters() {
-        let mut r = SnmpReader::default();
-        assert!(r.read(0, None, false).is_ok());
     }
 }

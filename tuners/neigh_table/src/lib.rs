@@ -151,7 +151,7 @@ impl NeighTableTuner {
         let (Ok(ifindex), Ok(family)) = (u32::try_from(ev.ifindex), u8::try_from(table.family())) else {
             return Bound::fallback();
         };
-        match self.addrs.prefixlens(cookie, inum, family, ifindex) {
+        match self.addrs.prefixlens(&self.host, cookie, inum, family, ifindex) {
             Ok(prefixlens) => {
                 let bytes = table.addr_bits() / 8;
                 for &p in &prefixlens {
@@ -288,10 +288,6 @@ impl Tuner for NeighTableTuner {
             _ => self.host.debug_log(&format!("neigh_table: unexpected scenario {}", event.scenario_id())),
         }
         Ok(())
-    }
-
-    fn netns_released(&mut self, cookie: u64) {
-        self.addrs.forget(cookie);
     }
 
     fn fini(&mut self) -> Result<(), String> {

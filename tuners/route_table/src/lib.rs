@@ -21,7 +21,6 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 
 use bpftune_sdk::abi::FeatureState;
-use bpftune_sdk::procfs;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel, prepare_object};
 use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::btf::types::Struct;
@@ -160,9 +159,7 @@ impl RouteTableTuner {
     /// The exact dst count of that namespace.
     fn exact_entries(&self, cookie: u64) -> Result<policy::Rt6Stats, String> {
         let inum = self.watch.as_ref().and_then(|w| if w.cookies { w.netns.inum(cookie) } else { None });
-        let text = procfs::with_net_dir(cookie, inum, |dir| procfs::read(&dir.join("rt6_stats")))
-            .and_then(|r| r)
-            .map_err(|e| e.to_string())?;
+        let text = self.host.read_net_file(cookie, inum.unwrap_or(0), "rt6_stats")?;
         policy::parse_rt6_stats(&text).ok_or_else(|| format!("cannot parse rt6_stats: {text:?}"))
     }
 

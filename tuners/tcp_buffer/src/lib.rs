@@ -286,7 +286,7 @@ impl TcpBufferTuner {
         let corr = self.corr.get(&key);
         let (mut failed, mut recv) = (None, None);
         if extra.syncookies > 0 {
-            match meminfo::read_netstat(cookie, self.netns.inum(cookie)) {
+            match meminfo::read_netstat(&self.host, cookie, self.netns.inum(cookie)) {
                 Ok(text) => {
                     if let Some((r, f)) = meminfo::syncookie_counters(&text) {
                         recv = Some(r);

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use bpftune_sdk::Host;
 use bpftune_sdk::procfs;
 pub use bpftune_sdk::procfs::{ProcError, read_free_buffer_pages};
 
@@ -29,10 +30,10 @@ pub fn syncookie_counters(netstat: &str) -> Option<(u64, u64)> {
     Some((netstat_value(netstat, "TcpExt:", "SyncookiesRecv")?, netstat_value(netstat, "TcpExt:", "SyncookiesFailed")?))
 }
 
-/// `/proc/net/netstat` of the namespace with that cookie and inode; `None`
-/// for the inode means the daemon's own namespace.
-pub fn read_netstat(cookie: u64, inum: Option<u32>) -> Result<String, ProcError> {
-    procfs::with_net_dir(cookie, inum, |dir| procfs::read(&dir.join("netstat")))?
+/// `/proc/net/netstat` of the namespace with that cookie (and inode, if
+/// known), read by the daemon inside it.
+pub fn read_netstat(host: &Host, cookie: u64, inum: Option<u32>) -> Result<String, ProcError> {
+    host.read_net_file(cookie, inum.unwrap_or(0), "netstat").map_err(ProcError::Host)
 }
 
 #[cfg(test)]
@@ -62,6 +63,7 @@ mod tests {
         // Unprivileged reads of the real files parse (zoneinfo is tested in
         // bpftune_sdk::procfs).
         assert!(read_sockstat_tcp_mem(Path::new("/proc")).is_ok());
-        assert!(syncookie_counters(&read_netstat(0, None).expect("netstat")).is_some());
+        let netstat = std::fs::read_to_string("/proc/net/netstat").expect("netstat");
+        assert!(syncookie_counters(&netstat).is_some());
     }
 }

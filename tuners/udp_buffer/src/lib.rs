@@ -105,7 +105,7 @@ impl UdpBufferTuner {
     }
 
     fn log_drops(&self, cookie: u64) {
-        match procfs::read_udp_counters(cookie, self.netns.inum(cookie)) {
+        match procfs::read_udp_counters(&self.host, cookie, self.netns.inum(cookie)) {
             Ok(c) => {
                 let rate = policy::drop_rate_per_mille(c.datagrams, c.rcvbuf_errors);
                 self.host.notice(&tables::drops_notice(cookie, c.datagrams, c.rcvbuf_errors, rate));
