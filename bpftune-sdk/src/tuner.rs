@@ -38,10 +38,17 @@ pub trait Tuner: Sized + 'static {
     fn evaluate(&self, _strategy: u32) -> f64 {
         0.0
     }
+    /// Everything this tuner keeps per namespace ([`crate::PerNetns`],
+    /// [`crate::NetnsAdmission`]): when the daemon reports a namespace gone
+    /// the SDK releases it in each of these, then calls
+    /// [`Tuner::netns_released`], so state per namespace does not outlive
+    /// the namespace and no tuner clears its maps by hand.
+    fn netns_state(&mut self) -> Vec<&mut dyn crate::NetnsState> {
+        Vec::new()
+    }
     /// The namespace with this cookie is gone, or the daemon stopped
-    /// tracking it: forget whatever is kept for it (a tuner with a
-    /// [`crate::NetnsAdmission`] calls its `forget`), so state per
-    /// namespace does not outlive the namespace.
+    /// tracking it, and [`Tuner::netns_state`] has been released there:
+    /// drop anything else kept for it (BPF map entries, say) or log.
     fn netns_released(&mut self, _netns_cookie: u64) {}
     /// Counters of the tuner's sampled BPF programs (see
     /// [`crate::sample::read_samples`]); logged before `fini`, as the
