@@ -117,6 +117,36 @@ macro_rules! include_skeleton {
     };
 }
 
+/// Check, when the tuner is compiled, that a C enum of its BPF object and
+/// a Rust table give every id the same number, so the two can never drift:
+/// the build fails instead. Anchor the C enum in the object's BTF (a global
+/// of that type, `enum my_tunable my_tunable_anchor = 0;`) so libbpf-cargo
+/// generates it into the skeleton, then name each pair once:
+///
+/// ```ignore
+/// bpftune_sdk::same_ids!(skel::types::udp_buffer_tunable => Tunable {
+///     UDP_BUFFER_UDP_MEM = UdpMem,
+///     UDP_BUFFER_RMEM_MAX = RmemMax,
+/// });
+/// ```
+///
+/// Name every id the BPF side uses; a Rust id the BPF never sends (one
+/// only userspace decides on) needs no C twin.
+#[macro_export]
+macro_rules! same_ids {
+    ($($c_enum:ident)::+ => $rust:ident { $($c:ident = $r:ident),+ $(,)? }) => {
+        const _: () = {
+            type CEnum = $($c_enum)::+;
+            $(
+                assert!(
+                    CEnum::$c.0 as u64 == $rust::$r as u64,
+                    concat!("C ", stringify!($c), " and Rust ", stringify!($rust), "::", stringify!($r), " differ")
+                );
+            )+
+        };
+    };
+}
+
 #[cfg(test)]
 mod tests {
     crate::tunables! {

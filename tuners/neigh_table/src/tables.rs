@@ -39,6 +39,13 @@ bpftune_sdk::scenarios! {
     }
 }
 
+// The ids the BPF side sends are its C enum's (anchored in the object's
+// BTF): the build fails if the two ever differ.
+bpftune_sdk::same_ids!(crate::skel::types::neigh_table_scenario => Scenario {
+    NEIGH_TABLE_FULL = NearlyFull,
+    NEIGH_TABLE_EMPTY = NearlyEmpty,
+});
+
 /// `AF_INET`.
 pub const FAMILY_INET: u32 = libc::AF_INET as u32;
 /// `AF_INET6`.

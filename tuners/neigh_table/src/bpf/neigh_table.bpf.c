@@ -31,11 +31,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Scenario ids: must match the Rust table. */
+/* Scenario ids: the Rust table's (src/tables.rs checks them against this
+ * enum, anchored in BTF, when the tuner is compiled). */
 enum neigh_table_scenario {
 	NEIGH_TABLE_FULL = 0,
 	NEIGH_TABLE_EMPTY = 2,
 };
+enum neigh_table_scenario neigh_table_scenario_anchor = NEIGH_TABLE_FULL;
 
 #define NEIGH_AF_INET		2
 #define NEIGH_AF_INET6		10

@@ -31,15 +31,17 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Tunable ids: must match the Rust table (src/tables.rs). */
+/* Tunable and scenario ids: the Rust tables' (src/tables.rs checks them
+ * against these enums, anchored in BTF, when the tuner is compiled). */
 enum route_table_tunable {
 	ROUTE_TABLE_IPV6_MAX_SIZE = 0,
 };
+enum route_table_tunable route_table_tunable_anchor = ROUTE_TABLE_IPV6_MAX_SIZE;
 
-/* Scenario ids: must match the Rust table. */
 enum route_table_scenario {
 	ROUTE_TABLE_NEARLY_FULL = 0,
 };
+enum route_table_scenario route_table_scenario_anchor = ROUTE_TABLE_NEARLY_FULL;
 
 /* How far the folded percpu count may lag the exact one: the kernel's
  * DST_PERCPU_COUNTER_BATCH (32) per CPU. Set by userspace before load. */
