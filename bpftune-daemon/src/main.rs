@@ -15,6 +15,7 @@ mod metrics;
 mod query;
 mod replies;
 mod report;
+mod rollback;
 mod runlock;
 mod support_check;
 mod tuners;

@@ -8,14 +8,15 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bpftune_core::LogLevel;
 use bpftune_core::abi::TunableKind;
 use bpftune_core::registry::TunerState;
 use bpftune_core::summary;
+use bpftune_core::LogLevel;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::journal::Journal;
+use crate::rollback;
 use crate::tuners::TunerSet;
 
 /// The verbs, in matching order, with the descriptions `help` shows.
@@ -147,7 +148,11 @@ fn running(ctx: &ReplyCtx<'_>) -> Vec<bpftune_core::registry::TunerRecord> {
 }
 
 fn kind_name(string: bool) -> &'static str {
-    if string { "string" } else { "integer" }
+    if string {
+        "string"
+    } else {
+        "integer"
+    }
 }
 
 fn tunables(ctx: &ReplyCtx<'_>) -> String {
@@ -237,7 +242,11 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
                 .split_whitespace()
                 .map(|x| x.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(x)))
                 .collect();
-            if num > 1 || ints.len() != 1 { Value::Array(ints) } else { ints.into_iter().next().unwrap_or(Value::Null) }
+            if num > 1 || ints.len() != 1 {
+                Value::Array(ints)
+            } else {
+                ints.into_iter().next().unwrap_or(Value::Null)
+            }
         };
         if let Some(Value::Object(m)) = root.get_mut(&tuner) {
             m.insert(name, value);
@@ -286,19 +295,39 @@ fn summary_reply(ctx: &ReplyCtx<'_>) -> String {
     out
 }
 
+/// `-q rollback`: the commands that would restore what this run changed
+/// (still different from the original), then what earlier runs left
+/// (journal entries this run does not cover). Writes nothing.
 fn rollback(ctx: &ReplyCtx<'_>) -> String {
-    let mut out = String::from("# Summary of rollback operations needed to restore original state for all tuners:\n");
+    let mut out = format!("{}\n", rollback::QUERY_HEADER);
     let host = ctx.set.host.borrow();
-    let global = host.netns.global_cookie();
     let mut covered = Vec::new();
-    for t in host.registry.iter() {
-        for l in summary::rollback_commands(t, global) {
+    let mut push = |c: &rollback::Change<'_>| {
+        for l in rollback::query_lines(c) {
             out.push_str(&l);
             out.push('\n');
         }
+    };
+    for t in host.registry.iter() {
         for (idx, info) in t.tunables.iter().enumerate() {
-            if let Some(r) = t.records.get(idx) {
-                covered.extend(r.initial.keys().map(|c| (info.name.clone(), *c)));
+            let Some(r) = t.records.get(idx) else { continue };
+            covered.extend(r.initial.keys().map(|c| (info.name.clone(), *c)));
+            if !info.is_sysctl() {
+                continue;
+            }
+            for (cookie, initial) in &r.initial {
+                let Some(current) = r.current.get(cookie) else { continue };
+                let change = rollback::Change {
+                    tunable: &info.name,
+                    cookie: *cookie,
+                    global: host.netns.is_global(*cookie),
+                    original: initial,
+                    written: vec![current.as_str()],
+                    left_by: None,
+                };
+                if change.decide(current) == rollback::Decision::Restore {
+                    push(&change);
+                }
             }
         }
     }
@@ -307,18 +336,14 @@ fn rollback(ctx: &ReplyCtx<'_>) -> String {
             if covered.contains(&(e.tunable.clone(), e.cookie)) {
                 continue;
             }
-            if e.global {
-                out.push_str(&format!(
-                    "# To roll back changes an earlier bpftune run (pid {}) made to '{}', run the following as a privileged user in a terminal:\n",
-                    e.pid, e.tunable
-                ));
-            } else {
-                out.push_str(&format!(
-                    "# To roll back changes an earlier bpftune run (pid {}) made to '{}' in netns (cookie {}), run the following inside that namespace:\n",
-                    e.pid, e.tunable, e.cookie
-                ));
-            }
-            out.push_str(&format!("sysctl -w {}=\"{}\"\n", e.tunable, e.original));
+            push(&rollback::Change {
+                tunable: &e.tunable,
+                cookie: e.cookie,
+                global: e.global,
+                original: &e.original,
+                written: Vec::new(),
+                left_by: Some(e.pid),
+            });
         }
     }
     out

@@ -8,17 +8,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RSlice};
-use bpftune_core::LogLevel;
 use bpftune_core::abi::{FeatureState, InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
-use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
+use bpftune_core::host::{make_context, scenario_line, HostBinding, SharedFds, SharedHost};
 use bpftune_core::loader::{self, Plugin};
 use bpftune_core::privilege::Raised;
 use bpftune_core::registry::{TunerRecord, TunerState};
-use bpftune_core::strategy::{StrategyClock, choose};
+use bpftune_core::strategy::{choose, StrategyClock};
 use bpftune_core::summary;
+use bpftune_core::LogLevel;
 
 use crate::logging;
+use crate::rollback;
 
 /// One loaded tuner.
 pub struct LoadedTuner {
@@ -473,7 +474,8 @@ impl TunerSet {
 }
 
 /// Restore what tuner `id` changed, in every namespace, unless someone else
-/// changed the value since (then leave it and say why).
+/// changed the value since (then leave it and say why); the decisions and
+/// the lines are [`rollback`]'s.
 pub fn rollback_tuner(host: &SharedHost, id: u32) {
     let _caps = Raised::runtime();
     let Some(rec) = host.borrow().registry.get(id).cloned() else { return };
@@ -486,51 +488,35 @@ pub fn rollback_tuner(host: &SharedHost, id: u32) {
         for (cookie, initial) in &tr.initial {
             let Some(ours) = tr.current.get(cookie) else { continue };
             let global = h.netns.is_global(*cookie);
-            let now = match h.read_text(*cookie, &info.name) {
-                Ok(v) => v,
-                Err(e) => {
-                    logging::debug(&format!("not rolling back '{}' in netns (cookie {cookie}): {e}", info.name));
-                    continue;
-                }
+            let change = rollback::Change {
+                tunable: &info.name,
+                cookie: *cookie,
+                global,
+                original: initial,
+                written: vec![ours.as_str()],
+                left_by: None,
             };
-            if !same(&now, ours) {
-                logging::notice(&format!(
-                    "Not rolling back sysctl values for '{}' in {}: it is now ({}), not the ({ours}) bpftune set, so someone else changed it",
-                    info.name,
-                    ns_label(global, *cookie),
-                    now.split_whitespace().collect::<Vec<_>>().join(" "),
-                ));
-                continue;
-            }
-            // The scenario that changed it most often.
+            // The scenario that changed it most often, logged before the
+            // restore as the original's writer does.
             let scenario = tr
                 .counts
                 .iter()
                 .filter(|((_, c), _)| c == cookie)
                 .max_by_key(|(_, n)| **n)
                 .and_then(|((s, _), _)| rec.scenarios.get(*s as usize));
-            if let Some(sc) = scenario {
-                logging::notice(&scenario_line(&sc.name, &info.name, global, &sc.description));
-            }
-            let initial_text = initial.split_whitespace().collect::<Vec<_>>().join(" ");
-            logging::notice(&format!(
-                "Rolling back sysctl values for '{}' from ({ours}) to original values ({initial_text})...{}",
-                info.name,
-                if global { String::new() } else { format!(" (netns cookie {cookie})") }
-            ));
-            if let Err(e) = h.write_text(*cookie, &info.name, &initial_text) {
-                logging::err(&format!("could not roll back '{}' in {}: {e}", info.name, ns_label(global, *cookie)));
-            }
+            let now = h.read_text(*cookie, &info.name);
+            rollback::restore(
+                &change,
+                now,
+                || {
+                    if let Some(sc) = scenario {
+                        logging::notice(&scenario_line(&sc.name, &info.name, global, &sc.description));
+                    }
+                },
+                |v| h.write_text(*cookie, &info.name, v),
+            );
         }
     }
-}
-
-fn ns_label(global: bool, cookie: u64) -> String {
-    if global { "global ns".to_string() } else { format!("netns (cookie {cookie})") }
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.split_whitespace().eq(b.split_whitespace())
 }
 
 #[cfg(test)]
