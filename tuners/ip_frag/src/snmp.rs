@@ -1,24 +1,8 @@
 //! Reassembly counters (`ReasmReqds`, `ReasmFails`) from `/proc/net/snmp`
-//! (IPv4) and `/proc/net/snmp6` (IPv6), read inside the namespace an event
-//! came from, for the correlation guard.
+//! (IPv4) and `/proc/net/snmp6` (IPv6), for the correlation guard; read in
+//! the namespace under pressure by [`crate::sockstat::read`].
 
 use std::collections::HashMap;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-
-use bpftune_core::netns::{NetnsHandle, candidate_paths, in_netns};
-
-/// Reading the counters failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SnmpError {
-    #[error("no path names network namespace inode {inum}")]
-    NoNetns { inum: u32 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("no reassembly counters in {0}")]
-    Missing(&'static str),
-}
 
 /// Reassembly requests and failures since boot (or namespace creation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,54 +31,6 @@ pub fn parse_snmp6(text: &str) -> Option<Reasm> {
     Some(Reasm { reqds: get("Ip6ReasmReqds")?, fails: get("Ip6ReasmFails")? })
 }
 
-fn read(path: &Path) -> Result<String, SnmpError> {
-    fs::read_to_string(path).map_err(|source| SnmpError::Io { path: path.to_path_buf(), source })
-}
-
-/// Finds (and caches) a path for each namespace seen, to read its counters.
-#[derive(Debug, Default)]
-pub struct SnmpReader {
-    handles: HashMap<u64, NetnsHandle>,
-}
-
-impl SnmpReader {
-    /// Counters of the namespace `cookie` (`inum` None = the daemon's own).
-    pub fn read(&mut self, cookie: u64, inum: Option<u32>, ipv6: bool) -> Result<Reasm, SnmpError> {
-        let (file, parse): (&'static str, fn(&str) -> Option<Reasm>) =
-            if ipv6 { ("snmp6", parse_snmp6) } else { ("snmp", parse_snmp) };
-        let path = PathBuf::from(format!("/proc/thread-self/net/{file}"));
-        let text = match inum {
-            None => read(&path)?,
-            Some(inum) => {
-                let handle = match self.handles.get(&cookie) {
-                    Some(h) if h.inum == u64::from(inum) => h.clone(),
-                    _ => {
-                        let p = candidate_paths(Path::new("/proc"))
-                            .remove(&u64::from(inum))
-                            .ok_or(SnmpError::NoNetns { inum })?;
-                        let h = NetnsHandle { cookie, inum: u64::from(inum), path: p };
-                        self.handles.insert(cookie, h.clone());
-                        h
-                    }
-                };
-                match in_netns(&handle, || read(&path)) {
-                    Ok(r) => r?,
-                    Err(source) => {
-                        self.handles.remove(&cookie);
-                        return Err(SnmpError::Io { path: handle.path, source });
-                    }
-                }
-            }
-        };
-        parse(&text).ok_or(SnmpError::Missing(file))
-    }
-
-    /// Forget a namespace (gone, or no longer tuned).
-    pub fn forget(&mut self, cookie: u64) {
-        self.handles.remove(&cookie);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,8 +55,8 @@ Icmp: 5 0
     }
 
     #[test]
-    fn reads_the_daemons_own_counters() {
-        let mut r = SnmpReader::default();
-        assert!(r.read(0, None, false).is_ok());
+    fn parses_the_daemons_own_counters() {
+        let text = std::fs::read_to_string("/proc/net/snmp").expect("snmp");
+        assert!(parse_snmp(&text).is_some());
     }
 }
