@@ -13,13 +13,16 @@
  *  - tp_btf/sock_exceed_buf_limit(sk, prot, allocated, kind): a UDP
  *    receive allocation hit udp_mem (kind SK_MEM_RECV).
  *
- * Both fire per dropped datagram during a storm, so every event path takes
- * the shared 25 ms event rate limit (per netns and tunable) first and
- * returns when it is not due, before reading protocol memory or building
- * an event: during a storm nearly every call is one netns cookie read and
- * one rate-limit lookup. (On the -ENOMEM path the sampler comes first, and
- * the tunable to ask for is decided from two fields of the socket before
- * the rate limit, since it is part of the rate limit's key.)
+ * Both fire per dropped datagram during a storm, so every event path is
+ * rate-limited before any work: before reading protocol memory, the netns
+ * or building an event. All three tunables are global (one decision covers
+ * every namespace), so the first gate is a per-tunable time of the last
+ * event from any namespace (a clock read and a load of a line written at
+ * most every 25 ms); during a storm nearly every call stops there. When it
+ * lets a call through, the shared per-(netns, tunable) limiter follows as
+ * in every tuner. (On the -ENOMEM path the sampler comes first, and the
+ * tunable to ask for is decided from two fields of the socket before the
+ * gate, since it is the gate's key.)
  *
  * net.core.rmem_max/rmem_default are global variables of the kernel (not
  * reachable as ksyms here), so userspace copies their values into the
@@ -78,17 +81,30 @@ static __always_inline bool above_80(__s64 v, __s64 limit)
 	return limit > 0 && v + (v >> 2) > limit;
 }
 
-/* The shared event rate limit, taken before any other work of an event
- * path: true when an event for (net, tunable) may be sent now (its slot is
- * then taken for BPFTUNE_EVENT_MIN_GAP_NS), with the netns cookie. */
-static __always_inline bool event_due(struct net *net, __u32 tunable,
-				      __u64 *cookie)
+/* When an event for each tunable was last sent, from any namespace. */
+__u64 last_event_ns[UDP_BUFFER_RMEM_DEFAULT + 1] = {};
+
+/* The event rate limit, taken before any other work of an event path: true
+ * when an event for `tunable` may be sent now from the socket's namespace
+ * (its slot is then taken for BPFTUNE_EVENT_MIN_GAP_NS), with the netns
+ * and its cookie. */
+static __always_inline bool event_due(struct sock *sk, __u32 tunable,
+				      struct net **net, __u64 *cookie)
 {
-	*cookie = bpftune_net_cookie(net);
-	return !bpftune_rate_limit(*cookie, tunable);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (tunable > UDP_BUFFER_RMEM_DEFAULT ||
+	    now - last_event_ns[tunable] < BPFTUNE_EVENT_MIN_GAP_NS)
+		return false;
+	*net = bpftune_sk_net(sk);
+	*cookie = bpftune_net_cookie(*net);
+	if (bpftune_rate_limit(*cookie, tunable))
+		return false;
+	last_event_ns[tunable] = now;
+	return true;
 }
 
-/* Fill in and post an event whose rate-limit slot event_due() took. */
+/* Fill in and post an event whose slot event_due() took. */
 static __always_inline long post_event(struct net *net, __u64 cookie,
 				       __u32 scenario, __u32 tunable,
 				       const __s64 *old, const __s64 *new,
@@ -130,10 +146,10 @@ static __noinline int mem_event(struct sock *sk, struct net *net, __u64 cookie)
 /* UDP memory hit its limit: rate limit first, then the memory check. */
 static __always_inline int mem_check(struct sock *sk)
 {
-	struct net *net = bpftune_sk_net(sk);
-	__u64 cookie;
+	struct net *net = NULL;
+	__u64 cookie = 0;
 
-	if (!event_due(net, UDP_BUFFER_UDP_MEM, &cookie))
+	if (!event_due(sk, UDP_BUFFER_UDP_MEM, &net, &cookie))
 		return 0;
 	return mem_event(sk, net, cookie);
 }
@@ -168,8 +184,8 @@ static __always_inline int rcvbuf_check(struct sock *sk)
 {
 	struct rcvbuf_drop drop = {};
 	__s64 max = rmem_max, def = rmem_default;
-	__u64 cookie;
-	struct net *net;
+	struct net *net = NULL;
+	__u64 cookie = 0;
 
 	drop.rcvbuf = sk->sk_rcvbuf;
 	drop.locked = !!(BPF_CORE_READ_BITFIELD(sk, sk_userlocks) & SOCK_RCVBUF_LOCK);
@@ -184,8 +200,7 @@ static __always_inline int rcvbuf_check(struct sock *sk)
 	}
 	if (BPFTUNE_GROW(drop.limit) >= UDP_BUFFER_MAX)
 		return 0;
-	net = bpftune_sk_net(sk);
-	if (!event_due(net, drop.id, &cookie))
+	if (!event_due(sk, drop.id, &net, &cookie))
 		return 0;
 	return rcvbuf_event(net, cookie, &drop);
 }
