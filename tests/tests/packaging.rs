@@ -19,7 +19,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{Daemon, PluginDir, TEST_RUN_DIR, build_dir, require_root, test_lock};
+use bpftune_tests::{Daemon, PluginDir, TEST_RUN_DIR, assert_root, build_dir, test_lock};
 
 /// Every option of the daemon, short and long, as documented in bpftune(8);
 /// `--help` adds any this list misses.
@@ -103,7 +103,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Self {
-        require_root();
+        assert_root();
         let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
         let path = Path::new(TEST_RUN_DIR).join(format!("pkg-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
@@ -209,6 +209,7 @@ fn mentions(text: &str, flag: &str) -> bool {
 
 #[test]
 fn man_page_documents_every_option_and_query_verb() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["man"]);
     let text = man_text(&built_man_page("bpftune"));
@@ -228,6 +229,7 @@ fn man_page_documents_every_option_and_query_verb() {
 
 #[test]
 fn man_pages_render_without_warnings() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["man"]);
     for name in man_pages() {
@@ -283,6 +285,7 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("install");
     let dest = scratch.0.join("root");
@@ -348,6 +351,7 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
 
 #[test]
 fn install_devel_ships_the_sdk() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("devel");
     let destdir = format!("DESTDIR={}", scratch.0.display());
@@ -379,6 +383,7 @@ fn install_devel_ships_the_sdk() {
 /// outside the tree, and the daemon loads the result.
 #[test]
 fn devel_sdk_builds_sample_tuner_that_loads() {
+    bpftune_tests::require_root!();
     pkg_deps();
     assert!(repo_root().join("sample_tuner/Cargo.toml").exists(), "sample_tuner/ is part of the tree");
     let scratch = Scratch::new("sdk");
@@ -407,6 +412,7 @@ fn devel_sdk_builds_sample_tuner_that_loads() {
 
 #[test]
 fn systemd_unit_verifies_and_openrc_and_sysv_scripts_parse() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("units");
     let dest = scratch.0.join("root");
@@ -558,6 +564,7 @@ fn find_one(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
 
 #[test]
 fn rpm_contains_everything_and_its_daemon_works() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["pkg"]);
     let rpms = target_dir().join("rpmbuild/RPMS");
@@ -608,6 +615,7 @@ fn rpm_contains_everything_and_its_daemon_works() {
 
 #[test]
 fn deb_contains_everything_and_its_daemon_works() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["deb"]);
     let deb = find_one(&target_dir().join("deb"), "bpftune_", ".deb");
