@@ -117,7 +117,12 @@ test-kernels: test-deps stage
 # Install, man pages and packages (see docs/README.md, "Packaging").
 #
 #   make install    [DESTDIR=] [prefix=/usr] [libdir=lib64] [WITH_OPENRC=0|1]
-#                   [WITH_SYSV=0|1]
+#                   [WITH_SYSV=0|1] [NOSTRIP=1]
+#                   Installs stripped binaries (about 12 MB instead of 126:
+#                   the release build keeps debug info for backtraces and
+#                   perf); NOSTRIP=1 installs them as built, for packagers
+#                   whose tools split the debug info into a debug package
+#                   (debian/rules: dh_strip makes bpftune-dbgsym).
 #   make uninstall  (same variables): removes exactly what install put there
 #   make install-devel / uninstall-devel: the tuner SDK (bpftune-devel)
 #   make man        build docs/*.rst into $(MAN_BUILD_DIR)/*.8 (rst2man)
@@ -186,6 +191,10 @@ install: $(if $(NOBUILD),,build man)
 		echo "install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so"; \
 		install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so || exit 1; \
 	done
+ifneq ($(NOSTRIP),1)
+	$(STRIP) --strip-all $(DESTDIR)$(sbindir)/bpftune
+	$(STRIP) --strip-unneeded $(TUNERS:%=$(DESTDIR)$(PLUGIN_DIR)/%_tuner.so)
+endif
 	install -m 0644 $(MAN_PAGES) $(DESTDIR)$(mandir)/man8/
 	@install -d -m 0755 $(GEN_DIR)
 	sed 's|/usr/sbin/bpftune|$(sbindir)/bpftune|' packaging/bpftune.service > $(GEN_DIR)/bpftune.service

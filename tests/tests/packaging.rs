@@ -317,6 +317,31 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
     let installed = regular_files(&dest);
     let expected = 1 + tuners().len() + man_pages().len() + 2 + usize::from(openrc);
     assert_eq!(installed.len(), expected, "unexpected files installed: {installed:#?}");
+    // A lean install: stripped binaries, well under 15 MB in all (the
+    // release build keeps debug info, about 126 MB of it).
+    let binaries: Vec<PathBuf> =
+        std::iter::once(bin.clone()).chain(tuners().iter().map(|t| plugin_dir.join(format!("{t}_tuner.so")))).collect();
+    for b in &binaries {
+        let sections = stdout({
+            let mut c = Command::new("readelf");
+            c.args(["-S", "-W"]).arg(b);
+            c
+        });
+        let names: Vec<&str> = sections.split_whitespace().filter(|w| w.starts_with('.')).collect();
+        assert!(names.contains(&".dynsym"), "{}: no dynamic symbols left", b.display());
+        let unstripped = [".symtab", ".debug_info", ".debug_line"];
+        assert!(!names.iter().any(|n| unstripped.contains(n)), "{} is not stripped: {names:?}", b.display());
+    }
+    let total: u64 = installed.iter().map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    eprintln!("make install: {} files, {total} bytes", installed.len());
+    assert!(total < 15_000_000, "make install put {total} bytes on disk: {installed:#?}");
+    // Stripped, the daemon still runs.
+    let version = stdout({
+        let mut c = Command::new(&bin);
+        c.arg("-V");
+        c
+    });
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
 
     make(&["uninstall", &destdir, "prefix=/usr", "libdir=lib64"]);
     let left = regular_files(&dest);
