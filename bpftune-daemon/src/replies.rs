@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bpftune_core::LogLevel;
 use bpftune_core::abi::TunableKind;
 use bpftune_core::registry::TunerState;
 use bpftune_core::summary;
-use bpftune_core::LogLevel;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -148,11 +148,7 @@ fn running(ctx: &ReplyCtx<'_>) -> Vec<bpftune_core::registry::TunerRecord> {
 }
 
 fn kind_name(string: bool) -> &'static str {
-    if string {
-        "string"
-    } else {
-        "integer"
-    }
+    if string { "string" } else { "integer" }
 }
 
 fn tunables(ctx: &ReplyCtx<'_>) -> String {
@@ -242,11 +238,7 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
                 .split_whitespace()
                 .map(|x| x.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(x)))
                 .collect();
-            if num > 1 || ints.len() != 1 {
-                Value::Array(ints)
-            } else {
-                ints.into_iter().next().unwrap_or(Value::Null)
-            }
+            if num > 1 || ints.len() != 1 { Value::Array(ints) } else { ints.into_iter().next().unwrap_or(Value::Null) }
         };
         if let Some(Value::Object(m)) = root.get_mut(&tuner) {
             m.insert(name, value);

@@ -98,11 +98,7 @@ impl Change<'_> {
 
 /// `global ns` or `netns (cookie N)`, as every rollback line names a place.
 pub fn ns_label(global: bool, cookie: u64) -> String {
-    if global {
-        "global ns".to_string()
-    } else {
-        format!("netns (cookie {cookie})")
-    }
+    if global { "global ns".to_string() } else { format!("netns (cookie {cookie})") }
 }
 
 /// The original's `Rolling back ...` line; outside the global namespace it
@@ -267,12 +263,18 @@ mod tests {
         );
         c.global = false;
         c.left_by = Some(7);
-        assert!(rolling_back_line(&c, "1")
-            .ends_with("... in netns (cookie 9) (left by bpftune pid 7 that did not exit cleanly)"));
-        assert!(query_lines(&c)[0]
-            .contains("an earlier bpftune run (pid 7) made to 'net.ipv4.tcp_rmem' in netns (cookie 9)"));
-        assert!(admin_changed_line(&c, "1  2")
-            .contains("it is now (1 2), not a value bpftune set, so someone else changed it"));
+        assert!(
+            rolling_back_line(&c, "1")
+                .ends_with("... in netns (cookie 9) (left by bpftune pid 7 that did not exit cleanly)")
+        );
+        assert!(
+            query_lines(&c)[0]
+                .contains("an earlier bpftune run (pid 7) made to 'net.ipv4.tcp_rmem' in netns (cookie 9)")
+        );
+        assert!(
+            admin_changed_line(&c, "1  2")
+                .contains("it is now (1 2), not a value bpftune set, so someone else changed it")
+        );
     }
 
     #[test]

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use abi_stable::std_types::{RResult, RSlice};
+use bpftune_core::LogLevel;
 use bpftune_core::abi::{FeatureState, InstanceHandle, TunableKind};
 use bpftune_core::event::Event;
-use bpftune_core::host::{make_context, scenario_line, HostBinding, SharedFds, SharedHost};
+use bpftune_core::host::{HostBinding, SharedFds, SharedHost, make_context, scenario_line};
 use bpftune_core::loader::{self, Plugin};
 use bpftune_core::privilege::Raised;
 use bpftune_core::registry::{TunerRecord, TunerState};
-use bpftune_core::strategy::{choose, StrategyClock};
+use bpftune_core::strategy::{StrategyClock, choose};
 use bpftune_core::summary;
-use bpftune_core::LogLevel;
 
 use crate::logging;
 use crate::rollback;
