@@ -738,7 +738,9 @@ pub fn skip_log() -> PathBuf {
 /// test` counts and prints), and let the caller return.
 pub fn skip(test: &str, feature: &str) {
     let line = format!("SKIP {test}: {feature}");
-    eprintln!("{line}");
+    // Straight to fd 2, past libtest's capture of eprintln!: the reason is
+    // printed even for a test that then passes.
+    let _ = writeln!(io::stderr(), "{line}");
     if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(skip_log()) {
         let _ = writeln!(f, "{line}");
     }
