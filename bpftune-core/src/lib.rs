@@ -15,6 +15,7 @@ pub mod event;
 pub mod host;
 pub mod kernel;
 pub mod learning;
+pub mod limits;
 pub mod loader;
 pub mod netns;
 pub mod netns_admission;
