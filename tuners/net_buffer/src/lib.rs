@@ -205,7 +205,13 @@ impl NetBufferTuner {
             return;
         }
         let Some(current) = self.read1(t) else { return };
-        let all = self.window_drops().map_or_else(String::new, |(n, cpus)| format!(" ({n} on {cpus} CPU(s) in all)"));
+        // BPF counts per CPU (without the drop reason the timer counts).
+        let all = self
+            .timer_drops
+            .is_none()
+            .then(|| self.window_drops())
+            .flatten()
+            .map_or_else(String::new, |(n, cpus)| format!(" (current windows of all CPUs: {n} on {cpus} CPU(s))"));
         self.host.debug_log(&format!(
             "net_buffer: {} backlog drops, CPU {}{all} (netns cookie {cookie}), netdev_max_backlog {current}",
             extra.drops, extra.cpu
