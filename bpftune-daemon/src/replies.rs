@@ -10,12 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bpftune_core::LogLevel;
 use bpftune_core::abi::TunableKind;
+use bpftune_core::host::OperatorAction;
 use bpftune_core::registry::TunerState;
 use bpftune_core::summary;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::journal::Journal;
+use crate::operator;
 use crate::rollback;
 use crate::tuners::TunerSet;
 
@@ -32,6 +34,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("jevents", "show recent decisions(json)"),
     ("metrics", "show metrics (OpenMetrics text)"),
     ("report", "show report of changes (HTML page)"),
+    ("release", "give TUNABLE [NETNS] back to bpftune"),
+    ("hold", "take TUNABLE [NETNS] from bpftune"),
+    ("loglevel", "show or set the log level [LEVEL]"),
+    ("reload-limits", "read the limits file again"),
 ];
 
 /// How many recent decisions `jevents` keeps.
@@ -117,8 +123,17 @@ pub fn reply(request: &str, ctx: &ReplyCtx<'_>) -> String {
         Some("jevents") => json(&serde_json::to_value(ctx.recent.snapshot()).unwrap_or(Value::Array(Vec::new()))),
         Some("metrics") => crate::metrics::openmetrics(ctx),
         Some("report") => report(ctx),
+        Some("release") => operator::release_or_hold(&ctx.set.host, OperatorAction::Release, &args(request)),
+        Some("hold") => operator::release_or_hold(&ctx.set.host, OperatorAction::Hold, &args(request)),
+        Some("loglevel") => operator::loglevel(&ctx.set.host, &args(request)),
+        Some("reload-limits") => operator::reload_limits_reply(&ctx.set.host),
         _ => format!("unknown request '{}'; supported requests are:\n{}", printable(request), help()),
     }
+}
+
+/// The words after the verb.
+fn args(request: &str) -> Vec<&str> {
+    request.split_whitespace().skip(1).collect()
 }
 
 /// The HTML page of `report`.
@@ -228,6 +243,12 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
         if !features.is_empty() {
             m.insert("features".to_string(), Value::Array(features));
         }
+        // Namespaces where it is manual, and whose doing (an
+        // administrator's write or the operator's hold); absent when none.
+        let manual = manual_states(ctx, &t);
+        if !manual.is_empty() {
+            m.insert("manual".to_string(), Value::Array(manual));
+        }
         root.insert(t.name.clone(), Value::Object(m));
     }
     for (tuner, name, v, string, num) in values(ctx) {
@@ -245,6 +266,21 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
         }
     }
     Value::Object(root)
+}
+
+fn manual_states(ctx: &ReplyCtx<'_>, t: &bpftune_core::registry::TunerRecord) -> Vec<Value> {
+    let host = ctx.set.host.borrow();
+    let mut cookies: Vec<u64> =
+        t.netns_state.iter().filter(|(_, s)| **s == TunerState::Manual).map(|(c, _)| *c).collect();
+    cookies.sort_unstable();
+    cookies
+        .into_iter()
+        .filter_map(|c| {
+            let by = host.manual_by(t.id, c)?;
+            let netns = if host.netns.is_global(c) { Value::from("global") } else { Value::from(c) };
+            Some(serde_json::json!({"netns": netns, "by": by.as_str()}))
+        })
+        .collect()
 }
 
 /// Pretty JSON with tab indentation (the original's layout), newline-ended.
@@ -354,6 +390,11 @@ mod tests {
         assert_eq!(match_verb("jevents"), Some("jevents"));
         assert_eq!(match_verb("metrics"), Some("metrics"));
         assert_eq!(match_verb("report"), Some("report"));
+        assert_eq!(match_verb("release net.ipv4.tcp_rmem 4096"), Some("release"));
+        assert_eq!(match_verb("hold net.ipv4.tcp_rmem"), Some("hold"));
+        assert_eq!(match_verb("loglevel info"), Some("loglevel"));
+        assert_eq!(match_verb("reload-limits"), Some("reload-limits"));
+        assert_eq!(args("release  net.ipv4.tcp_rmem\tglobal "), vec!["net.ipv4.tcp_rmem", "global"]);
         assert_eq!(match_verb("bogus"), None);
         assert_eq!(match_verb(""), None);
     }
