@@ -328,6 +328,29 @@ impl TunerSet {
             }
             logging::debug(&format!("netns (cookie {cookie}) released in every tuner"));
         }
+        self.hand_back();
+    }
+
+    /// Tunables the operator handed back (`-q release`): the tuner that
+    /// owns each drops what it kept for that namespace (through the same
+    /// entry point), including its own record of having been told to
+    /// leave it alone, and decides afresh from the next event.
+    fn hand_back(&mut self) {
+        let handed = self.host.borrow_mut().take_handed_back();
+        let _caps = (!handed.is_empty()).then(Raised::runtime);
+        for (id, cookie) in handed {
+            let Some(idx) = self.tuners.iter().position(|t| t.id == id) else { continue };
+            let tuner = &self.tuners[idx];
+            let (Some(handle), Some(release)) = (tuner.instance, tuner.plugin.netns_released) else {
+                continue;
+            };
+            let name = tuner.name().to_string();
+            if let Err(e) = rresult(release(handle, cookie)) {
+                self.tuner_failed(idx, "namespace hand-back", &e);
+            } else {
+                logging::debug(&format!("tuner '{name}' starts afresh in netns (cookie {cookie})"));
+            }
+        }
     }
 
     /// The first instant after `now` on the tuners' tick grid for

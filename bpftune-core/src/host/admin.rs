@@ -19,6 +19,8 @@ use crate::sysctl;
 const OWN_WRITE_WINDOW: Duration = Duration::from_secs(5);
 /// At most this many recent own writes are remembered.
 const OWN_WRITES_MAX: usize = 64;
+/// At most this many hand-backs wait for the tuners (drained every loop).
+const HANDED_BACK_MAX: usize = 1024;
 
 /// What the sysctl tuner saw of a write (the owned form of
 /// [`crate::abi::AdminWrite`]).
@@ -70,9 +72,14 @@ impl OwnWrites {
 }
 
 /// (tuner id, namespace cookie) where the tuner is manual because the
-/// operator held it (`-q hold`), not because of an administrator's write.
+/// operator held it (`-q hold`), not because of an administrator's write;
+/// and the ones handed back (`-q release`) that the tuner is still to hear
+/// of.
 #[derive(Debug, Default)]
-pub struct Holds(HashSet<(u32, u64)>);
+pub struct Holds {
+    held: HashSet<(u32, u64)>,
+    handed_back: Vec<(u32, u64)>,
+}
 
 /// `-q release` or `-q hold`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +149,13 @@ impl HostState {
         })
     }
 
+    /// (tuner id, cookie) handed back by the operator since the last call:
+    /// the daemon tells each tuner to drop what it kept for that namespace
+    /// (its own "leave it alone" marks among it), outside any tuner call.
+    pub fn take_handed_back(&mut self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.holds.handed_back)
+    }
+
     fn known_live(&self, cookie: u64) -> bool {
         !self.netns.is_gone(cookie) && self.netns.known_cookies().any(|c| c == cookie)
     }
@@ -152,7 +166,7 @@ impl HostState {
         if t.netns_state.get(&cookie) != Some(&TunerState::Manual) {
             return None;
         }
-        Some(if self.holds.0.contains(&(tuner_id, cookie)) { ManualBy::Operator } else { ManualBy::Administrator })
+        Some(if self.holds.held.contains(&(tuner_id, cookie)) { ManualBy::Operator } else { ManualBy::Administrator })
     }
 
     /// The operator's `-q release`/`-q hold` of sysctl `tunable` (dotted or
@@ -176,12 +190,15 @@ impl HostState {
             let to = match (action, from) {
                 (OperatorAction::Release, TunerState::Manual) => {
                     tuner.netns_state.remove(&target);
-                    self.holds.0.remove(&key);
+                    self.holds.held.remove(&key);
+                    if self.holds.handed_back.len() < HANDED_BACK_MAX {
+                        self.holds.handed_back.push(key);
+                    }
                     TunerState::Active
                 }
                 (OperatorAction::Hold, TunerState::Active) => {
                     tuner.netns_state.insert(target, TunerState::Manual);
-                    self.holds.0.insert(key);
+                    self.holds.held.insert(key);
                     TunerState::Manual
                 }
                 (_, state) => {
@@ -274,7 +291,7 @@ impl HostState {
                     format!("setting state of netns (cookie {target}) to manual for '{}'", tuner.name),
                 ));
                 tuner.netns_state.insert(target, TunerState::Manual);
-                self.holds.0.remove(&(tuner.id, target));
+                self.holds.held.remove(&(tuner.id, target));
                 if !disabled.contains(&tuner.name) {
                     disabled.push(tuner.name.clone());
                 }

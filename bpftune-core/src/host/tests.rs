@@ -237,6 +237,8 @@ fn operator_release_and_hold() {
         |l| l == "operator released sysctl 'net.ipv4.tcp_rmem': tuner 'tcp_buffer' in global ns: manual -> active"
     ));
     assert_eq!(host.write(0, &req(T::Rmem, 0, &[1, 2, 3], "r")).expect("write"), WriteOutcome::Written);
+    assert_eq!(host.take_handed_back(), vec![(0, 1)]);
+    assert!(host.take_handed_back().is_empty());
     // Released again: nothing to do, said so.
     let r = host.operator(OperatorAction::Release, "net/ipv4/tcp_rmem", 1).expect("release");
     assert!(r[0].ends_with("already active; nothing changed"), "{r:?}");
