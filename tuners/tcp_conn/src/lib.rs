@@ -4,9 +4,10 @@
 //! switches lossy connections to bbr, remembers their destinations, and
 //! learns per destination and network namespace which available algorithm
 //! gives the lowest RTT and the highest delivery rate (reinforcement
-//! learning, epsilon-greedy). Namespace defaults are never changed: every
-//! choice is a per-socket `TCP_CONGESTION` option. This side picks the
-//! candidates, logs the choice events and prints the summary table.
+//! learning; a connection is switched only on evidence). Namespace
+//! defaults are never changed: every choice is a per-socket
+//! `TCP_CONGESTION` option. This side picks the candidates, logs the
+//! choice events and prints the summary table.
 
 pub mod policy;
 pub mod report;
@@ -127,7 +128,7 @@ impl TcpConnTuner {
                     max_rate: b.max_rate,
                     min_rtt: b.min_rtt,
                     metric_count: b.metric_count,
-                    greedy_count: b.greedy_count,
+                    metric_dev: b.metric_dev,
                 };
             }
             rows.push(HostRow { addr: report::addr_from_words(k.addr), netns_cookie: k.netns_cookie, metrics });
