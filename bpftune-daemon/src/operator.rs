@@ -25,13 +25,13 @@ pub fn load_limits(file: &Path) -> Result<Limits, String> {
     let limits = Limits::load(LimitsSource::new(file))
         .map_err(|e| format!("cannot use limits: {e}; fix or remove the file (see bpftune(8))"))?;
     if !limits.is_empty() {
-        logging::notice(&describe(&limits));
+        logging::notice(&format!("limits: {}", describe(&limits)));
     }
     Ok(limits)
 }
 
 fn describe(limits: &Limits) -> String {
-    format!("limits: {} rule(s) from {}", limits.rule_count(), limits.files().join(", "))
+    format!("{} rule(s) from {}", limits.rule_count(), limits.files().join(", "))
 }
 
 /// Read the limits again (SIGHUP, `-q reload-limits`). A bad file keeps
