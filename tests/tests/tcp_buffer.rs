@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{bulk_transfer, sysctl_read, test_lock, values, Daemon, Netns, PluginDir, SysctlGuard, Veth};
+use bpftune_tests::{Daemon, Netns, PluginDir, SysctlGuard, Veth, bulk_transfer, sysctl_read, test_lock, values};
 
 const RMEM: &str = "net.ipv4.tcp_rmem";
 const WMEM: &str = "net.ipv4.tcp_wmem";

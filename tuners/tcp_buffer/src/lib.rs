@@ -28,9 +28,9 @@ use bpftune_core::abi::FeatureState;
 use bpftune_core::corr::CorrTable;
 use bpftune_core::host::change_reason;
 use bpftune_core::sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use bpftune_core::{prepare_object, Event, LearningRate, SysctlUpdate, WriteOutcome};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use bpftune_core::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
 use libbpf_rs::Link;
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use duty::{DutyConfig, DutyCycle};
 
@@ -66,8 +66,8 @@ const RCVBUF_GROW_TP: &str = "tcp_rcvbuf_grow";
 /// Whether kernel BTF has the BTF-enabled tracepoint `name` (its
 /// `btf_trace_<name>` typedef); `BPFTUNE_PRETEND_MISSING=<name>` says no.
 fn tracepoint_exists(name: &str) -> bool {
-    use libbpf_rs::btf::types::Typedef;
     use libbpf_rs::btf::Btf;
+    use libbpf_rs::btf::types::Typedef;
     if bpftune_core::kernel::pretend_missing(name) {
         return false;
     }
@@ -208,8 +208,11 @@ impl TcpBufferTuner {
             BufferDecision::Grow(new) => {
                 let reason = change_reason(tables::WHY_INCREASE, t.name(), tables::BUFFER_LABELS, &old, &new);
                 if self.write(t, Scenario::Increase, cookie, &new, &reason) == Some(WriteOutcome::Written) {
-                    // One step may not be enough: look again soon.
-                    self.duty.hurry();
+                    // One step may not be enough: look again soon, where
+                    // the evidence came from a windowed hook.
+                    if t == Tunable::TcpWmem || self.rcv_space_fallback {
+                        self.duty.hurry();
+                    }
                     self.raised.entry(key).or_insert(Raised { initial_max: old[2] });
                     self.latency_hold.remove(&key);
                     if t == Tunable::TcpRmem {
