@@ -188,8 +188,8 @@ flood2() { # $1 = build (new or base), $2 = repetition
 	daemon_stop
 	restore_globals
 	awk -v b="$1" -v r="$2" -v g="$gbit" -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v d="$((d1 - d0))" -v s="$STATS_SECS" \
-		-v split="$(paste -d' ' "$WORK/cpus0" "$WORK/cpus1" | awk '{printf "%s%d", (NR > 1 ? "/" : ""), $2 - $1}')" \
-		'BEGIN {printf "%s %d %.2f %.0f %d %s %s\n", b, r, g, d / s, c, (c ? sprintf("%.1f", t / c) : "-"), split}' >>"$WORK/pair.rows"
+		-v cpus="$(paste -d' ' "$WORK/cpus0" "$WORK/cpus1" | awk '{printf "%s%d", (NR > 1 ? "/" : ""), $2 - $1}')" \
+		'BEGIN {printf "%s %d %.2f %.0f %d %s %s\n", b, r, g, d / s, c, (c ? sprintf("%.1f", t / c) : "-"), cpus}' >>"$WORK/pair.rows"
 	echo "two-CPU flood $1 (repetition $2): $(tail -1 "$WORK/pair.rows")" >&2
 }
 : >"$WORK/pair.rows"
