@@ -5,6 +5,10 @@
 #   make run      install missing build packages, build, run the daemon in
 #                 the foreground with the freshly built tuners
 #   make test     install missing build/test packages, build, run every test
+#                 (fmt-check, clippy, unit and integration tests; as root)
+#   make unit-test         the crates' unit tests (any user, no root)
+#   make integration-test  the root integration tests in tests/tests
+#   make fmt-check, make clippy
 #   make install  install daemon, tuners, man pages, unit file
 #   make clean
 
@@ -62,12 +66,42 @@ stage: build
 run: deps stage
 	$(RELEASE_DIR)/bpftune -s --system-libdir $(STAGE_DIR) -l $(STAGE_DIR) $(BPFTUNE_ARGS)
 
+FMT_CHECK = $(CARGO) fmt --all -- --check
+CLIPPY = $(CARGO) clippy --workspace --all-targets --release $(CARGO_FLAGS) -- -D warnings
+SKIP_LOG := $(RELEASE_DIR)/test-skips.log
+
+# Everything, as root: format, lints, unit and integration tests; ends with
+# the count and list of skipped tests (0 as root on a full kernel).
 test: test-deps stage
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
-	@rm -f $(RELEASE_DIR)/test-skips.log
-	$(CARGO) test --workspace --release -- --test-threads=1
-	@./scripts/report-skips.sh $(RELEASE_DIR)/test-skips.log
+	$(FMT_CHECK)
+	$(CLIPPY)
+	@rm -f $(SKIP_LOG)
+	$(CARGO) test --workspace --release $(CARGO_FLAGS) -- --test-threads=1
+	@./scripts/report-skips.sh $(SKIP_LOG)
+
+fmt-check:
+	$(FMT_CHECK)
+
+clippy:
+	$(CLIPPY)
+
+# The crates' unit tests: no root, no BPF-capable kernel, no packages
+# installed (the bpftune-tests crate, which holds the integration tests, is
+# left out). Any user can run it: when $(TARGET_DIR) is not writable (a
+# root-owned build tree), cargo builds in UNIT_TARGET_DIR instead, a
+# per-user directory under $$TMPDIR by default.
+UNIT_TARGET_DIR ?= $(shell if [ -w '$(TARGET_DIR)' ] || { [ ! -e '$(TARGET_DIR)' ] && [ -w '$(CURDIR)' ]; }; \
+	then echo '$(TARGET_DIR)'; else echo "$${TMPDIR:-/tmp}/bpftune-unit-$$(id -u)"; fi)
+unit-test:
+	CARGO_TARGET_DIR=$(UNIT_TARGET_DIR) $(CARGO) test --workspace --exclude bpftune-tests --release $(CARGO_FLAGS)
+
+# The integration tests (tests/tests/*.rs), as root: real BPF on this
+# kernel, network namespaces, host sysctls restored afterwards. As another
+# user every test that needs root skips with its reason (counted below).
+integration-test: test-deps stage
+	@rm -f $(SKIP_LOG)
+	$(CARGO) test --release -p bpftune-tests $(CARGO_FLAGS) -- --test-threads=1
+	@./scripts/report-skips.sh $(SKIP_LOG)
 
 # Debian's 5.10, 6.1 and 6.12 kernels booted in QEMU with virtme-ng (no KVM
 # needed), and the running kernel: bpftune -S, a 20 s run with every tuner
@@ -83,7 +117,12 @@ test-kernels: test-deps stage
 # Install, man pages and packages (see docs/README.md, "Packaging").
 #
 #   make install    [DESTDIR=] [prefix=/usr] [libdir=lib64] [WITH_OPENRC=0|1]
-#                   [WITH_SYSV=0|1]
+#                   [WITH_SYSV=0|1] [NOSTRIP=1]
+#                   Installs stripped binaries (about 12 MB instead of 126:
+#                   the release build keeps debug info for backtraces and
+#                   perf); NOSTRIP=1 installs them as built, for packagers
+#                   whose tools split the debug info into a debug package
+#                   (debian/rules: dh_strip makes bpftune-dbgsym).
 #   make uninstall  (same variables): removes exactly what install put there
 #   make install-devel / uninstall-devel: the tuner SDK (bpftune-devel)
 #   make man        build docs/*.rst into $(MAN_BUILD_DIR)/*.8 (rst2man)
@@ -153,6 +192,10 @@ install: $(if $(NOBUILD),,build man)
 		echo "install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so"; \
 		install -m 0644 $(RELEASE_DIR)/lib$${t}_tuner.so $(DESTDIR)$(PLUGIN_DIR)/$${t}_tuner.so || exit 1; \
 	done
+ifneq ($(NOSTRIP),1)
+	$(STRIP) --strip-all $(DESTDIR)$(sbindir)/bpftune
+	$(STRIP) --strip-unneeded $(TUNERS:%=$(DESTDIR)$(PLUGIN_DIR)/%_tuner.so)
+endif
 	install -m 0644 $(MAN_PAGES) $(DESTDIR)$(mandir)/man8/
 	@install -d -m 0755 $(GEN_DIR)
 	sed 's|/usr/sbin/bpftune|$(sbindir)/bpftune|' packaging/bpftune.service > $(GEN_DIR)/bpftune.service

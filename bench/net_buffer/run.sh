@@ -16,6 +16,13 @@
 #     (it decides but changes nothing, so the drops go on at the same rate
 #     and every drop takes the program's full path) and once with the daemon
 #     acting (it grows the backlog until the drops stop).
+#     Then the flood again with two flows at once, each client pinned to
+#     one of the two CPUs of AFFINITY, so that both CPUs drop into their
+#     backlogs at the same time (what a shared drop counter would bounce
+#     between them), daemon --advise, REPS times; with BASE=DIR (a directory
+#     holding another build's bpftune and lib*_tuner.so, e.g. the commit
+#     before a change) REPS times per build, the builds alternating in a
+#     random order per repetition: ns per call per run and medians.
 #  2. Bulk TCP throughput over the veth pair with normal settings (no
 #     flood) without and with the daemon (tuners: sysctl, net_buffer), one
 #     run of each per round in a random order, client and server pinned to
@@ -31,8 +38,9 @@
 # kernel.bpf_stats_enabled (see ../lib.sh for the rest).
 #
 # Usage: bench/net_buffer/run.sh [BUILD_DIR]   (default: target/release)
-#   ROUNDS=10 SECS=3 STATS_SECS=5 IDLE_SECS=60 AFFINITY=0,1 to change the
-#   sizes and CPUs; OUT= for the report.
+#   ROUNDS=10 SECS=3 STATS_SECS=5 IDLE_SECS=60 REPS=3 AFFINITY=0,1 to change
+#   the sizes and CPUs; BASE=DIR to compare with another build; OUT= for the
+#   report.
 HERE=$(cd "$(dirname "$0")" && pwd)
 # A daemon runs for months: measure its steady state, not its start-up.
 SETTLE_SECS=${SETTLE_SECS:-3}
@@ -44,12 +52,21 @@ ROUNDS=${ROUNDS:-10}
 SECS=${SECS:-3}
 STATS_SECS=${STATS_SECS:-5}
 IDLE_SECS=${IDLE_SECS:-60}
+REPS=${REPS:-3}
+BASE=${BASE:-}
 AFFINITY=${AFFINITY:-0,1}
+CPU_A=${AFFINITY%%,*}
+CPU_B=${AFFINITY##*,}
 OUT=${OUT:-$HERE/RESULTS.md}
 TAG=nbb$$
 FLOOD=nbf$$
 PROG=bpftune_kfree
-GLOBALS="net.core.netdev_max_backlog net.core.flow_limit_cpu_bitmap net.core.netdev_budget net.core.netdev_budget_usecs net.core.high_order_alloc_disable"
+GLOBALS=
+# flow_limit_cpu_bitmap only exists with CONFIG_NET_FLOW_LIMIT.
+for s in net.core.netdev_max_backlog net.core.flow_limit_cpu_bitmap net.core.netdev_budget \
+	net.core.netdev_budget_usecs net.core.high_order_alloc_disable; do
+	[ -e "/proc/sys/${s//.//}" ] && GLOBALS+="$s "
+done
 STATS_SAVED=$(sysctl -n kernel.bpf_stats_enabled)
 
 declare -A SAVED
@@ -63,6 +80,10 @@ bench_on_exit "sysctl -q -w kernel.bpf_stats_enabled=$STATS_SAVED"
 
 bench_plugin "$PLUG/nb" sysctl net_buffer
 bench_plugin "$PLUG/only" net_buffer
+if [ -n "$BASE" ]; then
+	[ -x "$BASE/bpftune" ] || { echo "no $BASE/bpftune" >&2; exit 1; }
+	BUILD=$BASE bench_plugin "$PLUG/base" sysctl net_buffer
+fi
 
 bench_netns_pair "$TAG" 10.252.21
 bench_netns_pair "$FLOOD" 10.252.22
@@ -72,6 +93,7 @@ for end in "$FLOOD-tx ${FLOOD}a" "$FLOOD-rx ${FLOOD}b"; do
 done
 ip netns exec "$TAG-rx" iperf3 -s -D -B 10.252.21.2 -p 5201
 ip netns exec "$FLOOD-rx" iperf3 -s -D -B 10.252.22.2 -p 5201
+ip netns exec "$FLOOD-rx" iperf3 -s -D -B 10.252.22.2 -p 5202
 sleep 1
 
 # One iperf3 run from $1-tx to $2 for $3 seconds, pinned; prints Gbit/s
@@ -79,6 +101,18 @@ sleep 1
 run_iperf() {
 	ip netns exec "$1-tx" iperf3 -c "$2" -p 5201 -t "$3" -A "$AFFINITY" -J |
 		jq '.end.sum_received.bits_per_second / 1e9'
+}
+
+# Two iperf3 runs at once from $1-tx to $2 for $3 seconds, clients pinned to
+# CPU_A and CPU_B (servers on ports 5201 and 5202); prints the Gbit/s
+# received in all.
+run_iperf2() {
+	local p
+	ip netns exec "$1-tx" iperf3 -c "$2" -p 5201 -t "$3" -A "$CPU_A" -J >"$WORK/iperf_a" &
+	p=$!
+	ip netns exec "$1-tx" iperf3 -c "$2" -p 5202 -t "$3" -A "$CPU_B" -J >"$WORK/iperf_b"
+	wait "$p"
+	jq -s 'map(.end.sum_received.bits_per_second) | add / 1e9' "$WORK/iperf_a" "$WORK/iperf_b"
 }
 
 # "run_cnt run_time_ns" of the newest kfree_skb program.
@@ -91,6 +125,12 @@ backlog_drops() {
 	local n=0 _ d
 	while read -r _ d _; do n=$((n + 16#$d)); done </proc/net/softnet_stat
 	echo "$n"
+}
+
+# Backlog drops per CPU so far, one number per line in CPU order.
+backlog_drops_cpus() {
+	local _ d
+	while read -r _ d _; do echo $((16#$d)); done </proc/net/softnet_stat
 }
 
 # 1. BPF cost of one transfer of STATS_SECS on pair $1 (address $2) with the
@@ -128,6 +168,36 @@ bpf_cost "$FLOOD" 10.252.22.2 "flood (offloads off, backlog 8), daemon --advise"
 sysctl -q -w net.core.netdev_max_backlog=8
 bpf_cost "$FLOOD" 10.252.22.2 "flood (offloads off, backlog 8), daemon acting"
 restore_globals
+
+# 1b. Both CPUs dropping at once, --advise; this build and BASE alternating.
+# Appends "build rep Gbit/s drops/s calls ns_per_call" to $WORK/pair.rows.
+flood2() { # $1 = build (new or base), $2 = repetition
+	local dir=$PLUG/nb bin=$BUILD c0 t0 c1 t1 d0 d1 gbit
+	[ "$1" = base ] && { dir=$PLUG/base; bin=$BASE; }
+	sysctl -q -w net.core.netdev_max_backlog=8
+	BUILD=$bin daemon_start "$dir" "$PROG" --advise
+	sysctl -q -w kernel.bpf_stats_enabled=1
+	read -r c0 t0 < <(prog_stats)
+	d0=$(backlog_drops)
+	backlog_drops_cpus >"$WORK/cpus0"
+	gbit=$(run_iperf2 "$FLOOD" 10.252.22.2 "$STATS_SECS")
+	backlog_drops_cpus >"$WORK/cpus1"
+	d1=$(backlog_drops)
+	read -r c1 t1 < <(prog_stats)
+	sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
+	daemon_stop
+	restore_globals
+	awk -v b="$1" -v r="$2" -v g="$gbit" -v c="$((c1 - c0))" -v t="$((t1 - t0))" -v d="$((d1 - d0))" -v s="$STATS_SECS" \
+		-v cpus="$(paste -d' ' "$WORK/cpus0" "$WORK/cpus1" | awk '{printf "%s%d", (NR > 1 ? "/" : ""), $2 - $1}')" \
+		'BEGIN {printf "%s %d %.2f %.0f %d %s %s\n", b, r, g, d / s, c, (c ? sprintf("%.1f", t / c) : "-"), cpus}' >>"$WORK/pair.rows"
+	echo "two-CPU flood $1 (repetition $2): $(tail -1 "$WORK/pair.rows")" >&2
+}
+: >"$WORK/pair.rows"
+BUILDS=new
+[ -n "$BASE" ] && BUILDS="base new"
+for r in $(seq "$REPS"); do
+	for b in $(shuf -e $BUILDS); do flood2 "$b" "$r"; done
+done
 
 # 2. Throughput with normal settings, interleaved in a random order.
 : >"$WORK/without"
@@ -178,13 +248,13 @@ restore_globals
 	echo "# net_buffer benchmark results"
 	echo
 	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/net_buffer/run.sh\`"
-	echo "(ROUNDS=$ROUNDS SECS=$SECS STATS_SECS=$STATS_SECS IDLE_SECS=$IDLE_SECS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS;"
+	echo "(ROUNDS=$ROUNDS SECS=$SECS STATS_SECS=$STATS_SECS IDLE_SECS=$IDLE_SECS REPS=$REPS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS${BASE:+ BASE=$BASE};"
 	echo "each run with the daemon starts SETTLE_SECS after it loaded its programs)."
 	echo
 	echo "Reproduce (as root, from the repository root):"
 	echo
 	echo '    cargo build --release -p bpftune-daemon -p sysctl_tuner -p net_buffer_tuner'
-	echo "    ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS bench/net_buffer/run.sh target/release"
+	echo "    ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS REPS=$REPS${BASE:+ BASE=$BASE} flock /tmp/bpftune-bench.lock bench/net_buffer/run.sh target/release"
 	echo
 	echo "## BPF cost of tp_btf/kfree_skb (kernel.bpf_stats_enabled=1, one ${STATS_SECS} s iperf3 run each)"
 	echo
@@ -205,6 +275,25 @@ restore_globals
 	echo "What the daemon logged in those runs (count):"
 	echo
 	if [ -s "$WORK/cost.changes" ]; then sort "$WORK/cost.changes" | uniq -c | sed 's/^ */    /'; else echo "    nothing"; fi
+	echo
+	echo "### Both CPUs dropping: two flows at once, daemon --advise ($REPS runs per build, ${STATS_SECS} s each)"
+	echo
+	echo "As the flood above, with two iperf3 clients at once, pinned to CPU $CPU_A and CPU $CPU_B, so"
+	echo "that both CPUs drop into their own backlogs at the same time. *base*: the build in"
+	echo "\`BASE\`; *new*: the build under test; runs alternate between the builds in a random"
+	echo "order per repetition."
+	echo
+	echo "| build | ns per call, each run | median ns per call | median calls | median backlog drops/s | median Gbit/s | backlog drops per CPU, each run |"
+	echo "|---|---|---|---|---|---|---|"
+	for b in $BUILDS; do
+		awk -v b="$b" '$1 == b' "$WORK/pair.rows" >"$WORK/pair.$b"
+		echo "| $b | $(awk '{printf "%s ", $6}' "$WORK/pair.$b")| $(awk '{print $6}' "$WORK/pair.$b" | median) | $(awk '{print $5}' "$WORK/pair.$b" | median) | $(awk '{print $4}' "$WORK/pair.$b" | median) | $(awk '{print $3}' "$WORK/pair.$b" | median) | $(awk '{printf "%s ", $7}' "$WORK/pair.$b")|"
+	done
+	if [ -n "$BASE" ]; then
+		echo
+		echo "Paired (new / base, same repetition) ns-per-call ratios: $(join <(awk '$1 == "base" {print $2, $6}' "$WORK/pair.rows" | sort) \
+			<(awk '$1 == "new" {print $2, $6}' "$WORK/pair.rows" | sort) | awk '{printf "%.3f ", $3 / $2}')"
+	fi
 	echo
 	echo "## Bulk TCP throughput (iperf3, Gbit/s received), without/with the daemon (sysctl + net_buffer)"
 	echo

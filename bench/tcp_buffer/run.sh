@@ -6,16 +6,22 @@
 #     running, interleaved (without, with, without, ...), client and server
 #     pinned to one CPU each; medians and paired ratios; the daemon's own CPU
 #     time during each run and the changes it made.
-#  2. Average run time per invocation of each tcp_buffer BPF program
-#     (kernel.bpf_stats_enabled=1, run_time_ns / run_cnt from bpftool), and
-#     their share of the machine's CPU time during a transfer.
+#  2. The daemon's BPF programs' share of the CPU during a bulk transfer,
+#     per path (veth, loopback) and per program: kernel.bpf_stats_enabled=1
+#     only during STATS_ROUNDS transfers per path (alternating paths, a
+#     fresh daemon for each, as in 1.), run_time_ns and run_cnt from bpftool
+#     (difference before/after each transfer) divided by the transfer's
+#     elapsed time x CPUs (client and server are pinned one per CPU, so
+#     that is the CPU time of both ends), and by the CPU time the machine
+#     was actually busy (/proc/stat) as a second, stricter denominator.
 #  3. Daemon RSS and CPU time over 60 s idle with all the tuners loaded.
 #
 # Root only. Traffic stays inside namespaces this script creates. Every
 # sysctl it changes is restored on exit (see ../lib.sh for the rest).
 #
 # Usage: bench/tcp_buffer/run.sh [BUILD_DIR]   (default: target/release)
-#   ROUNDS=15 SECS=4 IDLE_SECS=60 AFFINITY=0,1 to change the sizes and CPUs;
+#   ROUNDS=15 SECS=4 IDLE_SECS=60 STATS_ROUNDS=5 AFFINITY=0,1 to change the
+#   sizes and CPUs;
 #   OUT= for the report; DAEMON_ARGS=--advise
 #   measures the daemon's overhead without the effect of its changes.
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +34,7 @@ bench_require iperf3 bpftool jq ip
 ROUNDS=${ROUNDS:-15}
 SECS=${SECS:-4}
 IDLE_SECS=${IDLE_SECS:-60}
+STATS_ROUNDS=${STATS_ROUNDS:-5}
 AFFINITY=${AFFINITY:-0,1}
 OUT=${OUT:-$HERE/RESULTS.md}
 TAG=tbb$$
@@ -96,19 +103,61 @@ for path in veth loopback; do
 	RES[$path.changes]=$(sed 's/^.*Scenario/Scenario/' "$WORK/$path.changes" 2>/dev/null | sort | uniq -c | sed 's/^ */    /' || true)
 done
 
-# Per-program cost: stats on during one veth and one loopback run.
-reset_ns
-daemon_start "$PLUG/tcp" bpftune_rcv
-sysctl -q -w kernel.bpf_stats_enabled=1
-run_iperf "$TX" 10.252.9.2 5201 >/dev/null
-run_iperf "$RX" 127.0.0.1 5202 >/dev/null
-sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
-PROGS=$(bpftool prog show -j | jq -r '.[] | select(.name | startswith("bpftune_")) |
-	select(.run_cnt != null and .run_cnt > 0) |
-	"| \(.name) | \(.type) | \(.run_cnt) | \(.run_time_ns) | \((.run_time_ns / .run_cnt) | floor) |"')
-BPF_NS=$(bpftool prog show -j | jq '[.[] | select(.name | startswith("bpftune_")) | .run_time_ns // 0] | add')
-BPF_SHARE=$(awk -v ns="$BPF_NS" -v s="$SECS" -v n="$(nproc)" 'BEGIN {printf "%.2f", ns / (2 * s * 1e9 * n) * 100}')
-daemon_stop
+# BPF share of the CPU during bulk transfers, with bpf_stats on only for
+# the transfer. Counters of the daemon's programs (bpftune_*; the sysctl
+# tuner's one included) are read just before and just after it.
+prog_snap() {
+	bpftool prog show -j | jq -r '.[] | select(.name | startswith("bpftune_")) |
+		"\(.id) \(.name) \(.type) \(.run_cnt // 0) \(.run_time_ns // 0)"'
+}
+# Busy CPU time of the whole machine so far, ns (user nice system irq softirq steal).
+busy_ns() {
+	awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.0f\n", ($2 + $3 + $4 + $7 + $8 + $9) * 1e9 / hz}' /proc/stat
+}
+: >"$WORK/stats.progs"
+: >"$WORK/stats.runs"
+for _ in $(seq "$STATS_ROUNDS"); do
+	for path in veth loopback; do
+		if [ $path = veth ]; then cli=$TX; addr=10.252.9.2; port=5201; else cli=$RX; addr=127.0.0.1; port=5202; fi
+		reset_ns
+		daemon_start "$PLUG/tcp" bpftune_rcv
+		prog_snap >"$WORK/snap0"
+		sysctl -q -w kernel.bpf_stats_enabled=1
+		b0=$(busy_ns)
+		t0=$(date +%s%N)
+		gbit=$(run_iperf "$cli" $addr $port)
+		t1=$(date +%s%N)
+		b1=$(busy_ns)
+		sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
+		prog_snap >"$WORK/snap1"
+		daemon_stop
+		# id name type cnt ns: the run's difference per program.
+		awk -v p=$path 'NR == FNR {c[$1] = $4; n[$1] = $5; next}
+			{print p, $2, $3, $4 - c[$1], $5 - n[$1]}' "$WORK/snap0" "$WORK/snap1" >>"$WORK/stats.progs"
+		ns=$(awk 'NR == FNR {c[$1] = $5; next} {s += $5 - c[$1]} END {print s + 0}' "$WORK/snap0" "$WORK/snap1")
+		echo "$path $ns $((t1 - t0)) $((b1 - b0)) $gbit" >>"$WORK/stats.runs"
+	done
+done
+# Per path: total BPF ns / (elapsed x CPUs) and / busy CPU time, in %.
+stats_share() { # $1 = path
+	awk -v p="$1" -v n="$(nproc)" '$1 == p {bpf += $2; wall += $3; busy += $4}
+		END {printf "%.4f %.4f\n", bpf / (wall * n) * 100, bpf / busy * 100}' "$WORK/stats.runs"
+}
+stats_runs() { # $1 = path: each run's share of elapsed x CPUs, in %
+	awk -v p="$1" -v n="$(nproc)" '$1 == p {printf "%.4f ", $2 / ($3 * n) * 100}' "$WORK/stats.runs"
+}
+stats_table() { # $1 = path: per program, summed over its runs
+	awk -v p="$1" '$1 == p {c[$2] += $4; n[$2] += $5; t[$2] = $3}
+		END {for (k in c) if (c[k] > 0) printf "| %s | %s | %d | %d | %d |\n", k, t[k], c[k], n[k], n[k] / c[k]}' \
+		"$WORK/stats.progs" | sort
+}
+for p in veth loopback; do
+	read -r RES[$p.share] RES[$p.share_busy] < <(stats_share $p)
+	RES[$p.share_runs]=$(stats_runs $p)
+	RES[$p.stats_secs]=$(awk -v p="$p" '$1 == p {s += $3} END {printf "%.1f", s / 1e9}' "$WORK/stats.runs")
+	RES[$p.stats_gbit]=$(awk -v p="$p" '$1 == p {printf "%.2f ", $5}' "$WORK/stats.runs")
+	RES[$p.prog_table]=$(stats_table $p)
+done
 
 # Idle footprint with every built tuner.
 daemon_start "$PLUG/all" bpftune_
@@ -125,12 +174,12 @@ daemon_stop
 	echo "# tcp_buffer benchmark results"
 	echo
 	echo "Measured $(date -u +%Y-%m-%d) on $(uname -r), $(nproc) cores, with \`bench/tcp_buffer/run.sh\`"
-	echo "(ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS DAEMON_ARGS=${DAEMON_ARGS:-}; each run with the daemon starts SETTLE_SECS after it loaded its programs)."
+	echo "(ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS STATS_ROUNDS=$STATS_ROUNDS AFFINITY=$AFFINITY SETTLE_SECS=$SETTLE_SECS DAEMON_ARGS=${DAEMON_ARGS:-}; each run with the daemon starts SETTLE_SECS after it loaded its programs)."
 	echo
 	echo "Reproduce (as root, from the repository root):"
 	echo
 	echo '    cargo build --release --workspace'
-	echo '    bench/tcp_buffer/run.sh target/release        # ROUNDS=, SECS=, IDLE_SECS= to resize'
+	echo "    flock /tmp/bpftune-bench.lock env ROUNDS=$ROUNDS SECS=$SECS IDLE_SECS=$IDLE_SECS STATS_ROUNDS=$STATS_ROUNDS bench/tcp_buffer/run.sh target/release"
 	echo
 	echo "## Bulk TCP throughput (iperf3, Gbit/s received), interleaved without/with the daemon"
 	echo
@@ -162,16 +211,29 @@ daemon_stop
 		if [ -n "${RES[$p.changes]}" ]; then echo "${RES[$p.changes]}"; else echo "    none"; fi
 		echo
 	done
-	echo "## BPF run time per invocation (kernel.bpf_stats_enabled=1, one veth + one loopback run; target < 150 ns)"
+	echo "## BPF share of the CPU during bulk transfer (target <= 0.1 %)"
 	echo
-	echo "| program | type | run_cnt | run_time_ns | ns per run |"
-	echo "|---|---|---|---|---|"
-	echo "$PROGS"
+	echo "kernel.bpf_stats_enabled=1 only during $STATS_ROUNDS transfers of ${SECS} s per path (paths"
+	echo "alternating, a fresh daemon started SETTLE_SECS before each); run_time_ns of all the"
+	echo "daemon's BPF programs (bpftune_*, the sysctl tuner's included) over the transfers, divided"
+	echo "by their elapsed time x $(nproc) CPUs (client and server pinned one per CPU: the CPU time of"
+	echo "both ends), and by the CPU time the machine was busy in them (/proc/stat). bpf_stats adds"
+	echo "two clock reads per invocation, so these are upper bounds."
 	echo
-	echo "All the daemon's BPF programs together ran for ${BPF_SHARE} % of the machine's CPU time"
-	echo "during those two runs (run_time_ns / (2 x ${SECS} s x $(nproc) CPUs); bpf_stats adds two"
-	echo "clock reads per invocation, so this is an upper bound)."
+	echo "| path | BPF share of elapsed x CPUs (%) | BPF share of busy CPU time (%) | per transfer (% of elapsed x CPUs) | seconds measured | Gbit/s of those transfers |"
+	echo "|---|---|---|---|---|---|"
+	for p in veth loopback; do
+		echo "| $p | ${RES[$p.share]} | ${RES[$p.share_busy]} | ${RES[$p.share_runs]} | ${RES[$p.stats_secs]} | ${RES[$p.stats_gbit]} |"
+	done
 	echo
+	for p in veth loopback; do
+		echo "Per program, $p (summed over its transfers):"
+		echo
+		echo "| program | type | run_cnt | run_time_ns | ns per run |"
+		echo "|---|---|---|---|---|"
+		echo "${RES[$p.prog_table]}"
+		echo
+	done
 	echo "## Daemon idle footprint over ${IDLE_SECS} s (tuners: ${TUNERS})"
 	echo
 	echo "| RSS (KiB) | CPU time (ms) over ${IDLE_SECS} s |"

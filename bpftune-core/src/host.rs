@@ -95,6 +95,10 @@ pub struct HostState {
     released_netns: Vec<u64>,
     /// The daemon's own recent writes (see [`admin::OwnWrites`]).
     own_writes: admin::OwnWrites,
+    /// The operator's limits (`limits.conf`); empty unless configured.
+    envelope: crate::limits::Envelope,
+    /// Where the manual state is the operator's hold (`-q hold`).
+    holds: admin::Holds,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -114,7 +118,28 @@ impl HostState {
             netns_watcher: None,
             released_netns: Vec::new(),
             own_writes: admin::OwnWrites::default(),
+            envelope: crate::limits::Envelope::default(),
+            holds: admin::Holds::default(),
         }
+    }
+
+    /// The limits every tuner's values are clamped into from now on.
+    pub fn set_limits(&mut self, limits: crate::limits::Limits) {
+        self.envelope.set(limits);
+    }
+
+    pub fn limits(&self) -> &crate::limits::Limits {
+        self.envelope.limits()
+    }
+
+    /// Values for a tuner's write after the operator's limits; logs the
+    /// clamp (once per distinct result).
+    fn limited(&mut self, tuner: &str, tunable: &str, cookie: u64, global: bool, values: &[i64]) -> String {
+        let (values, line) = self.envelope.apply(tuner, tunable, cookie, global, values);
+        if let Some(line) = line {
+            self.log(LogLevel::Notice, &line);
+        }
+        sysctl::format_values(&values)
     }
 
     /// Log and apply what the namespace registry noticed: a destroyed
@@ -345,7 +370,7 @@ impl HostState {
         let new_text = if info.is_string() {
             req.text.as_str().trim().to_string()
         } else {
-            sysctl::format_values(req.values.as_slice())
+            self.limited(&tuner_name, &info.name, cookie, global, req.values.as_slice())
         };
 
         let target = self.netns.target(cookie);
@@ -758,7 +783,7 @@ pub fn make_context(binding: &HostBinding, fds: SharedFds, strategy_id: u32) -> 
 }
 
 mod admin;
-pub use admin::AdminWriteInfo;
+pub use admin::{AdminWriteInfo, ManualBy, OperatorAction};
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ pub use bpftune_sdk::{
 
 pub mod advice;
 pub mod host;
+pub mod limits;
 pub mod loader;
 pub mod netns;
 pub mod registry;

@@ -248,7 +248,7 @@ pub struct Plugin {
     pub path: PathBuf,
     pub module: TunerModuleRef,
     pub descriptor: TunerDescriptor,
-    /// The optional `bpftune_netns_released_v1` entry point, if exported.
+    /// The optional `bpftune_netns_released_v2` entry point, if exported.
     pub netns_released: Option<NetnsReleasedFn>,
     /// Kept open for as long as the process lives: the library stays mapped
     /// (abi_stable never unloads) under the name `/proc/self/fd/N`, and a

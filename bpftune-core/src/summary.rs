@@ -4,11 +4,7 @@
 
 use crate::registry::TunerRecord;
 
-/// `# Summary: scenario '…' occurred N times for tunable '…' in [non-]global ns. …`
-pub fn summary_line(scenario: &str, count: u64, tunable: &str, global: bool, description: &str) -> String {
-    let ns = if global { "global" } else { "non-global" };
-    format!("# Summary: scenario '{scenario}' occurred {count} times for tunable '{tunable}' in {ns} ns. {description}")
-}
+pub use crate::messages::summary_line;
 
 /// The generic summary of one tuner; `global_cookie` identifies the
 /// daemon's namespace.

@@ -1,10 +1,14 @@
 //! Command-line options: the original's flags (same letters, same long
-//! names), plus `--system-libdir` and `--advise`. One definition from which
-//! `--help` and the man page's option list are derived.
+//! names), plus `--system-libdir`, `--advise`, `--log-level`, `--limits`
+//! and the metrics outputs. One definition from which `--help` and the man
+//! page's option list are derived.
 
 use std::path::PathBuf;
 
+use bpftune_core::LogLevel;
 use clap::{ArgAction, Parser};
+
+use crate::logging;
 
 /// Default cgroup v2 directory BPF cgroup programs attach to.
 pub const DEFAULT_CGROUP: &str = "/var/run/bpftune/cgroupv2";
@@ -73,9 +77,14 @@ pub struct Cli {
     #[arg(short = 'P', long = "print-libdir")]
     pub print_libdir: bool,
 
-    /// Ask the running daemon: help, tuners, tunables, jtunables, status, jstatus, summary, rollback, metrics, report.
+    /// Ask the running daemon: help, tuners, tunables, jtunables, status, jstatus, summary, rollback, jevents,
+    /// metrics, report, release TUNABLE [NETNS], hold TUNABLE [NETNS], loglevel [LEVEL], reload-limits.
     #[arg(short = 'q', long = "query", value_name = "VERB")]
     pub query: Option<String>,
+
+    /// Arguments of the query verb (e.g. `-q release net.ipv4.tcp_rmem global`).
+    #[arg(value_name = "ARG", requires = "query")]
+    pub query_args: Vec<String>,
 
     /// Learning rate 0..4: steps of 1/64 .. 1/4 (default 4).
     #[arg(short = 'r', long = "learning_rate", value_name = "RATE", default_value = "4", value_parser = learning_rate)]
@@ -116,6 +125,41 @@ pub struct Cli {
     /// Rewrite PATH with the metrics every 5 s (atomically), for node_exporter's textfile collector.
     #[arg(long = "metrics-textfile", value_name = "PATH")]
     pub metrics_textfile: Option<PathBuf>,
+
+    /// Log this level and more severe: err, warning, notice, info, debug (default notice; -d means debug).
+    #[arg(long = "log-level", value_name = "LEVEL", value_parser = logging::parse_level)]
+    pub log_level: Option<LogLevel>,
+
+    /// Operator limits on tunables (also reads limits.d/*.conf next to it); a missing file means no limits.
+    #[arg(long = "limits", value_name = "FILE", default_value = bpftune_core::limits::DEFAULT_LIMITS_FILE)]
+    pub limits: PathBuf,
+}
+
+impl Cli {
+    /// `--log-level`, else debug with `-d`, else notice.
+    pub fn log_level(&self) -> LogLevel {
+        match self.log_level {
+            Some(l) => l,
+            None if self.debug => LogLevel::Debug,
+            None => LogLevel::Notice,
+        }
+    }
+
+    /// Is debug logging asked for (`-d` or `--log-level debug`)?
+    pub fn debug_logging(&self) -> bool {
+        self.log_level() == LogLevel::Debug
+    }
+
+    /// The request `-q` sends: the verb and its arguments.
+    pub fn query_request(&self) -> Option<String> {
+        let verb = self.query.as_ref()?;
+        Some(
+            std::iter::once(verb.as_str())
+                .chain(self.query_args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +202,22 @@ mod tests {
         assert!(!c.metrics_allow_remote);
         assert!(parse(&["--metrics-allow-remote"]).is_err(), "only with --metrics-listen");
         assert!(parse(&["--metrics-listen", "0.0.0.0:9555", "--metrics-allow-remote"]).is_ok());
+    }
+
+    #[test]
+    fn log_level_limits_and_query_arguments() {
+        assert_eq!(parse(&[]).expect("parse").log_level(), LogLevel::Notice);
+        assert_eq!(parse(&["-d"]).expect("parse").log_level(), LogLevel::Debug);
+        assert_eq!(parse(&["--log-level", "info"]).expect("parse").log_level(), LogLevel::Info);
+        assert_eq!(parse(&["-d", "--log-level", "warning"]).expect("parse").log_level(), LogLevel::Warning);
+        assert!(parse(&["--log-level", "loud"]).is_err());
+        let c = parse(&[]).expect("parse");
+        assert_eq!(c.limits, PathBuf::from("/etc/bpftune/limits.conf"));
+        assert_eq!(c.query_request(), None);
+        let c = parse(&["--limits", "/tmp/l.conf", "-q", "release", "net.ipv4.tcp_rmem", "4096"]).expect("parse");
+        assert_eq!(c.limits, PathBuf::from("/tmp/l.conf"));
+        assert_eq!(c.query_request().as_deref(), Some("release net.ipv4.tcp_rmem 4096"));
+        assert!(parse(&["stray"]).is_err(), "arguments only with -q");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The daemon's one event loop (mio): the shared ring buffer, a signalfd for
-//! SIGINT/SIGTERM, inotify on the plugin directories, the query socket and
+//! SIGINT/SIGTERM (exit) and SIGHUP (reload the limits), inotify on the plugin directories, the query socket and
 //! its connections, and timers for tuner ticks, strategy evaluation and
 //! query deadlines, and the metrics listener and textfile. It sleeps until
 //! something happens; an idle daemon with no timers never wakes. Nothing in
@@ -53,7 +53,7 @@ pub struct Services {
 /// How often, at most, the ring-buffer drop counter is read.
 const DROP_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Block SIGINT/SIGTERM (so they arrive on the signalfd) and open it. Call
+/// Block SIGINT/SIGTERM/SIGHUP (so they arrive on the signalfd) and open it. Call
 /// before any thread is started so every thread inherits the mask.
 pub fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset manipulation on a local, zero-initialised set.
@@ -63,6 +63,7 @@ pub fn signal_fd() -> io::Result<OwnedFd> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
     }
     // SAFETY: changes this thread's mask; `set` is valid.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -183,6 +184,11 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
                         if signo == libc::SIGINT as u32 || signo == libc::SIGTERM as u32 {
                             logging::debug(&format!("received signal {signo}; exiting"));
                             return Ok(());
+                        }
+                        if signo == libc::SIGHUP as u32 {
+                            logging::debug("received SIGHUP; reloading limits");
+                            // Logged either way; a bad file keeps the old limits.
+                            let _ = crate::operator::reload_limits(&set.host);
                         }
                     }
                 }

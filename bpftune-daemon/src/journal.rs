@@ -33,6 +33,7 @@ use bpftune_core::sysctl::{ProcSysctl, SysctlIo};
 use serde::{Deserialize, Serialize};
 
 use crate::logging;
+use crate::rollback::{self, normal};
 
 /// Where the journal lives.
 pub const JOURNAL_PATH: &str = "/var/lib/bpftune/journal";
@@ -101,14 +102,6 @@ pub struct Journal {
 /// This boot's id.
 pub fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.split_whitespace().eq(b.split_whitespace())
-}
-
-fn normal(a: &str) -> String {
-    a.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Parse journal text into entries (later lines update earlier ones; the
@@ -416,59 +409,49 @@ impl Journal {
         let mut restored = 0;
         let mut keep = BTreeMap::new();
         for (key, e) in std::mem::take(&mut self.entries) {
+            let written: Vec<&str> = e.last.iter().flat_map(|(old, new)| [old.as_str(), new.as_str()]).collect();
+            let mut change = rollback::Change {
+                tunable: &e.tunable,
+                cookie: e.cookie,
+                global: e.global,
+                original: &e.original,
+                written,
+                left_by: Some(e.pid),
+            };
             let Some(target) = self.find_target(&e, &mut lookup) else {
-                logging::debug(&format!(
-                    "rollback journal: netns (cookie {}) of '{}' is gone; nothing to restore",
-                    e.cookie, e.tunable
-                ));
+                logging::debug(&rollback::netns_gone_line(&change));
                 continue;
             };
-            let where_ = ns_label(&e, &target);
-            let now = match io.read(&target, &e.tunable) {
-                Ok(v) => normal(&v),
+            // Where it is now: an entry made in another run's global
+            // namespace may be a namespace of ours, and the reverse.
+            change.global = matches!(target, NsTarget::Global);
+            let now = io.read(&target, &e.tunable);
+            if restore {
+                if rollback::restore(&change, now, || {}, |v| io.write(&target, &e.tunable, v))
+                    == rollback::Outcome::Restored
+                {
+                    restored += 1;
+                }
+                continue;
+            }
+            // Without -R: report what is still bpftune's and keep it.
+            let now = match now {
+                Ok(v) => v,
                 Err(err) => {
-                    logging::debug(&format!("rollback journal: cannot read '{}' in {where_}: {err}", e.tunable));
+                    logging::debug(&rollback::unreadable_line(&change, &err));
                     continue;
                 }
             };
-            if same(&now, &e.original) {
-                continue;
-            }
-            let ours = match &e.last {
-                Some((old, new)) => same(&now, old) || same(&now, new),
-                None => true,
-            };
-            if !restore && !ours {
-                // Changed by someone else since: no longer bpftune's doing.
-                logging::debug(&format!(
-                    "rollback journal: '{}' in {where_} is now ({now}), not a value bpftune set; forgetting it",
-                    e.tunable
-                ));
-                continue;
-            }
-            if !restore {
-                logging::notice(&format!(
-                    "a previous bpftune run (pid {}) left sysctl '{}' changed from ({}) to ({now}) in {where_}; \
-                     to restore: sysctl -w {}=\"{}\" (or start bpftune with -R)",
-                    e.pid, e.tunable, e.original, e.tunable, e.original
-                ));
-                keep.insert(key, e);
-                continue;
-            }
-            if !ours {
-                logging::notice(&format!(
-                    "Not rolling back sysctl values for '{}' in {where_}: it is now ({now}), not a value bpftune set, so someone else changed it",
-                    e.tunable
-                ));
-                continue;
-            }
-            logging::notice(&format!(
-                "Rolling back sysctl values for '{}' from ({now}) to original values ({})... in {where_} (left by bpftune pid {} that did not exit cleanly)",
-                e.tunable, e.original, e.pid
-            ));
-            match io.write(&target, &e.tunable, &e.original) {
-                Ok(()) => restored += 1,
-                Err(err) => logging::err(&format!("could not roll back '{}' in {where_}: {err}", e.tunable)),
+            match change.decide(&now) {
+                rollback::Decision::Unchanged => {}
+                rollback::Decision::AdminChanged => {
+                    // No longer bpftune's doing: forget it.
+                    logging::debug(&rollback::admin_changed_line(&change, &now));
+                }
+                rollback::Decision::Restore => {
+                    logging::notice(&rollback::left_changed_line(&change, &now));
+                    keep.insert(key, e);
+                }
             }
         }
         self.entries = keep;
@@ -506,13 +489,6 @@ impl Journal {
             m
         });
         map.get(&e.cookie).cloned().map(NsTarget::Netns)
-    }
-}
-
-fn ns_label(e: &Entry, target: &NsTarget) -> String {
-    match target {
-        NsTarget::Global => "global ns".to_string(),
-        NsTarget::Netns(_) => format!("netns (cookie {})", e.cookie),
     }
 }
 

@@ -1,9 +1,11 @@
 //! The daemon's one logger: syslog (ident `bpftune`, facility daemon, with
 //! pid) or stderr with a `bpftune: ` prefix, filtered by level. Identical
 //! lines repeated within a short window are collapsed into one line with a
-//! count, so a flapping condition cannot flood the journal.
+//! count, so a flapping condition cannot flood the journal. The level can
+//! be changed at run time (`-q loglevel`).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,8 @@ struct Inner {
 
 /// The logger; one per process, see [`init`].
 pub struct Logger {
-    max_level: LogLevel,
+    /// The most verbose level logged, as its syslog number.
+    max_level: AtomicU8,
     inner: Mutex<Inner>,
 }
 
@@ -67,8 +70,12 @@ impl Logger {
         }
     }
 
+    fn max_level(&self) -> LogLevel {
+        level_from_u8(self.max_level.load(Ordering::Relaxed))
+    }
+
     fn log(&self, level: LogLevel, msg: &str) {
-        if level > self.max_level {
+        if level > self.max_level() {
             return;
         }
         let Ok(mut inner) = self.inner.lock() else { return };
@@ -108,10 +115,46 @@ pub enum Target {
     Syslog,
 }
 
-/// Set up the process logger once. Falls back to stderr if syslog cannot be
-/// reached (no /dev/log), saying so.
-pub fn init(target: Target, debug: bool) {
-    let max_level = if debug { LogLevel::Debug } else { LogLevel::Notice };
+/// The names `--log-level` and `-q loglevel` take, most severe first.
+pub const LEVEL_NAMES: &[&str] = &["err", "warning", "notice", "info", "debug"];
+
+fn level_from_u8(v: u8) -> LogLevel {
+    match v {
+        0..=3 => LogLevel::Err,
+        4 => LogLevel::Warning,
+        5 => LogLevel::Notice,
+        6 => LogLevel::Info,
+        _ => LogLevel::Debug,
+    }
+}
+
+/// `err`, `warning`, `notice`, `info` or `debug` (also `error`, `warn`).
+pub fn parse_level(s: &str) -> Result<LogLevel, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "err" | "error" => Ok(LogLevel::Err),
+        "warning" | "warn" => Ok(LogLevel::Warning),
+        "notice" => Ok(LogLevel::Notice),
+        "info" => Ok(LogLevel::Info),
+        "debug" => Ok(LogLevel::Debug),
+        other => Err(format!("unknown log level '{other}'; levels are {}", LEVEL_NAMES.join(", "))),
+    }
+}
+
+pub fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Err => "err",
+        LogLevel::Warning => "warning",
+        LogLevel::Notice => "notice",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    }
+}
+
+/// Set up the process logger once, logging `max_level` and more severe.
+/// Falls back to stderr if syslog cannot be reached (no /dev/log), saying
+/// so.
+pub fn init(target: Target, max_level: LogLevel) {
+    let max_level = AtomicU8::new(max_level as u8);
     let (dest, fallback) = match target {
         Target::Stderr => (Dest::Stderr, None),
         Target::Syslog => {
@@ -142,7 +185,25 @@ pub fn log(level: LogLevel, msg: &str) {
 
 /// Is debug logging on?
 pub fn debug_enabled() -> bool {
-    LOGGER.get().is_some_and(|l| l.max_level >= LogLevel::Debug)
+    LOGGER.get().is_some_and(|l| l.max_level() >= LogLevel::Debug)
+}
+
+/// The level logged now.
+pub fn level() -> LogLevel {
+    LOGGER.get().map(Logger::max_level).unwrap_or(LogLevel::Notice)
+}
+
+/// Change the level at run time; returns the previous one.
+pub fn set_level(level: LogLevel) -> LogLevel {
+    match LOGGER.get() {
+        Some(l) => {
+            if let Ok(mut inner) = l.inner.lock() {
+                Logger::flush_repeats(&mut inner);
+            }
+            level_from_u8(l.max_level.swap(level as u8, Ordering::Relaxed))
+        }
+        None => level,
+    }
 }
 
 /// Print any pending "repeated" line (at exit).
@@ -190,7 +251,10 @@ mod tests {
     use super::*;
 
     fn memory_logger(level: LogLevel) -> Logger {
-        Logger { max_level: level, inner: Mutex::new(Inner { dest: Dest::Memory(Vec::new()), last: None }) }
+        Logger {
+            max_level: AtomicU8::new(level as u8),
+            inner: Mutex::new(Inner { dest: Dest::Memory(Vec::new()), last: None }),
+        }
     }
 
     fn lines(l: &Logger) -> Vec<String> {
@@ -216,5 +280,18 @@ mod tests {
         l.log(LogLevel::Debug, "hidden");
         l.log(LogLevel::Err, "shown");
         assert_eq!(lines(&l), vec!["shown"]);
+        l.max_level.store(LogLevel::Info as u8, Ordering::Relaxed);
+        l.log(LogLevel::Info, "info shown");
+        l.log(LogLevel::Debug, "still hidden");
+        assert_eq!(lines(&l), vec!["shown", "info shown"]);
+    }
+
+    #[test]
+    fn level_names_round_trip() {
+        for name in LEVEL_NAMES {
+            assert_eq!(level_name(parse_level(name).expect("level")), *name);
+        }
+        assert_eq!(parse_level("WARN"), Ok(LogLevel::Warning));
+        assert!(parse_level("verbose").expect_err("bad").contains("err, warning, notice, info, debug"));
     }
 }

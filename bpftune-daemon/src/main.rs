@@ -12,9 +12,11 @@ mod identity;
 mod journal;
 mod logging;
 mod metrics;
+mod operator;
 mod query;
 mod replies;
 mod report;
+mod rollback;
 mod runlock;
 mod support_check;
 mod tuners;
@@ -64,9 +66,9 @@ fn main() -> ExitCode {
     } else {
         logging::Target::Syslog
     };
-    logging::init(target, cli.debug);
-    if let Some(verb) = &cli.query {
-        let code = query::client(Path::new(cli::RUN_DIR), cli.port, verb);
+    logging::init(target, cli.log_level());
+    if let Some(request) = cli.query_request() {
+        let code = query::client(Path::new(cli::RUN_DIR), cli.port, &request);
         logging::flush();
         return ExitCode::from(code);
     }
@@ -212,7 +214,7 @@ fn support_report(
         logging::err("bpftune is not supported on this system; exiting");
         return Ok(1);
     }
-    let config = support_check::check_config(cli.debug, level, report.netns_cookie);
+    let config = support_check::check_config(cli.debug_logging(), level, report.netns_cookie);
     let tuners = support_check::check_tuners(config, global_cookie, cgroup_fd, cli.allow.clone(), dirs)?;
     let level = support_check::level_with_tuners(level, &tuners);
     for line in report.lines(level) {
@@ -251,7 +253,7 @@ fn metrics_outputs(
 
 fn run(cli: &Cli) -> Result<u8> {
     unlock_memory();
-    logging::install_libbpf_logger(cli.debug);
+    logging::install_libbpf_logger(cli.debug_logging());
     let run_dir = Path::new(cli::RUN_DIR);
     runlock::ensure_run_dir(run_dir).map_err(anyhow::Error::msg)?;
     let _lock = if cli.support { None } else { Some(runlock::RunLock::acquire(run_dir).map_err(anyhow::Error::msg)?) };
@@ -272,6 +274,14 @@ fn run(cli: &Cli) -> Result<u8> {
     if cli.support {
         return support_report(cli, &report, level, global_cookie, cgroup.raw_fd(), &dirs);
     }
+    // A bad limits file is a clear error before anything runs.
+    let limits = match operator::load_limits(&cli.limits) {
+        Ok(l) => l,
+        Err(msg) => {
+            logging::err(&msg);
+            return Ok(1);
+        }
+    };
     for line in report.lines(level) {
         logging::notice(line);
     }
@@ -301,7 +311,7 @@ fn run(cli: &Cli) -> Result<u8> {
     let ring = SharedRing::create().context("could not create the shared ring buffer")?;
 
     let config = HostConfig {
-        debug: cli.debug,
+        debug: cli.debug_logging(),
         advise: cli.advise,
         learning_rate: LearningRate::new(cli.learning_rate),
         support: level,
@@ -316,8 +326,9 @@ fn run(cli: &Cli) -> Result<u8> {
             recent.push(level, msg);
         })
     };
-    let host =
+    let mut host =
         HostState::new(config, NetnsRegistry::new(global_cookie, "/proc"), Box::new(ProcSysctl::default()), sink);
+    host.set_limits(limits);
     let host = Rc::new(RefCell::new(host));
     if cli.advise {
         logging::notice("advise mode: decisions are logged as advice; no sysctl will be changed");

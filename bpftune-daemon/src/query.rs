@@ -339,7 +339,8 @@ pub fn client(run_dir: &Path, port: Option<u16>, verb: &str) -> u8 {
                 let _ = out.write_all(b"\n");
             }
             let _ = out.flush();
-            0
+            // release, hold, loglevel and reload-limits say so when they failed.
+            if text.starts_with(crate::operator::ERROR_PREFIX) { 1 } else { 0 }
         }
         Err(status) => status,
     }

@@ -10,12 +10,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bpftune_core::LogLevel;
 use bpftune_core::abi::TunableKind;
+use bpftune_core::host::OperatorAction;
 use bpftune_core::registry::TunerState;
 use bpftune_core::summary;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::journal::Journal;
+use crate::operator;
+use crate::rollback;
 use crate::tuners::TunerSet;
 
 /// The verbs, in matching order, with the descriptions `help` shows.
@@ -31,6 +34,10 @@ pub const VERBS: &[(&str, &str)] = &[
     ("jevents", "show recent decisions(json)"),
     ("metrics", "show metrics (OpenMetrics text)"),
     ("report", "show report of changes (HTML page)"),
+    ("release", "give TUNABLE [NETNS] back to bpftune"),
+    ("hold", "take TUNABLE [NETNS] from bpftune"),
+    ("loglevel", "show or set the log level [LEVEL]"),
+    ("reload-limits", "read the limits file again"),
 ];
 
 /// How many recent decisions `jevents` keeps.
@@ -116,8 +123,17 @@ pub fn reply(request: &str, ctx: &ReplyCtx<'_>) -> String {
         Some("jevents") => json(&serde_json::to_value(ctx.recent.snapshot()).unwrap_or(Value::Array(Vec::new()))),
         Some("metrics") => crate::metrics::openmetrics(ctx),
         Some("report") => report(ctx),
+        Some("release") => operator::release_or_hold(&ctx.set.host, OperatorAction::Release, &args(request)),
+        Some("hold") => operator::release_or_hold(&ctx.set.host, OperatorAction::Hold, &args(request)),
+        Some("loglevel") => operator::loglevel(&ctx.set.host, &args(request)),
+        Some("reload-limits") => operator::reload_limits_reply(&ctx.set.host),
         _ => format!("unknown request '{}'; supported requests are:\n{}", printable(request), help()),
     }
+}
+
+/// The words after the verb.
+fn args(request: &str) -> Vec<&str> {
+    request.split_whitespace().skip(1).collect()
 }
 
 /// The HTML page of `report`.
@@ -227,6 +243,12 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
         if !features.is_empty() {
             m.insert("features".to_string(), Value::Array(features));
         }
+        // Namespaces where it is manual, and whose doing (an
+        // administrator's write or the operator's hold); absent when none.
+        let manual = manual_states(ctx, &t);
+        if !manual.is_empty() {
+            m.insert("manual".to_string(), Value::Array(manual));
+        }
         root.insert(t.name.clone(), Value::Object(m));
     }
     for (tuner, name, v, string, num) in values(ctx) {
@@ -244,6 +266,21 @@ fn jstatus(ctx: &ReplyCtx<'_>) -> Value {
         }
     }
     Value::Object(root)
+}
+
+fn manual_states(ctx: &ReplyCtx<'_>, t: &bpftune_core::registry::TunerRecord) -> Vec<Value> {
+    let host = ctx.set.host.borrow();
+    let mut cookies: Vec<u64> =
+        t.netns_state.iter().filter(|(_, s)| **s == TunerState::Manual).map(|(c, _)| *c).collect();
+    cookies.sort_unstable();
+    cookies
+        .into_iter()
+        .filter_map(|c| {
+            let by = host.manual_by(t.id, c)?;
+            let netns = if host.netns.is_global(c) { Value::from("global") } else { Value::from(c) };
+            Some(serde_json::json!({"netns": netns, "by": by.as_str()}))
+        })
+        .collect()
 }
 
 /// Pretty JSON with tab indentation (the original's layout), newline-ended.
@@ -286,19 +323,39 @@ fn summary_reply(ctx: &ReplyCtx<'_>) -> String {
     out
 }
 
+/// `-q rollback`: the commands that would restore what this run changed
+/// (still different from the original), then what earlier runs left
+/// (journal entries this run does not cover). Writes nothing.
 fn rollback(ctx: &ReplyCtx<'_>) -> String {
-    let mut out = String::from("# Summary of rollback operations needed to restore original state for all tuners:\n");
+    let mut out = format!("{}\n", rollback::QUERY_HEADER);
     let host = ctx.set.host.borrow();
-    let global = host.netns.global_cookie();
     let mut covered = Vec::new();
-    for t in host.registry.iter() {
-        for l in summary::rollback_commands(t, global) {
+    let mut push = |c: &rollback::Change<'_>| {
+        for l in rollback::query_lines(c) {
             out.push_str(&l);
             out.push('\n');
         }
+    };
+    for t in host.registry.iter() {
         for (idx, info) in t.tunables.iter().enumerate() {
-            if let Some(r) = t.records.get(idx) {
-                covered.extend(r.initial.keys().map(|c| (info.name.clone(), *c)));
+            let Some(r) = t.records.get(idx) else { continue };
+            covered.extend(r.initial.keys().map(|c| (info.name.clone(), *c)));
+            if !info.is_sysctl() {
+                continue;
+            }
+            for (cookie, initial) in &r.initial {
+                let Some(current) = r.current.get(cookie) else { continue };
+                let change = rollback::Change {
+                    tunable: &info.name,
+                    cookie: *cookie,
+                    global: host.netns.is_global(*cookie),
+                    original: initial,
+                    written: vec![current.as_str()],
+                    left_by: None,
+                };
+                if change.decide(current) == rollback::Decision::Restore {
+                    push(&change);
+                }
             }
         }
     }
@@ -307,18 +364,14 @@ fn rollback(ctx: &ReplyCtx<'_>) -> String {
             if covered.contains(&(e.tunable.clone(), e.cookie)) {
                 continue;
             }
-            if e.global {
-                out.push_str(&format!(
-                    "# To roll back changes an earlier bpftune run (pid {}) made to '{}', run the following as a privileged user in a terminal:\n",
-                    e.pid, e.tunable
-                ));
-            } else {
-                out.push_str(&format!(
-                    "# To roll back changes an earlier bpftune run (pid {}) made to '{}' in netns (cookie {}), run the following inside that namespace:\n",
-                    e.pid, e.tunable, e.cookie
-                ));
-            }
-            out.push_str(&format!("sysctl -w {}=\"{}\"\n", e.tunable, e.original));
+            push(&rollback::Change {
+                tunable: &e.tunable,
+                cookie: e.cookie,
+                global: e.global,
+                original: &e.original,
+                written: Vec::new(),
+                left_by: Some(e.pid),
+            });
         }
     }
     out
@@ -337,6 +390,11 @@ mod tests {
         assert_eq!(match_verb("jevents"), Some("jevents"));
         assert_eq!(match_verb("metrics"), Some("metrics"));
         assert_eq!(match_verb("report"), Some("report"));
+        assert_eq!(match_verb("release net.ipv4.tcp_rmem 4096"), Some("release"));
+        assert_eq!(match_verb("hold net.ipv4.tcp_rmem"), Some("hold"));
+        assert_eq!(match_verb("loglevel info"), Some("loglevel"));
+        assert_eq!(match_verb("reload-limits"), Some("reload-limits"));
+        assert_eq!(args("release  net.ipv4.tcp_rmem\tglobal "), vec!["net.ipv4.tcp_rmem", "global"]);
         assert_eq!(match_verb("bogus"), None);
         assert_eq!(match_verb(""), None);
     }

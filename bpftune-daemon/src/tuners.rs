@@ -20,6 +20,7 @@ use bpftune_core::strategy::{StrategyClock, choose};
 use bpftune_core::summary;
 
 use crate::logging;
+use crate::rollback;
 
 /// One loaded tuner.
 pub struct LoadedTuner {
@@ -328,6 +329,29 @@ impl TunerSet {
             }
             logging::debug(&format!("netns (cookie {cookie}) released in every tuner"));
         }
+        self.hand_back();
+    }
+
+    /// Tunables the operator handed back (`-q release`): the tuner that
+    /// owns each drops what it kept for that namespace (through the same
+    /// entry point), including its own record of having been told to
+    /// leave it alone, and decides afresh from the next event.
+    fn hand_back(&mut self) {
+        let handed = self.host.borrow_mut().take_handed_back();
+        let _caps = (!handed.is_empty()).then(Raised::runtime);
+        for (id, cookie) in handed {
+            let Some(idx) = self.tuners.iter().position(|t| t.id == id) else { continue };
+            let tuner = &self.tuners[idx];
+            let (Some(handle), Some(release)) = (tuner.instance, tuner.plugin.netns_released) else {
+                continue;
+            };
+            let name = tuner.name().to_string();
+            if let Err(e) = rresult(release(handle, cookie)) {
+                self.tuner_failed(idx, "namespace hand-back", &e);
+            } else {
+                logging::debug(&format!("tuner '{name}' starts afresh in netns (cookie {cookie})"));
+            }
+        }
     }
 
     /// The first instant after `now` on the tuners' tick grid for
@@ -502,7 +526,8 @@ impl TunerSet {
 }
 
 /// Restore what tuner `id` changed, in every namespace, unless someone else
-/// changed the value since (then leave it and say why).
+/// changed the value since (then leave it and say why); the decisions and
+/// the lines are [`rollback`]'s.
 pub fn rollback_tuner(host: &SharedHost, id: u32) {
     let _caps = Raised::runtime();
     let Some(rec) = host.borrow().registry.get(id).cloned() else { return };
@@ -515,51 +540,35 @@ pub fn rollback_tuner(host: &SharedHost, id: u32) {
         for (cookie, initial) in &tr.initial {
             let Some(ours) = tr.current.get(cookie) else { continue };
             let global = h.netns.is_global(*cookie);
-            let now = match h.read_text(*cookie, &info.name) {
-                Ok(v) => v,
-                Err(e) => {
-                    logging::debug(&format!("not rolling back '{}' in netns (cookie {cookie}): {e}", info.name));
-                    continue;
-                }
+            let change = rollback::Change {
+                tunable: &info.name,
+                cookie: *cookie,
+                global,
+                original: initial,
+                written: vec![ours.as_str()],
+                left_by: None,
             };
-            if !same(&now, ours) {
-                logging::notice(&format!(
-                    "Not rolling back sysctl values for '{}' in {}: it is now ({}), not the ({ours}) bpftune set, so someone else changed it",
-                    info.name,
-                    ns_label(global, *cookie),
-                    now.split_whitespace().collect::<Vec<_>>().join(" "),
-                ));
-                continue;
-            }
-            // The scenario that changed it most often.
+            // The scenario that changed it most often, logged before the
+            // restore as the original's writer does.
             let scenario = tr
                 .counts
                 .iter()
                 .filter(|((_, c), _)| c == cookie)
                 .max_by_key(|(_, n)| **n)
                 .and_then(|((s, _), _)| rec.scenarios.get(*s as usize));
-            if let Some(sc) = scenario {
-                logging::notice(&scenario_line(&sc.name, &info.name, global, &sc.description));
-            }
-            let initial_text = initial.split_whitespace().collect::<Vec<_>>().join(" ");
-            logging::notice(&format!(
-                "Rolling back sysctl values for '{}' from ({ours}) to original values ({initial_text})...{}",
-                info.name,
-                if global { String::new() } else { format!(" (netns cookie {cookie})") }
-            ));
-            if let Err(e) = h.write_text(*cookie, &info.name, &initial_text) {
-                logging::err(&format!("could not roll back '{}' in {}: {e}", info.name, ns_label(global, *cookie)));
-            }
+            let now = h.read_text(*cookie, &info.name);
+            rollback::restore(
+                &change,
+                now,
+                || {
+                    if let Some(sc) = scenario {
+                        logging::notice(&scenario_line(&sc.name, &info.name, global, &sc.description));
+                    }
+                },
+                |v| h.write_text(*cookie, &info.name, v),
+            );
         }
     }
-}
-
-fn ns_label(global: bool, cookie: u64) -> String {
-    if global { "global ns".to_string() } else { format!("netns (cookie {cookie})") }
-}
-
-fn same(a: &str, b: &str) -> bool {
-    a.split_whitespace().eq(b.split_whitespace())
 }
 
 #[cfg(test)]

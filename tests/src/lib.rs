@@ -31,9 +31,39 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Fail loudly (not skip) when not root: a skipped test proves nothing.
-pub fn require_root() {
-    assert!(is_root(), "integration tests need root (run `make test` as root)");
+/// Backstop for harness pieces that act on the host (the test lock,
+/// scratch directories): a test that reaches them without
+/// [`require_root!`] first fails loudly rather than half-running.
+pub fn assert_root() {
+    assert!(is_root(), "integration tests need root (run `make test` as root); start the test with require_root!()");
+}
+
+/// The running test's name: libtest names each test's thread after it.
+pub fn current_test_name() -> String {
+    std::thread::current().name().unwrap_or("unknown test").to_string()
+}
+
+/// For a test that needs root: true when running as root; otherwise the
+/// skip is printed and recorded (see [`skip`], counted by `make test`) and
+/// the test returns. Use it through [`require_root!`].
+pub fn root_or_skip(test: &str) -> bool {
+    let root = is_root();
+    if !root {
+        skip(test, "needs root (BPF, network namespaces, host sysctls): run the integration tests as root");
+    }
+    root
+}
+
+/// First statement of every test that needs root: as another user the
+/// test is skipped, with the reason printed and recorded, instead of
+/// failing. As root (CI, `make test`) it does nothing.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::root_or_skip(&$crate::current_test_name()) {
+            return;
+        }
+    };
 }
 
 /// The daemon's rollback journal: host state every daemon run writes.
@@ -127,7 +157,7 @@ pub struct TestLock {
 }
 
 pub fn test_lock() -> TestLock {
-    require_root();
+    assert_root();
     let _ = fs::DirBuilder::new().recursive(true).mode(0o755).create(TEST_RUN_DIR);
     let file = File::create(Path::new(TEST_RUN_DIR).join("lock")).expect("create test lock");
     // SAFETY: blocking flock on an fd we own.
@@ -174,7 +204,7 @@ pub struct PluginDir {
 impl PluginDir {
     /// Empty directory.
     pub fn empty() -> Self {
-        require_root();
+        assert_root();
         let _ = fs::DirBuilder::new().recursive(true).mode(0o755).create(TEST_RUN_DIR);
         let path = Path::new(TEST_RUN_DIR).join(unique("plugins"));
         fs::DirBuilder::new().mode(0o755).create(&path).expect("create plugin dir");
@@ -356,7 +386,7 @@ static SUBNET: AtomicU32 = AtomicU32::new(0);
 
 impl Netns {
     pub fn new(tag: &str) -> Self {
-        require_root();
+        assert_root();
         let name = format!("bpftt-{}", unique(tag));
         run(&["ip", "netns", "add", &name]);
         let ns = Self { name, children: Vec::new() };
@@ -703,12 +733,14 @@ pub fn skip_log() -> PathBuf {
     build_dir().join("test-skips.log")
 }
 
-/// This test cannot run here because the kernel lacks `feature`: say so on
-/// one line (and in [`skip_log`], which `make test` counts and prints), and
-/// let the caller return.
+/// This test cannot run here because of `feature` (a kernel feature it
+/// lacks, or root): say so on one line (and in [`skip_log`], which `make
+/// test` counts and prints), and let the caller return.
 pub fn skip(test: &str, feature: &str) {
     let line = format!("SKIP {test}: {feature}");
-    eprintln!("{line}");
+    // Straight to fd 2, past libtest's capture of eprintln!: the reason is
+    // printed even for a test that then passes.
+    let _ = writeln!(io::stderr(), "{line}");
     if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(skip_log()) {
         let _ = writeln!(f, "{line}");
     }

@@ -20,6 +20,7 @@ fn bpftune(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn support_probe_reports_full_support() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let (code, _out, err) = bpftune(&["-S"]);
     assert_eq!(code, 0, "{err}");
@@ -57,6 +58,7 @@ fn cli_edges() {
 
 #[test]
 fn admin_override_disables_tuner_in_that_namespace_only() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     if !bpftune_tests::per_netns_policy_or_skip("admin_override_disables_tuner_in_that_namespace_only") {
         return;
@@ -108,6 +110,7 @@ fn admin_override_disables_tuner_in_that_namespace_only() {
 /// value), and an administrator's write is taken as one in every namespace.
 #[test]
 fn admin_override_where_the_kernel_hides_the_writer() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     if !bpftune_tests::per_netns_policy_or_skip("admin_override_where_the_kernel_hides_the_writer") {
         return;
@@ -148,6 +151,7 @@ fn admin_override_where_the_kernel_hides_the_writer() {
 
 #[test]
 fn bad_plugins_are_refused_and_good_ones_work() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "test"]);
     plugins.add_bytes("notelf_tuner.so", b"this is not an ELF file\n");
@@ -163,12 +167,24 @@ fn bad_plugins_are_refused_and_good_ones_work() {
 
     let daemon = Daemon::start(&plugins, &[]);
     let log = daemon.log();
-    assert!(log.contains("could not load") && log.contains("notelf_tuner.so"), "{log}");
-    assert!(log.contains("could not load") && log.contains("truncated_tuner.so"), "{log}");
-    assert!(log.contains("nosym_tuner.so"), "{log}");
-    assert!(log.contains("'") && log.contains("wrongabi_tuner.so' has an incompatible bpftune plugin ABI"), "{log}");
-    assert!(log.contains("untrusted plugin") && log.contains("groupwritable_tuner.so"), "{log}");
-    assert!(log.contains("link_tuner.so") && log.contains("refusing untrusted plugin"), "{log}");
+    // Every file name also appears in debug lines: each bad plugin is
+    // checked against its own refusal line, which names its full path.
+    let refusal = |file: &str, text: &str| {
+        let path = format!("'{}'", plugins.path.join(file).display());
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&path) && l.contains(text)).collect();
+        assert_eq!(lines.len(), 1, "one line names {path} with '{text}':\n{log}");
+        lines[0].to_string()
+    };
+    let notelf = refusal("notelf_tuner.so", "could not load");
+    assert!(notelf.contains(": not an ELF file"), "{notelf}");
+    let truncated = refusal("truncated_tuner.so", "could not load");
+    assert!(truncated.ends_with(": truncated ELF file (4096 bytes)"), "{truncated}");
+    let nosym = refusal("nosym_tuner.so", "could not load");
+    assert!(nosym.contains("symbol"), "libz has no tuner root module: {nosym}");
+    refusal("wrongabi_tuner.so", "has an incompatible bpftune plugin ABI");
+    let writable = refusal("groupwritable_tuner.so", "(mode 100664, uid 0); refusing untrusted plugin");
+    assert!(writable.contains("untrusted plugin '"), "{writable}");
+    refusal("link_tuner.so", "is a symbolic link; refusing untrusted plugin");
     assert!(!log.contains("dpkg-new"), "{log}");
     assert!(log.contains("sucessfully initialized tuner sysctl"), "{log}");
     assert!(log.contains("sucessfully initialized tuner test"), "{log}");
@@ -203,6 +219,7 @@ fn libz_path() -> std::path::PathBuf {
 
 #[test]
 fn panic_in_init_is_caught_and_others_keep_running() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "panic_init")]);
@@ -215,6 +232,7 @@ fn panic_in_init_is_caught_and_others_keep_running() {
 
 #[test]
 fn failing_init_is_reported() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "fail_init")]);
@@ -225,6 +243,7 @@ fn failing_init_is_reported() {
 
 #[test]
 fn panic_in_event_handler_disables_only_that_tuner() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "test"]);
     let mut daemon = Daemon::start_with_env(&plugins, &[], &[("BPFTUNE_TEST_TUNER", "panic_event")]);
@@ -248,6 +267,7 @@ fn panic_in_event_handler_disables_only_that_tuner() {
 /// daemon tells tuners a namespace is gone.
 #[test]
 fn a_plugin_without_the_optional_entry_points_still_loads() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     if !bpftune_tests::per_netns_policy_or_skip("a_plugin_without_the_optional_entry_points_still_loads") {
         return;
@@ -275,6 +295,7 @@ fn a_plugin_without_the_optional_entry_points_still_loads() {
 
 #[test]
 fn untrusted_directory_is_refused() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let dir = std::env::temp_dir().join(format!("bpftune-untrusted-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -293,6 +314,7 @@ fn untrusted_directory_is_refused() {
 
 #[test]
 fn second_instance_is_refused() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl"]);
     let mut first = Daemon::start(&plugins, &[]);

@@ -470,6 +470,7 @@ fn cap_mask(pid: u32, field: &str) -> u64 {
 
 #[test]
 fn image_is_small_labelled_and_supports_this_kernel_fully() {
+    bpftune_tests::require_root!();
     let test = "image_is_small_labelled_and_supports_this_kernel_fully";
     let _l = test_lock();
     let Some(podman) = Podman::new(test) else { return };
@@ -509,6 +510,7 @@ fn image_is_small_labelled_and_supports_this_kernel_fully() {
 
 #[test]
 fn container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop() {
+    bpftune_tests::require_root!();
     let test = "container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop";
     let _l = test_lock();
     let Some(podman) = Podman::new(test) else { return };
@@ -603,6 +605,7 @@ fn container_tunes_host_and_namespaces_answers_queries_and_rolls_back_on_stop() 
 
 #[test]
 fn without_cap_sys_admin_bpf_is_refused() {
+    bpftune_tests::require_root!();
     let test = "without_cap_sys_admin_bpf_is_refused";
     let _l = test_lock();
     let Some(podman) = Podman::new(test) else { return };
@@ -624,6 +627,7 @@ fn without_cap_sys_admin_bpf_is_refused() {
 
 #[test]
 fn without_cap_sys_ptrace_namespaces_of_other_users_are_not_tuned() {
+    bpftune_tests::require_root!();
     let test = "without_cap_sys_ptrace_namespaces_of_other_users_are_not_tuned";
     let _l = test_lock();
     let Some(podman) = Podman::new(test) else { return };
@@ -652,6 +656,7 @@ fn without_cap_sys_ptrace_namespaces_of_other_users_are_not_tuned() {
 
 #[test]
 fn kubernetes_manifests_validate_and_match_the_tested_container() {
+    bpftune_tests::require_root!();
     let out = Command::new("python3").arg(repo().join("scripts/validate-k8s.py")).output().expect("python3");
     let said = text(&out);
     eprintln!("{said}");

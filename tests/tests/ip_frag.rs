@@ -1,12 +1,17 @@
-//! Root integration tests of the ip_frag tuner: the real daemon with the
-//! real BPF program, real fragmented UDP traffic over a veth link between
-//! two namespaces made here (offloads off). The receiving namespace's
-//! reassembly high threshold must grow there only, with low_thresh kept
-//! below it, for IPv4 and IPv6. Thresholds are only changed inside the
-//! test's own namespaces, which die with the test.
+//! Root integration tests of the ip_frag tuner: the real daemon, real
+//! fragmented UDP traffic over a veth link between two namespaces made here
+//! (offloads off). The tuner loads no BPF; it reads each namespace's
+//! reassembly memory (`/proc/net/sockstat`, `sockstat6`) every second. The
+//! receiving namespace's reassembly high threshold must grow there only,
+//! with low_thresh kept below it, for IPv4 and IPv6, also in a namespace
+//! made after the daemon started and in one held only by a process (as a
+//! container's is). Thresholds are only changed inside the test's own
+//! namespaces, which die with the test.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bpftune_tests::{Daemon, Netns, PluginDir, Veth, sysctl_read, test_lock};
@@ -165,6 +170,85 @@ fn unfragmented_traffic_changes_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(rx.sysctl(HIGH4), "8192", "{}", daemon.log());
     assert!(!daemon.log().contains("approaching fragmentation maximum threshold"), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// Fragments into `rx` (IPv4, thresholds 8192/4096 already set there) until
+/// the daemon logs the change; returns the log.
+fn expect_growth_logged(tx: &Netns, veth: &Veth, daemon: &Daemon) -> String {
+    let from = format!("change {HIGH4} from (8192) -> (");
+    let dst = SocketAddr::new(IpAddr::V4(veth.b_addr), 9);
+    let sent = send_fragments(tx, dst, Duration::from_secs(20), || daemon.log().contains(&from));
+    let log = daemon.log();
+    assert!(log.contains(&from), "no change logged after {sent} datagrams\n{log}");
+    assert!(log.contains(&format!("{INCREASE} '{HIGH4}' in non-global ns")), "{log}");
+    eprintln!("{HIGH4}: changed after {sent} datagrams");
+    log
+}
+
+#[test]
+fn a_namespace_made_after_start_is_watched() {
+    if !bpftune_tests::per_netns_policy_or_skip("a_namespace_made_after_start_is_watched") {
+        return;
+    }
+    let _l = test_lock();
+    // Without the sysctl tuner, the test's own threshold writes after the
+    // start are not an administrator taking the namespace over.
+    let plugins = PluginDir::with(&["ip_frag"]);
+    let daemon = Daemon::start(&plugins, &[]);
+    assert!(daemon.log().contains("sucessfully initialized tuner ip_frag"), "{}", daemon.log());
+    // Past the first tick (and its full scan): these are found later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let tx = Netns::new("f4ltx");
+    let rx = Netns::new("f4lrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    offloads_off(&tx, &rx, &veth);
+    small_thresholds(&rx, HIGH4, LOW4);
+    expect_growth_logged(&tx, &veth, &daemon);
+    let high = int(&rx.sysctl(HIGH4));
+    assert!(high > 8192 && high <= CAP, "{high}");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_namespace_held_only_by_a_process_is_watched() {
+    if !bpftune_tests::per_netns_policy_or_skip("a_namespace_held_only_by_a_process_is_watched") {
+        return;
+    }
+    let _l = test_lock();
+    let tx = Netns::new("f4ptx");
+    let mut rx = Netns::new("f4prx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    offloads_off(&tx, &rx, &veth);
+    small_thresholds(&rx, HIGH4, LOW4);
+    let inode = rx.inode();
+    let pid = rx.spawn(&["sleep", "300"]);
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&ns_path).map(|m| m.ino()).ok() != Some(inode) {
+        assert!(Instant::now() < deadline, "sleep did not enter the namespace");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Unpin it: from now on only the process holds the namespace, as a
+    // container's is held (nothing in /run/netns names it).
+    let out = Command::new("ip").args(["netns", "del", &rx.name]).output().expect("ip netns del");
+    assert!(out.status.success(), "{out:?}");
+    let read_high = || {
+        let out = Command::new("nsenter")
+            .args([&format!("--net={ns_path}"), "sysctl", "-n", HIGH4])
+            .output()
+            .expect("nsenter");
+        int(&String::from_utf8_lossy(&out.stdout))
+    };
+    assert_eq!(read_high(), 8192);
+    let global_high = sysctl_read(None, HIGH4);
+    let (_p, daemon) = start_daemon();
+    expect_growth_logged(&tx, &veth, &daemon);
+    let high = read_high();
+    assert!(high > 8192 && high <= CAP, "{high}");
+    assert_eq!(sysctl_read(None, HIGH4), global_high, "global high_thresh must be untouched");
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

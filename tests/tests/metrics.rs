@@ -213,6 +213,7 @@ fn test_changes(all: &[Sample]) -> (String, f64) {
 
 #[test]
 fn metrics_by_query_http_and_textfile_follow_changes() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     // BPF run statistics on for the test (restored after).
@@ -394,6 +395,7 @@ fn check_dashboard(exported: &[String], families: &[String], exported_text: &str
 
 #[test]
 fn metrics_on_a_unix_socket_and_remote_addresses_refused() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     let plugins = PluginDir::with(&["test"]);
@@ -437,6 +439,7 @@ fn metrics_on_a_unix_socket_and_remote_addresses_refused() {
 
 #[test]
 fn report_renders_in_headless_chromium() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     let plugins = PluginDir::with(&["test"]);
@@ -560,6 +563,7 @@ impl Drop for TestCgroup {
 
 #[test]
 fn changes_name_the_workload_of_their_namespace() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = SysctlGuard::global(FIN);
     const UID: &str = "1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901";

@@ -140,6 +140,7 @@ fn thresh3_changes(log: &str, what: &str) -> Vec<(i64, i64)> {
 
 #[test]
 fn arp_thresholds_grow_when_the_table_fills() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = ThresholdGuard::save(ARP);
     let a = Netns::new("nga");
@@ -193,6 +194,7 @@ fn arp_thresholds_grow_when_the_table_fills() {
 /// back at exit, and `--advise` only says what it would do.
 #[test]
 fn rollback_restores_grown_thresholds_and_advise_mode_changes_none() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = ThresholdGuard::save(ARP);
     let a = Netns::new("nra");
@@ -226,6 +228,7 @@ fn rollback_restores_grown_thresholds_and_advise_mode_changes_none() {
 
 #[test]
 fn arp_growth_stops_at_the_bound_the_device_addresses_justify() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("arp_growth_stops_at_the_bound_the_device_addresses_justify") {
         return;
     }
@@ -269,6 +272,7 @@ fn arp_growth_stops_at_the_bound_the_device_addresses_justify() {
 
 #[test]
 fn arp_thresholds_shrink_when_the_table_empties() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = ThresholdGuard::save(ARP);
     let a = Netns::new("nsa");
@@ -299,6 +303,7 @@ fn arp_thresholds_shrink_when_the_table_empties() {
 
 #[test]
 fn an_administrator_write_stops_the_tuner() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = ThresholdGuard::save(ARP);
     let a = Netns::new("noa");
@@ -337,6 +342,7 @@ fn an_administrator_write_stops_the_tuner() {
 
 #[test]
 fn ndisc_thresholds_grow_when_the_table_fills() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = ThresholdGuard::save(NDISC);
     let a = Netns::new("n6a");

@@ -48,6 +48,7 @@ fn int(s: &str) -> i64 {
 
 #[test]
 fn discovery_at_start_finds_namespaces_made_before_the_daemon() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("discovery_at_start_finds_namespaces_made_before_the_daemon") {
         return;
     }
@@ -77,6 +78,7 @@ fn discovery_at_start_finds_namespaces_made_before_the_daemon() {
 
 #[test]
 fn manual_namespace_stays_manual_while_a_new_one_is_active() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("manual_namespace_stays_manual_while_a_new_one_is_active") {
         return;
     }
@@ -121,6 +123,7 @@ fn manual_namespace_stays_manual_while_a_new_one_is_active() {
 
 #[test]
 fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned") {
         return;
     }
@@ -227,6 +230,7 @@ fn churn_of_120_namespaces_leaks_nothing_and_new_ones_are_still_tuned() {
 /// its first socket shows up.
 #[test]
 fn a_namespace_that_lived_under_a_second_is_logged_as_created() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("a_namespace_that_lived_under_a_second_is_logged_as_created") {
         return;
     }

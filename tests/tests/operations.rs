@@ -123,6 +123,7 @@ fn int(s: &str) -> i64 {
 
 #[test]
 fn every_verb_has_the_original_format_and_json_is_valid() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("every_verb_has_the_original_format_and_json_is_valid") {
         return;
     }
@@ -201,6 +202,7 @@ fn every_verb_has_the_original_format_and_json_is_valid() {
 
 #[test]
 fn json_is_valid_with_no_sysctl_tunables() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl"]);
     let daemon = Daemon::start(&plugins, &[]);
@@ -223,6 +225,7 @@ fn json_is_valid_with_no_sysctl_tunables() {
 
 #[test]
 fn query_survives_many_clients_and_garbage_while_tuning() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("query_survives_many_clients_and_garbage_while_tuning") {
         return;
     }
@@ -297,6 +300,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn port_binds_loopback_only_and_a_used_port_is_a_clear_error() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl"]);
     let port = free_port();
@@ -325,6 +329,7 @@ fn port_binds_loopback_only_and_a_used_port_is_a_clear_error() {
 
 #[test]
 fn rollback_restores_every_namespace_after_sigterm_during_load() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("rollback_restores_every_namespace_after_sigterm_during_load") {
         return;
     }
@@ -359,6 +364,7 @@ fn rollback_restores_every_namespace_after_sigterm_during_load() {
 
 #[test]
 fn journal_restores_after_sigkill_only_with_rollback_flag() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("journal_restores_after_sigkill_only_with_rollback_flag") {
         return;
     }
@@ -416,6 +422,7 @@ fn journal_restores_after_sigkill_only_with_rollback_flag() {
 
 #[test]
 fn journal_skips_values_an_administrator_changed_after_a_crash() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("journal_skips_values_an_administrator_changed_after_a_crash") {
         return;
     }
@@ -438,6 +445,7 @@ fn journal_skips_values_an_administrator_changed_after_a_crash() {
 
 #[test]
 fn advise_mode_changes_nothing_under_load_that_normal_mode_acts_on() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("advise_mode_changes_nothing_under_load_that_normal_mode_acts_on") {
         return;
     }
@@ -489,6 +497,7 @@ fn install_by_rename(dir: &Path, src: &Path, name: &str) {
 
 #[test]
 fn plugins_are_added_removed_and_replaced_at_run_time() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("plugins_are_added_removed_and_replaced_at_run_time") {
         return;
     }
@@ -562,6 +571,7 @@ fn repo_root() -> PathBuf {
 
 #[test]
 fn sample_tuner_builds_out_of_tree_and_runs_end_to_end() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let root = repo_root();
     let target = root.join("target/sample");
@@ -601,6 +611,7 @@ fn sample_tuner_builds_out_of_tree_and_runs_end_to_end() {
 
 #[test]
 fn strategies_switch_a_b_a_with_only_the_active_program_attached() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "strategy"]);
     let daemon = Daemon::start(&plugins, &[]);

@@ -19,7 +19,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{Daemon, PluginDir, TEST_RUN_DIR, build_dir, require_root, test_lock};
+use bpftune_tests::{Daemon, PluginDir, TEST_RUN_DIR, assert_root, build_dir, test_lock};
 
 /// Every option of the daemon, short and long, as documented in bpftune(8);
 /// `--help` adds any this list misses.
@@ -103,7 +103,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Self {
-        require_root();
+        assert_root();
         let n = SCRATCH.fetch_add(1, Ordering::SeqCst);
         let path = Path::new(TEST_RUN_DIR).join(format!("pkg-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
@@ -209,6 +209,7 @@ fn mentions(text: &str, flag: &str) -> bool {
 
 #[test]
 fn man_page_documents_every_option_and_query_verb() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["man"]);
     let text = man_text(&built_man_page("bpftune"));
@@ -228,6 +229,7 @@ fn man_page_documents_every_option_and_query_verb() {
 
 #[test]
 fn man_pages_render_without_warnings() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["man"]);
     for name in man_pages() {
@@ -283,6 +285,7 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("install");
     let dest = scratch.0.join("root");
@@ -314,6 +317,31 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
     let installed = regular_files(&dest);
     let expected = 1 + tuners().len() + man_pages().len() + 2 + usize::from(openrc);
     assert_eq!(installed.len(), expected, "unexpected files installed: {installed:#?}");
+    // A lean install: stripped binaries, well under 15 MB in all (the
+    // release build keeps debug info, about 126 MB of it).
+    let binaries: Vec<PathBuf> =
+        std::iter::once(bin.clone()).chain(tuners().iter().map(|t| plugin_dir.join(format!("{t}_tuner.so")))).collect();
+    for b in &binaries {
+        let sections = stdout({
+            let mut c = Command::new("readelf");
+            c.args(["-S", "-W"]).arg(b);
+            c
+        });
+        let names: Vec<&str> = sections.split_whitespace().filter(|w| w.starts_with('.')).collect();
+        assert!(names.contains(&".dynsym"), "{}: no dynamic symbols left", b.display());
+        let unstripped = [".symtab", ".debug_info", ".debug_line"];
+        assert!(!names.iter().any(|n| unstripped.contains(n)), "{} is not stripped: {names:?}", b.display());
+    }
+    let total: u64 = installed.iter().map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    eprintln!("make install: {} files, {total} bytes", installed.len());
+    assert!(total < 15_000_000, "make install put {total} bytes on disk: {installed:#?}");
+    // Stripped, the daemon still runs.
+    let version = stdout({
+        let mut c = Command::new(&bin);
+        c.arg("-V");
+        c
+    });
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
 
     make(&["uninstall", &destdir, "prefix=/usr", "libdir=lib64"]);
     let left = regular_files(&dest);
@@ -348,6 +376,7 @@ fn install_and_uninstall_honour_destdir_prefix_and_libdir() {
 
 #[test]
 fn install_devel_ships_the_sdk() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("devel");
     let destdir = format!("DESTDIR={}", scratch.0.display());
@@ -382,6 +411,7 @@ fn install_devel_ships_the_sdk() {
 /// outside the tree, and the daemon loads the result.
 #[test]
 fn devel_sdk_builds_sample_tuner_that_loads() {
+    bpftune_tests::require_root!();
     pkg_deps();
     assert!(repo_root().join("sample_tuner/Cargo.toml").exists(), "sample_tuner/ is part of the tree");
     let scratch = Scratch::new("sdk");
@@ -410,6 +440,7 @@ fn devel_sdk_builds_sample_tuner_that_loads() {
 
 #[test]
 fn systemd_unit_verifies_and_openrc_and_sysv_scripts_parse() {
+    bpftune_tests::require_root!();
     pkg_deps();
     let scratch = Scratch::new("units");
     let dest = scratch.0.join("root");
@@ -561,6 +592,7 @@ fn find_one(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
 
 #[test]
 fn rpm_contains_everything_and_its_daemon_works() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["pkg"]);
     let rpms = target_dir().join("rpmbuild/RPMS");
@@ -616,6 +648,7 @@ fn rpm_contains_everything_and_its_daemon_works() {
 
 #[test]
 fn deb_contains_everything_and_its_daemon_works() {
+    bpftune_tests::require_root!();
     pkg_deps();
     make(&["deb"]);
     let deb = find_one(&target_dir().join("deb"), "bpftune_", ".deb");

@@ -31,6 +31,7 @@ fn last_cap() -> u32 {
 
 #[test]
 fn after_start_only_the_runtime_capabilities_remain_and_none_is_effective() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "tcp_buffer"]);
     let daemon = Daemon::start_tuner(&plugins, &[], "tcp_buffer");
@@ -70,6 +71,7 @@ fn after_start_only_the_runtime_capabilities_remain_and_none_is_effective() {
 /// CapabilityBoundingSet, which lacks CAP_SETPCAP) the drop still happens.
 #[test]
 fn the_drop_works_under_the_units_bounding_set() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl"]);
     let dir = plugins.path.to_str().expect("utf8").to_string();

@@ -195,6 +195,7 @@ fn bpf_prog_loaded() -> bool {
 
 #[test]
 fn support_line_agrees_with_what_filling_the_cache_does() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let says_limits = tuner_says_limits();
     // Positive control, no daemon: fill the client's cache past max_size.
@@ -224,6 +225,7 @@ fn support_line_agrees_with_what_filling_the_cache_does() {
 
 #[test]
 fn max_size_grows_before_route_lookups_fail() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     if !tuner_says_limits() {
         skip(
@@ -258,6 +260,7 @@ fn max_size_grows_before_route_lookups_fail() {
 
 #[test]
 fn where_max_size_limits_nothing_the_tuner_loads_and_changes_nothing() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     if tuner_says_limits() {
         skip(
@@ -290,6 +293,7 @@ fn where_max_size_limits_nothing_the_tuner_loads_and_changes_nothing() {
 /// fires, and the tuner raises max_size in the filling namespace only.
 #[test]
 fn told_max_size_limits_the_tuner_raises_it_in_the_filling_namespace_only() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     assert_eq!(support_line(&[PRETEND]), "bpftune: route_table: works fully");
     let lab = Lab::new();

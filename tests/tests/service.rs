@@ -108,7 +108,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Self {
-        bpftune_tests::require_root();
+        bpftune_tests::assert_root();
         let path = Path::new(TEST_RUN_DIR).join(format!("service-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::DirBuilder::new().recursive(true).mode(0o755).create(&path).expect("create scratch dir");
@@ -124,6 +124,7 @@ impl Drop for Scratch {
 
 #[test]
 fn install_puts_the_init_script_that_fits_the_machine() {
+    bpftune_tests::require_root!();
     build_man_pages();
     let scratch = Scratch::new("destdir");
     let dest = scratch.0.join("root");
@@ -422,6 +423,7 @@ fn stop_and_check(what: &str, pid: i32) {
 
 #[test]
 fn service_starts_stops_rolls_back_and_recovers_from_kill() {
+    bpftune_tests::require_root!();
     if Path::new("/run/systemd/system").is_dir() {
         // `service` hands every action to systemctl there; this test is
         // about machines without systemd as PID 1 (the unit is checked by
@@ -713,6 +715,7 @@ fn main_pid_caps(c: &Container) -> (String, u64) {
 
 #[test]
 fn hardened_unit_runs_under_systemd_in_a_container() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     build_man_pages();
     let scratch = Scratch::new("nspawn");

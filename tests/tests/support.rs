@@ -19,6 +19,7 @@ fn all_tuners() -> Vec<String> {
 
 #[test]
 fn every_tuner_is_reported_and_the_level_agrees() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let tuners = all_tuners();
     let names: Vec<&str> = tuners.iter().map(String::as_str).collect();
@@ -47,6 +48,7 @@ fn every_tuner_is_reported_and_the_level_agrees() {
 
 #[test]
 fn missing_helpers_are_named_and_lower_the_level() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let plugins = PluginDir::with(&["sysctl", "tcp_conn", "net_buffer"]);
     let missing = "bpf_get_current_pid_tgid,bpf_get_current_task_btf,bpf_get_netns_cookie,SKB_DROP_REASON_CPU_BACKLOG";

@@ -5,7 +5,9 @@
 //! override in one namespace, TCP memory pressure/exhaustion with the
 //! low-memory toggles, a bounded SYN flood growing then shrinking the
 //! SYN backlog, syncookies switched on by a SYN flood under TCP memory
-//! pressure and off when only invalid ones arrive, and an IPv6 receiver.
+//! pressure and off when only invalid ones arrive, an IPv6 receiver, the
+//! receive side through the older per-read hook where `tcp_rcvbuf_grow` is
+//! missing, and the per-segment hook attached in short windows only.
 //! Every global sysctl changed is restored by a guard.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -685,6 +687,96 @@ fn rmem_grows_for_an_ipv6_receiver() {
     assert_eq!(sysctl_read(None, RMEM), global_before, "global tcp_rmem must be untouched");
     assert!(daemon.log().contains(&format!("{INCREASE} '{RMEM}' in non-global ns")), "{}", daemon.log());
     assert!(!daemon.log().contains(&format!("{INCREASE} '{RMEM}' in global ns")), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// Whether kernel BTF describes the `tcp_rcvbuf_grow` tracepoint (6.16+).
+fn kernel_has_rcvbuf_grow() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .map(|b| b.windows(25).any(|w| w == b"btf_trace_tcp_rcvbuf_grow"))
+        .unwrap_or(false)
+}
+
+/// Where `tcp_rcvbuf_grow` is missing (before 6.16; pretended here), the
+/// per-read `tcp_rcv_space_adjust`, attached only in windows, still finds a
+/// receiver held back by its namespace's tcp_rmem, and `-S` says which hook
+/// watches receive buffers.
+#[test]
+fn rmem_grows_through_the_fallback_hook() {
+    if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_through_the_fallback_hook") {
+        return;
+    }
+    let _l = test_lock();
+    let pretend = [("BPFTUNE_PRETEND_MISSING", "tcp_rcvbuf_grow")];
+    let plugins = PluginDir::with(&["sysctl", "tcp_buffer"]);
+    let (_, report) = bpftune_tests::support_report(&plugins, &pretend);
+    assert!(report.contains("tcp_rcv_space_adjust"), "{report}");
+    if kernel_has_rcvbuf_grow() {
+        // -S lists only the parts that are not fully working.
+        let (_, report) = bpftune_tests::support_report(&plugins, &[]);
+        assert!(!report.contains("tcp_rcv_space_adjust"), "{report}");
+    }
+
+    let tx = Netns::new("fbtx");
+    let rx = Netns::new("fbrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    rx.set_sysctl(RMEM, SMALL_RMEM);
+    let daemon = Daemon::start_with_env(&plugins, &[], &pretend);
+    assert!(daemon.log().contains("sucessfully initialized tuner tcp_buffer"), "{}", daemon.log());
+    let from = format!("change {RMEM}(min default max) from ({SMALL_RMEM})");
+    transfer_until(Some(&tx), Some(&rx), veth.b_addr, None, Duration::from_secs(30), || daemon.log().contains(&from));
+    assert!(max_of(&rx.sysctl(RMEM)) > 131072, "rmem max did not grow\n{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// The tracepoints of the raw tracepoint links attached now.
+fn raw_tp_links() -> Vec<String> {
+    let out = std::process::Command::new("bpftool").args(["-j", "link", "show"]).output().expect("run bpftool");
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool -j link show");
+    links
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["tp_name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The per-segment hook (`tcp_probe`) is attached for short windows only,
+/// during a bulk transfer too: most segments run no tcp_buffer program.
+/// Where `tcp_rcvbuf_grow` exists the receive side is watched there, always.
+#[test]
+fn per_segment_hook_is_attached_in_short_windows_only() {
+    let _l = test_lock();
+    let tx = Netns::new("dutx");
+    let rx = Netns::new("durx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    let (_p, daemon) = start_daemon();
+    let (mut polls, mut attached, mut grow) = (0u32, 0u32, 0u32);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 1 << 30, None, Duration::from_secs(2));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let links = raw_tp_links();
+            polls += 1;
+            attached += u32::from(links.iter().any(|l| l == "tcp_probe"));
+            grow += u32::from(links.iter().any(|l| l == "tcp_rcvbuf_grow"));
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        stop.store(true, Ordering::Relaxed);
+        load.join().expect("transfer thread");
+    });
+    let share = f64::from(attached) / f64::from(polls);
+    eprintln!("tcp_probe attached in {attached} of {polls} polls; tcp_rcvbuf_grow in {grow}");
+    assert!(attached > 0, "tcp_probe never attached in 10 s ({polls} polls)\n{}", daemon.log());
+    assert!(share < 0.25, "tcp_probe attached in {attached} of {polls} polls\n{}", daemon.log());
+    if kernel_has_rcvbuf_grow() {
+        assert_eq!(grow, polls, "tcp_rcvbuf_grow stays attached");
+    }
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

@@ -225,3 +225,60 @@ fn write_into_unknown_namespace_is_one_debug_line() {
     let gone = lines.borrow().iter().filter(|l| l.contains("is gone; not changing")).count();
     assert_eq!(gone, 1, "{:?}", lines.borrow());
 }
+
+#[test]
+fn operator_release_and_hold() {
+    let (mut host, fake, lines) = setup(false);
+    host.admin_override(1, 1, "net/ipv4/tcp_rmem");
+    assert_eq!(host.manual_by(0, 1), Some(ManualBy::Administrator));
+    let r = host.operator(OperatorAction::Release, "net.ipv4.tcp_rmem", 1).expect("release");
+    assert_eq!(r, vec!["tuner 'tcp_buffer' in global ns: manual -> active".to_string()]);
+    assert!(lines.borrow().iter().any(
+        |l| l == "operator released sysctl 'net.ipv4.tcp_rmem': tuner 'tcp_buffer' in global ns: manual -> active"
+    ));
+    assert_eq!(host.write(0, &req(T::Rmem, 0, &[1, 2, 3], "r")).expect("write"), WriteOutcome::Written);
+    assert_eq!(host.take_handed_back(), vec![(0, 1)]);
+    assert!(host.take_handed_back().is_empty());
+    // Released again: nothing to do, said so.
+    let r = host.operator(OperatorAction::Release, "net/ipv4/tcp_rmem", 1).expect("release");
+    assert!(r[0].ends_with("already active; nothing changed"), "{r:?}");
+    // Hold: manual without a write, marked as the operator's.
+    let writes = *fake.writes.borrow();
+    let r = host.operator(OperatorAction::Hold, "net.ipv4.tcp_rmem", 1).expect("hold");
+    assert_eq!(r, vec!["tuner 'tcp_buffer' in global ns: active -> manual".to_string()]);
+    assert_eq!(*fake.writes.borrow(), writes);
+    assert_eq!(host.manual_by(0, 1), Some(ManualBy::Operator));
+    assert_eq!(host.write(0, &req(T::Rmem, 0, &[4, 5, 6], "r")).expect("write"), WriteOutcome::SkippedManual);
+    // A global tunable is held in the global namespace whatever is named.
+    let r = host.operator(OperatorAction::Hold, "net.ipv4.tcp_mem", 1).expect("hold");
+    assert!(r[0].contains("global ns: already manual"), "{r:?}");
+    let e = host.operator(OperatorAction::Hold, "net.ipv4.tcp_wmem", 1).expect_err("unknown");
+    assert!(e.starts_with("unknown tunable 'net.ipv4.tcp_wmem'"), "{e}");
+    assert_eq!(host.resolve_netns(None), Ok(1));
+    assert_eq!(host.resolve_netns(Some("global")), Ok(1));
+    assert_eq!(host.resolve_netns(Some("1")), Ok(1));
+    assert!(host.resolve_netns(Some("999999999")).expect_err("unknown").starts_with("unknown namespace"));
+}
+
+#[test]
+fn limits_clamp_writes_and_skip_no_ops() {
+    let (mut host, fake, lines) = setup(false);
+    let limits =
+        crate::limits::parse("net.ipv4.tcp_rmem max - - 7000000\n", "/etc/bpftune/limits.conf").expect("parse");
+    host.set_limits(crate::limits::Limits::from_rules(limits));
+    let out = host.write(0, &req(T::Rmem, 0, &[4096, 131072, 8000000], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::Written);
+    assert_eq!(fake.values.borrow()["net.ipv4.tcp_rmem"], "4096 131072 7000000");
+    assert_eq!(
+        lines.borrow()[0],
+        "tuner 'tcp_buffer' wanted net.ipv4.tcp_rmem (4096 131072 8000000) in global ns; using (4096 131072 7000000), limited by /etc/bpftune/limits.conf"
+    );
+    // Wanting more again: the clamped value is the current one, so no write.
+    let writes = *fake.writes.borrow();
+    let out = host.write(0, &req(T::Rmem, 0, &[4096, 131072, 9000000], "r")).expect("write");
+    assert_eq!(out, WriteOutcome::Unchanged);
+    assert_eq!(*fake.writes.borrow(), writes);
+    // Other tunables are not limited.
+    host.write(0, &req(T::Mem, 0, &[1, 2, 99999999], "r")).expect("write");
+    assert_eq!(fake.values.borrow()["net.ipv4.tcp_mem"], "1 2 99999999");
+}

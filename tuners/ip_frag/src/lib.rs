@@ -2,59 +2,63 @@
 //! reassembly high threshold when its reassembly memory nears it, and
 //! lowers it again if reassembly failures correlate with the increases.
 //!
-//! BPF (`src/bpf/ip_frag.bpf.c`) watches received fragments and reports
-//! "nearly full" per namespace; every decision is a pure function in
-//! [`policy`]. Unlike the original, thresholds are tuned in the namespace
-//! the fragments arrived in (they are per namespace), growth is capped,
-//! a zero request count never divides, and low_thresh is kept below
-//! high_thresh.
+//! It loads no BPF: reassembly memory is a slow, per-namespace signal, so
+//! every second it reads the `FRAG`/`FRAG6` lines of `/proc/net/sockstat`
+//! and `sockstat6` of the namespaces due (see [`sampler`]), and nothing
+//! runs per packet. The namespaces are the daemon's (`Host::namespaces`:
+//! inotify on `/run/netns`, a full walk every [`SCAN_EVERY`] ticks), and the
+//! daemon reads inside each one (`Host::in_netns`). Every decision is a pure function in [`policy`].
+//! Unlike the original, thresholds are tuned in the namespace that
+//! reassembles (they are per namespace), growth is capped, a zero request
+//! count never divides, and low_thresh is kept below high_thresh.
 
 pub mod policy;
+pub mod sampler;
 pub mod snmp;
+pub mod sockstat;
 pub mod tables;
 
+use std::collections::HashSet;
+use std::path::Path;
+
+use bpftune_sdk::abi::FeatureState;
+use bpftune_sdk::abi::{NetnsInfo, NetnsScan};
 use bpftune_sdk::corr::CorrTable;
-use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
-use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel};
+use bpftune_sdk::{Host, Tuner};
 
 use policy::{FragDecision, FragInput};
-use snmp::SnmpReader;
+use sampler::Schedule;
+use snmp::Reasm;
+use sockstat::Reading;
 use tables::{Scenario, Tunable};
 
-bpftune_sdk::include_skeleton!(mod skel = "ip_frag");
-bpftune_sdk::skel_family!(BpfSkel = skel::IpFragSkel);
-
-/// The fqdir memory BPF saw (payload slot 1, `old[0]`).
-fn event_mem(event: &Event) -> i64 {
-    event.extra().old[0]
-}
+/// Milliseconds between looks at the namespaces due.
+pub const TICK_MS: u32 = 1000;
+/// Every this many ticks the tuner walks every nsfs mount and process to
+/// find namespaces (in between, only if `/run/netns` changed).
+pub const SCAN_EVERY: u64 = 5;
 
 /// The loaded tuner.
 pub struct IpFragTuner {
     host: Host,
     lr: LearningRate,
-    /// Namespaces seen in events, and the ones an administrator took over
-    /// (or that are gone); also knows the daemon's namespace.
-    netns: NetnsAdmission,
+    /// The daemon's namespace (where `/proc/net` is read directly).
+    global: u64,
+    /// Every other namespace on the host the daemon knows (cookie, inode);
+    /// empty without netns cookies (global-only policy).
+    namespaces: Vec<NetnsInfo>,
+    schedule: Schedule,
+    tick: u64,
+    /// Namespaces the daemon was told about (it needs a handle to write).
+    reported: HashSet<u64>,
+    /// Namespaces where an administrator took over, or that are gone.
+    disabled: HashSet<u64>,
     /// (high threshold, netns) → (threshold, failure rate) samples.
     corr: CorrTable<(Tunable, u64)>,
-    snmp: SnmpReader,
-    // Dropped last: the BPF object (its links live in the skeleton).
-    skel: OwnedSkel<BpfSkel>,
 }
 
 impl IpFragTuner {
-    fn read(&self, t: Tunable, cookie: u64) -> Option<i64> {
-        match self.host.sysctl_read(cookie, t.name()) {
-            Ok(v) => v.first().copied(),
-            Err(e) => {
-                self.host.debug_log(&format!("ip_frag: {e}"));
-                None
-            }
-        }
-    }
-
     /// Write through the daemon; stop acting in a namespace where an
     /// administrator took over or that is gone. True if the value is now set.
     fn write(&mut self, t: Tunable, s: Scenario, cookie: u64, old: i64, new: i64) -> bool {
@@ -62,8 +66,7 @@ impl IpFragTuner {
         match self.host.write(t, s, cookie, &[new], &reason) {
             Ok(WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged) => true,
             Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
-                self.netns.disable(cookie);
-                self.snmp.forget(cookie);
+                self.disabled.insert(cookie);
                 self.corr.retain(|k, _| k.1 != cookie);
                 false
             }
@@ -74,56 +77,85 @@ impl IpFragTuner {
         }
     }
 
-    /// Feed the correlation with (new threshold, failure rate) and say
+    /// Feed the correlation with (next threshold, failure rate) and say
     /// whether failures follow our increases.
-    fn correlated(&mut self, t: Tunable, cookie: u64, next_high: i64) -> bool {
-        let inum = self.netns.inum(cookie);
-        if !self.netns.is_global(cookie) && inum.is_none() {
-            return false;
-        }
+    fn correlated(&mut self, t: Tunable, cookie: u64, next_high: i64, counters: Option<Reasm>) -> bool {
         let key = (t, cookie);
-        match self.snmp.read(&self.host, cookie, inum, t.is_ipv6()) {
-            Ok(r) => {
-                if let Some(rate) = policy::fail_rate(r.fails, r.reqds) {
-                    self.corr.update(key, next_high as f64, rate as f64);
-                }
-            }
-            Err(e) => self.host.debug_log(&format!("ip_frag: {e}")),
+        if let Some(rate) = counters.and_then(|r| policy::fail_rate(r.fails, r.reqds)) {
+            self.corr.update(key, next_high as f64, rate as f64);
         }
         self.corr.get(&key).is_correlated()
     }
 
-    fn on_nearly_full(&mut self, t: Tunable, cookie: u64, event_high: i64, mem: i64) {
-        let Some(current_high) = self.read(t, cookie) else { return };
-        let Some(low) = self.read(t.low(), cookie) else { return };
-        if event_high != current_high {
+    /// Act on one look at a namespace (`inum` None: the daemon's own).
+    fn act(&mut self, cookie: u64, inum: Option<u64>, reading: &Reading) {
+        let families = [(Tunable::IpfragHighThresh, reading.v4), (Tunable::Ip6fragHighThresh, reading.v6)];
+        for (t, fam) in families {
+            let Some(fam) = fam.filter(|f| f.nearly_full(self.lr)) else { continue };
+            let Some((high, low)) = fam.thresh else { continue };
+            if self.disabled.contains(&cookie) {
+                return;
+            }
             self.host.debug_log(&format!(
-                "ip_frag: stale event for '{}' (cookie {cookie}): saw {event_high}, now {current_high}",
-                t.name()
+                "ip_frag: mem {} high_thresh {high} tunable {} (cookie {cookie}, {} queues)",
+                fam.mem.memory,
+                t.name(),
+                fam.mem.inuse
             ));
+            if let Some(inum) = inum.and_then(|i| u32::try_from(i).ok()) {
+                if self.reported.insert(cookie) {
+                    self.host.netns_seen(cookie, inum);
+                }
+            }
+            let correlated = self.correlated(t, cookie, self.lr.grow(high), fam.counters);
+            let input = FragInput { event_high: high, current_high: high, low, correlated };
+            match policy::decide(input, self.lr) {
+                FragDecision::Grow(new) => {
+                    self.write(t, Scenario::Increase, cookie, high, new);
+                }
+                FragDecision::Shrink { high: new_high, low: new_low } => {
+                    if let Some(new_low) = new_low {
+                        if !self.write(t.low(), Scenario::Decrease, cookie, low, new_low) {
+                            continue;
+                        }
+                    }
+                    self.write(t, Scenario::Decrease, cookie, high, new_high);
+                }
+                FragDecision::Hold(why) => {
+                    self.host.debug_log(&format!(
+                        "ip_frag: not changing '{}' (cookie {cookie}, mem {}, high {high}): {why:?}",
+                        t.name(),
+                        fam.mem.memory
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Forget everything kept for a namespace.
+    fn release(&mut self, cookie: u64) {
+        self.schedule.forget(cookie);
+        self.reported.remove(&cookie);
+        self.disabled.remove(&cookie);
+        self.corr.retain(|k, _| k.1 != cookie);
+    }
+
+    /// The daemon's namespaces: a full walk every [`SCAN_EVERY`] ticks (and
+    /// the first), otherwise only if `/run/netns` changed. A namespace no
+    /// longer listed is gone: forget it.
+    fn discover(&mut self) {
+        if !self.host.netns_cookie_supported() {
             return;
         }
-        let correlated = self.correlated(t, cookie, self.lr.grow(current_high));
-        let input = FragInput { event_high, current_high, low, correlated };
-        match policy::decide(input, self.lr) {
-            FragDecision::Grow(new) => {
-                self.write(t, Scenario::Increase, cookie, current_high, new);
-            }
-            FragDecision::Shrink { high, low: new_low } => {
-                if let Some(new_low) = new_low {
-                    if !self.write(t.low(), Scenario::Decrease, cookie, low, new_low) {
-                        return;
-                    }
-                }
-                self.write(t, Scenario::Decrease, cookie, current_high, high);
-            }
-            FragDecision::Hold(why) => {
-                self.host.debug_log(&format!(
-                    "ip_frag: not changing '{}' (cookie {cookie}, mem {mem}, high {current_high}): {why:?}",
-                    t.name()
-                ));
-            }
+        let scan = if self.tick % SCAN_EVERY == 1 { NetnsScan::Full } else { NetnsScan::IfChanged };
+        let global = self.global;
+        let now: Vec<NetnsInfo> = self.host.namespaces(scan).into_iter().filter(|n| n.cookie != global).collect();
+        let gone: Vec<u64> =
+            self.namespaces.iter().map(|n| n.cookie).filter(|c| !now.iter().any(|n| n.cookie == *c)).collect();
+        for cookie in gone {
+            self.release(cookie);
         }
+        self.namespaces = now;
     }
 }
 
@@ -131,47 +163,87 @@ impl Tuner for IpFragTuner {
     const NAME: &'static str = "ip_frag";
     const TUNABLES: &'static [bpftune_sdk::abi::TunableDesc] = Tunable::TABLE;
     const SCENARIOS: &'static [bpftune_sdk::abi::ScenarioDesc] = Scenario::TABLE;
+    const TICK_MS: u32 = TICK_MS;
 
     fn init(host: Host) -> Result<Self, String> {
-        let mut skel = OwnedSkel::<BpfSkel>::new(|storage| {
-            let mut open = skel::IpFragSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
-            prepare_object!(open, host)?;
-            open.load().map_err(|e| format!("BPF load for tuner 'ip_frag' failed: {e}"))
-        })?;
-        skel.with_mut(|s| s.attach()).map_err(|e| format!("could not attach skeleton: {e}"))?;
+        let lr = host.learning_rate();
+        if sockstat::read(Path::new("/proc/net"), Path::new("/proc/sys"), lr).v4.is_none() {
+            return Err("ip_frag: no FRAG line in /proc/net/sockstat".to_string());
+        }
+        host.feature(
+            "reassembly memory",
+            FeatureState::Active,
+            "FRAG lines of /proc/net/sockstat and sockstat6 per namespace every second; no BPF",
+        );
+        if !kernel::sysctl_exists("net.ipv6.ip6frag_high_thresh") {
+            host.feature("ipv6", FeatureState::Off, "no net.ipv6.ip6frag_high_thresh (IPv6 disabled): IPv4 only");
+        }
+        // Without netns cookies the policy is global-only: no other
+        // namespace is listed.
+        let global = host.global_netns_cookie();
+        if !host.netns_cookie_supported() {
+            host.feature(
+                "other namespaces",
+                FeatureState::Off,
+                "no netns cookies (5.14+): only the daemon's namespace is watched",
+            );
+        }
         Ok(Self {
             host,
-            lr: host.learning_rate(),
-            netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
+            lr,
+            global,
+            namespaces: Vec::new(),
+            schedule: Schedule::default(),
+            tick: 0,
+            reported: HashSet::new(),
+            disabled: HashSet::new(),
             corr: CorrTable::new(),
-            snmp: SnmpReader,
-            skel,
         })
     }
 
-    fn event(&mut self, event: &Event) -> Result<(), String> {
-        let Some(cookie) = self.netns.admit(&self.host, event) else { return Ok(()) };
-        let upd = event.update();
-        match Tunable::from_id(upd.tunable) {
-            Some(t @ (Tunable::IpfragHighThresh | Tunable::Ip6fragHighThresh)) => {
-                self.on_nearly_full(t, cookie, upd.old[0], event_mem(event));
+    fn event(&mut self, _event: &Event) -> Result<(), String> {
+        // No BPF, so no events.
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.discover();
+        let global = self.global;
+        if !self.disabled.contains(&global) && self.schedule.due(global, tick) {
+            let reading = sockstat::read(Path::new("/proc/net"), Path::new("/proc/sys"), self.lr);
+            self.schedule.observed(global, tick, reading.busy());
+            self.act(global, None, &reading);
+        }
+        let due: Vec<NetnsInfo> = self
+            .namespaces
+            .iter()
+            .filter(|n| !self.disabled.contains(&n.cookie) && self.schedule.due(n.cookie, tick))
+            .copied()
+            .collect();
+        for n in due {
+            match sampler::read_namespace(&self.host, n.cookie, n.inum, self.lr) {
+                Ok(reading) => {
+                    self.schedule.observed(n.cookie, tick, reading.busy());
+                    self.act(n.cookie, Some(n.inum), &reading);
+                }
+                Err(e) => {
+                    // Gone or changed: the next listing tells; back off meanwhile.
+                    self.schedule.observed(n.cookie, tick, false);
+                    self.host.debug_log(&format!("ip_frag: netns cookie {}: {e}", n.cookie));
+                }
             }
-            _ => self.host.debug_log(&format!("ip_frag: unexpected event for tunable {}", upd.tunable)),
+        }
+        if tick % SCAN_EVERY == 1 {
+            let namespaces = &self.namespaces;
+            self.schedule.retain(|c| c == global || namespaces.iter().any(|n| n.cookie == c));
         }
         Ok(())
     }
 
     fn netns_released(&mut self, cookie: u64) {
-        self.netns.forget(cookie);
-        self.corr.retain(|(_, c), _| *c != cookie);
-        self.snmp.forget(cookie);
-    }
-
-    fn fini(&mut self) -> Result<(), String> {
-        // Links are dropped with the skeleton; nothing is restored here
-        // (the daemon's rollback does that when asked).
-        let _ = &self.skel;
-        Ok(())
+        self.release(cookie);
     }
 }
 

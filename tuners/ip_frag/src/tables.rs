@@ -1,8 +1,8 @@
 //! The ip_frag tuner's tunable and scenario tables and its reason line
 //! (interface facts kept exactly as the original's).
 //!
-//! Ids are the enum discriminants; the BPF side (`ip_frag.bpf.c`) sends the
-//! two high-threshold ids, checked by a unit test below. Unlike the
+//! Ids are the enum discriminants (the order of the original's tables,
+//! checked by a unit test below). Unlike the
 //! original, every threshold is per network namespace (they are on current
 //! kernels), and the low thresholds are declared so they can be kept below
 //! the high ones.
@@ -56,8 +56,7 @@ mod tests {
     use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
-    fn ids_match_the_bpf_side_and_the_reference() {
-        // ip_frag.bpf.c: enum ip_frag_tunable / ip_frag_scenario.
+    fn ids_match_the_reference() {
         assert_eq!(Tunable::IpfragHighThresh as u32, 0);
         assert_eq!(Tunable::Ip6fragHighThresh as u32, 1);
         assert_eq!(Scenario::Increase as u32, 0);

@@ -29,6 +29,7 @@ use bpftune_sdk::kernel;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
 use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags};
 
 use policy::{BudgetLimit, BudgetStep, CpuMask};
 use procfs::WaitSampler;
@@ -86,7 +87,40 @@ pub struct NetBufferTuner {
     skel: OwnedSkel<BpfSkel>,
 }
 
+/// `bpf_ktime_get_ns()` now: CLOCK_MONOTONIC in nanoseconds.
+fn ktime_now() -> Option<u64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to
+    // a local; CLOCK_MONOTONIC always exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// Decode one CPU's `struct backlog_window`; `None` if the size is wrong.
+fn decode_window(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.len() != std::mem::size_of::<skel::types::backlog_window>() {
+        return None;
+    }
+    // SAFETY: the length matches and backlog_window is two u64s, valid for
+    // any bit pattern; read_unaligned copes with any alignment.
+    let w = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<skel::types::backlog_window>()) };
+    Some((w.count, w.start))
+}
+
 impl NetBufferTuner {
+    /// Backlog drops in the CPUs' current BPF windows, summed here (BPF
+    /// counts per CPU), and how many CPUs they came from.
+    fn window_drops(&self) -> Option<(u64, usize)> {
+        let values = self.skel.get().maps.drop_windows.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY).ok()??;
+        let windows: Vec<(u64, u64)> = values.iter().filter_map(|v| decode_window(v)).collect();
+        let restart = self.skel.get().maps.bss_data.as_deref().map_or(0, |b| b.drop_window_start);
+        Some(policy::window_drops(&windows, ktime_now()?, restart))
+    }
+
     fn read1(&self, t: Tunable) -> Option<i64> {
         match self.host.sysctl_read(0, t.name()) {
             Ok(v) => v.first().copied(),
@@ -174,8 +208,15 @@ impl NetBufferTuner {
             return;
         }
         let Some(current) = self.read1(t) else { return };
+        // BPF counts per CPU (without the drop reason the timer counts).
+        let all = self
+            .timer_drops
+            .is_none()
+            .then(|| self.window_drops())
+            .flatten()
+            .map_or_else(String::new, |(n, cpus)| format!(" (current windows of all CPUs: {n} on {cpus} CPU(s))"));
         self.host.debug_log(&format!(
-            "net_buffer: {} backlog drops, CPU {} (netns cookie {cookie}), netdev_max_backlog {current}",
+            "net_buffer: {} backlog drops, CPU {}{all} (netns cookie {cookie}), netdev_max_backlog {current}",
             extra.drops, extra.cpu
         ));
         if current != event_old {

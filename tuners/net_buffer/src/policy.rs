@@ -105,6 +105,22 @@ pub fn dropping_cpus(last: &[(u32, u64)], now: &[(u32, u64)], max_backlog: i64) 
     out
 }
 
+/// How long a CPU's backlog-drop window lasts in BPF (`DROP_WINDOW_NS`).
+pub const DROP_WINDOW_NS: u64 = 60_000_000_000;
+
+/// Backlog drops in the CPUs' current BPF windows, summed: each CPU's
+/// `(count, start)` from the per-CPU `drop_windows` map counts if its window
+/// began at or after `restart` (the last backlog event, which starts a new
+/// window on every CPU) and less than [`DROP_WINDOW_NS`] before `now` (all
+/// `bpf_ktime_get_ns()` times). Returns the total and how many CPUs it came
+/// from.
+pub fn window_drops(windows: &[(u64, u64)], now: u64, restart: u64) -> (u64, usize) {
+    windows
+        .iter()
+        .filter(|&&(count, start)| count > 0 && start >= restart && now.saturating_sub(start) <= DROP_WINDOW_NS)
+        .fold((0, 0), |(total, cpus), &(count, _)| (total.saturating_add(count), cpus + 1))
+}
+
 /// A time squeeze happened between two readings of the total (`None`: no
 /// previous reading yet, so nothing can be said).
 pub fn squeezed(previous: Option<u64>, now: u64) -> bool {
@@ -279,6 +295,24 @@ mod tests {
         assert_eq!(dropping_cpus(&last, &[(0, 140), (1, 9), (2, 50)], 1000), vec![(2, 50), (0, 40)]);
         assert!(dropping_cpus(&last, &[(0, 50), (1, 5)], 8).is_empty());
         assert!(dropping_cpus(&last, &last, 0).is_empty());
+    }
+
+    #[test]
+    fn window_drops_sums_current_windows_only() {
+        let now = 100 * DROP_WINDOW_NS;
+        let windows = [
+            (10, now - 1_000),             // current
+            (5, now - DROP_WINDOW_NS),     // current, just
+            (7, now - DROP_WINDOW_NS - 1), // expired
+            (9, 50),                       // before the last event
+            (0, now),                      // no drops
+        ];
+        assert_eq!(window_drops(&windows, now, 100), (15, 2));
+        assert_eq!(window_drops(&windows, now, now), (0, 0));
+        assert_eq!(window_drops(&[], now, 0), (0, 0));
+        // A window that began after `now` was read (another CPU's clock
+        // read later) still counts.
+        assert_eq!(window_drops(&[(3, now + 5)], now, 0), (3, 1));
     }
 
     #[test]

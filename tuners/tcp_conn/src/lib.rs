@@ -4,12 +4,15 @@
 //! switches lossy connections to bbr, remembers their destinations, and
 //! learns per destination and network namespace which available algorithm
 //! gives the lowest RTT and the highest delivery rate (reinforcement
-//! learning, epsilon-greedy). Namespace defaults are never changed: every
-//! choice is a per-socket `TCP_CONGESTION` option. This side picks the
-//! candidates, logs the choice events and prints the summary table.
+//! learning; a connection is switched only on evidence). Namespace
+//! defaults are never changed: every choice is a per-socket
+//! `TCP_CONGESTION` option. This side picks the candidates, logs the
+//! choice events and prints the summary table.
 
 pub mod policy;
 pub mod report;
+pub mod tw_policy;
+pub mod tw_reuse;
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +36,9 @@ bpftune_sdk::tunables! {
         AvailableCongestionControl = ("net.ipv4.tcp_available_congestion_control", Sysctl, NAMESPACED | STRING, 1),
         DefaultCongestionControl = ("net.ipv4.tcp_congestion_control", Sysctl, NAMESPACED | STRING, 1),
         ThinLinearTimeouts = ("net.ipv4.tcp_thin_linear_timeouts", Sysctl, NAMESPACED, 1),
+        // The time-wait part (tw_reuse.rs); ids 5 and 6 in bpf/tw_reuse.bpf.c.
+        TcpTwReuse = ("net.ipv4.tcp_tw_reuse", Sysctl, NAMESPACED, 1),
+        IpLocalPortRange = ("net.ipv4.ip_local_port_range", Sysctl, NAMESPACED, 2),
     }
 }
 
@@ -41,6 +47,15 @@ bpftune_sdk::scenarios! {
         Specify = (
             "specify TCP congestion control algorithm",
             "To optimize TCP performance, a TCP congestion control algorithm was chosen to mimimize round-trip time and maximize delivery rate."
+        ),
+        // The time-wait part (tw_reuse.rs); ids 1 and 2 in bpf/tw_reuse.bpf.c.
+        TwReuse = (
+            "need to reuse TIME_WAIT sockets as local ports run out",
+            "Sockets in TIME_WAIT nearly fill the local port range for outgoing connections, so allow new outgoing connections to reuse TIME_WAIT sockets where it is safe from a protocol viewpoint (TCP timestamps)"
+        ),
+        PortRange = (
+            "need to widen local port range as TIME_WAIT reuse cannot keep up",
+            "Even with TIME_WAIT reuse, outgoing connections are opened faster than TIME_WAIT sockets become reusable and nearly fill the local port range, so widen the range (within 32768-65535)"
         ),
     }
 }
@@ -61,6 +76,8 @@ pub struct TcpConnTuner {
     host: Host,
     candidates: u32,
     budget: LogBudget,
+    /// The time-wait part, if its BPF object loaded.
+    tw: Option<tw_reuse::TwReuse>,
     // Dropped in this order: link first, then the object.
     link: Option<Link>,
     skel: OwnedSkel<BpfSkel>,
@@ -128,7 +145,7 @@ impl TcpConnTuner {
                     max_rate: b.max_rate,
                     min_rtt: b.min_rtt,
                     metric_count: b.metric_count,
-                    greedy_count: b.greedy_count,
+                    metric_dev: b.metric_dev,
                 };
             }
             rows.push(HostRow { addr: report::addr_from_words(k.addr), netns_cookie: k.netns_cookie, metrics });
@@ -208,16 +225,42 @@ impl Tuner for TcpConnTuner {
                  destinations are learned for all namespaces together",
             );
         }
+        let tw = match tw_reuse::TwReuse::load(host, netns_cookie) {
+            Ok(tw) if netns_cookie => {
+                host.feature("time-wait reuse", FeatureState::Active, "");
+                Some(tw)
+            }
+            Ok(tw) => {
+                host.feature(
+                    "time-wait reuse",
+                    FeatureState::Fallback,
+                    "sockops programs cannot call bpf_get_netns_cookie on this kernel (5.15+); \
+                     only the daemon's own namespace is tuned",
+                );
+                Some(tw)
+            }
+            Err(e) => {
+                host.feature("time-wait reuse", FeatureState::Off, &format!("its BPF object did not load: {e}"));
+                None
+            }
+        };
         Ok(Self {
             host,
             candidates,
             budget: LogBudget::new(LOG_BURST, LOG_REFILL, Instant::now()),
+            tw,
             link: Some(link),
             skel,
         })
     }
 
     fn event(&mut self, event: &Event) -> Result<(), String> {
+        if tw_reuse::handles(event.scenario_id()) {
+            if let Some(tw) = self.tw.as_mut() {
+                tw.event(event);
+            }
+            return Ok(());
+        }
         let Some(choice) = Self::decode(event) else {
             self.host.debug_log("tcp_conn: got unexpected event");
             return Ok(());
@@ -245,6 +288,9 @@ impl Tuner for TcpConnTuner {
     fn fini(&mut self) -> Result<(), String> {
         // Detach first so no new choices race the final summary.
         self.link.take();
+        if let Some(tw) = self.tw.as_mut() {
+            tw.detach();
+        }
         Ok(())
     }
 
@@ -261,7 +307,16 @@ impl Tuner for TcpConnTuner {
         if self.host.debug() && loss > 0 {
             lines.push(format!("{} {loss} connections switched to bbr on loss", report::SUMMARY_PREFIX));
         }
+        if let Some(tw) = self.tw.as_ref() {
+            lines.extend(tw.summary_lines());
+        }
         lines
+    }
+
+    fn netns_released(&mut self, netns_cookie: u64) {
+        if let Some(tw) = self.tw.as_mut() {
+            tw.forget(netns_cookie);
+        }
     }
 }
 

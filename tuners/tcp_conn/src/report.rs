@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use crate::policy::{Algorithm, DROP_SHIFT, Metric, NR_CC, RL_SCALE, Reason};
+use crate::policy::{Algorithm, DROP_SHIFT, EXPLORE_EVERY, Metric, NR_CC, RL_SCALE, Reason};
 
 /// Prefix of every summary line (the original's format).
 pub const SUMMARY_PREFIX: &str = "# Summary: tcp_conn_tuner:";
@@ -99,7 +99,8 @@ pub fn reason_line(ev: &ChoiceEvent) -> String {
         ),
         Some(Reason::Explore) => format!(
             "To keep learning which congestion control algorithm suits connections to {addr} best \
-             (random exploration, 1 connection in 20), try {alg} instead of {prev}"
+             (exploration, 1 connection in {}), try {alg} instead of {prev}",
+            EXPLORE_EVERY
         ),
         None => format!("Use {alg} congestion control algorithm instead of {prev} for connections to {addr}"),
     }
@@ -189,7 +190,7 @@ pub fn summary_lines(
     if let Some((rows, more)) = hosts {
         out.push(format!(
             "{SUMMARY_PREFIX} {:>48} {:>8} {:>20} {:>8} {:>8} {:>8} {:>8}",
-            "IPAddress", "CongAlg", "Metric", "Count", "Greedy", "MinRtt", "MaxDlvr"
+            "IPAddress", "CongAlg", "Metric", "Count", "MeanDev", "MinRtt", "MaxDlvr"
         ));
         for row in rows {
             let who = if row.netns_cookie == global_cookie {
@@ -208,7 +209,7 @@ pub fn summary_lines(
                     alg.name(),
                     m.metric_value,
                     m.metric_count,
-                    m.greedy_count,
+                    m.metric_dev,
                     m.min_rtt,
                     m.max_rate
                 ));
@@ -265,7 +266,7 @@ mod tests {
         assert!(l.contains("lowest learned cost 1.25"), "{l}");
         assert!(l.contains("use bbr congestion control algorithm instead of cubic"), "{l}");
         assert!(reason_line(&event(Reason::Untried)).contains("try bbr instead of cubic"));
-        assert!(reason_line(&event(Reason::Explore)).contains("random exploration"));
+        assert!(reason_line(&event(Reason::Explore)).contains("(exploration, 1 connection in 64)"));
         assert!(reason_line(&event(Reason::Remember)).contains("10.9.0.3 lost more than 1.56 percent"));
         let mut e = event(Reason::Cost);
         e.prev_alg = Some(Algorithm::Bbr);
@@ -324,7 +325,7 @@ mod tests {
     #[test]
     fn debug_summary_lists_learned_costs() {
         let mut metrics = [Metric::default(); NR_CC];
-        metrics[1] = Metric { metric_value: 42, max_rate: 1000, min_rtt: 80, metric_count: 3, greedy_count: 2 };
+        metrics[1] = Metric { metric_value: 42, metric_dev: 7, max_rate: 1000, min_rtt: 80, metric_count: 3 };
         let rows = vec![
             HostRow { addr: "10.0.0.2".parse().expect("test value"), netns_cookie: 1, metrics },
             HostRow { addr: "fd00::2".parse().expect("test value"), netns_cookie: 4097, metrics },

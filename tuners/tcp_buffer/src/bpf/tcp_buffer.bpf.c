@@ -5,11 +5,16 @@
  * userspace (which owns every decision) to act.
  *
  * Hooks (all work on kernels where fentry/kprobes do not):
- *  - tp_btf/tcp_rcv_space_adjust (sampled): receive buffer at its netns's
- *    tcp_rmem[2] -> event for tcp_rmem.
- *  - tp_btf/tcp_probe (sampled hard: per incoming segment): send buffer at
- *    its netns's tcp_wmem[2], full of queued data, and smaller than the
- *    path needs (sndbuf_needed) -> event for tcp_wmem.
+ *  - tp_btf/tcp_rcvbuf_grow (6.16+; at most once per RTT, and only when the
+ *    application read more in the last RTT than the receive space allows
+ *    for): receive buffer at its netns's tcp_rmem[2] -> event for tcp_rmem.
+ *    Before 6.16, tp_btf/tcp_rcv_space_adjust (per read) does the same
+ *    check, sampled, and attached only in short windows (below).
+ *  - tp_btf/tcp_probe (per incoming segment): send buffer at its netns's
+ *    tcp_wmem[2], full of queued data, and smaller than the path needs
+ *    (sndbuf_needed) -> event for tcp_wmem. Userspace attaches it only for
+ *    a short window every few seconds and detaches it in between, so most
+ *    segments run no program at all; inside the window it is sampled.
  *  - tp_btf/sock_exceed_buf_limit (rare): TCP memory nearly exhausted.
  *  - tp_btf/tcp_retransmit_synack (rare): half-open requests in a listener
  *    whose SYN queue is in the region where tcp_max_syn_backlog drops SYNs.
@@ -96,6 +101,18 @@ static __always_inline bool sampled(__u32 id)
 	return s && bpftune_sample(s);
 }
 
+/* A hook that fires rarely does its work on every call; it still counts
+ * its calls in its sample slot (rate 1) for the exit report. */
+static __always_inline void counted(__u32 id)
+{
+	struct bpftune_sample *s = bpf_map_lookup_elem(&sample_map, &id);
+
+	if (s) {
+		s->count++;
+		s->rate = 1;
+	}
+}
+
 static __always_inline void extra_set(struct bpftune_event *e, int idx, __s64 v)
 {
 	if (idx < 3)
@@ -150,8 +167,9 @@ static __always_inline void send_buffer_event(struct sock *sk, __u32 id,
 	bpftune_send_sk_sysctl_event(sk, TCP_BUFFER_INCREASE, id, old, new, event);
 }
 
-/* The two hot hooks below run for a large share of TCP segments: all but
- * sampled calls return after the sampling check, and the work (with its
+/* The hot hooks below run for a large share of TCP segments while they
+ * are attached: all but sampled calls return after the sampling check,
+ * and the work (with its
  * 248-byte event on the stack, which clang would otherwise zero on every
  * call) lives in non-inlined functions. Sockets are read through their BTF
  * pointers (plain loads, CO-RE relocated) rather than probe-read helpers. */
@@ -185,6 +203,18 @@ static __noinline int rmem_check(struct sock *sk)
 	return 0;
 }
 
+/* The receiver read more in the last RTT than its receive space allowed
+ * for, so the kernel is about to grow sk_rcvbuf (up to tcp_rmem[2]): the
+ * one moment a buffer at the maximum is known to hold the flow back. Fires
+ * at most once per RTT per socket, and not at all in a steady state. */
+SEC("tp_btf/tcp_rcvbuf_grow")
+int BPF_PROG(bpftune_rcvbuf_grow, struct sock *sk, int time)
+{
+	counted(SAMPLE_RCV_SPACE);
+	return rmem_check(sk);
+}
+
+/* Fallback before 6.16: per read, sampled, attached in windows only. */
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(bpftune_rcv_space_adjust, struct sock *sk)
 {

@@ -1,48 +1,58 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
  * tcp_conn.bpf.c: choose a TCP congestion-control algorithm per connection,
- * per destination and per network namespace.
+ * per destination and per network namespace, switching a connection only
+ * on evidence (bpf_setsockopt(TCP_CONGESTION) costs microseconds).
  *
  * One sockops program on the daemon's cgroup. It runs only on rare
  * callbacks, never per packet:
  *
- *   ACTIVE/PASSIVE_ESTABLISHED  once per connection: pick an algorithm for
- *                               the destination (below) and enable STATE
- *                               (and, unless already on bbr, RETRANS)
- *                               callbacks on this socket only.
- *   RETRANS_CB                  per retransmission of a connection not on
- *                               bbr: if total_retrans > segs_out >> 6 (loss
- *                               above 1/64), switch it to bbr, remember the
- *                               destination as lossy, stop RETRANS callbacks.
+ *   ACTIVE/PASSIVE_ESTABLISHED  once per connection: decide (below) and
+ *                               enable STATE and (unless the socket is
+ *                               known to run bbr) RETRANS callbacks on
+ *                               this socket only.
+ *   RETRANS_CB                  per retransmission: if total_retrans >
+ *                               segs_out >> 6 (loss above 1/64), switch it
+ *                               to bbr, remember the destination as lossy;
+ *                               on bbr (or once switched) RETRANS
+ *                               callbacks stop.
  *   STATE_CB                    on close (FIN_WAIT1, CLOSE_WAIT, or a reset
  *                               from ESTABLISHED): fold the connection's
  *                               retransmits into the destination's decaying
  *                               loss rate (which keeps or clears "lossy"),
- *                               and learn the cost of the algorithm it ran;
- *                               then turn this socket's callbacks off (the
- *                               remaining closing states need nothing).
+ *                               learn the cost of the algorithm it ran if
+ *                               it has a rate sample; then turn this
+ *                               socket's callbacks off.
  *
- * Choice at establishment, for a destination {netns cookie, peer address}:
- *   1. destination lossy (recent loss rate above 1/64) and bbr
+ * Choice at establishment, for a destination {netns cookie, peer address}.
+ * The connection keeps the algorithm it has (the namespace default) unless:
+ *   1. the destination is lossy (recent loss rate above 1/64) and bbr is
  *      available -> bbr;
- *   2. else, from the REMOTE_HOST_MIN_INSTANCES-th connection on, the
- *      candidate with the lowest learned cost (never-tried candidates count
- *      as cost 0, so each is tried once; ties are broken uniformly at
- *      random), replaced by a uniformly random candidate with probability
- *      1/RL_EPSILON (epsilon-greedy exploration);
- *   3. else the namespace default is left alone.
- * Loopback peers are skipped: nothing to tune, and local connection churn
- * should not pay for it.
+ *   2. the learned costs distinguish another candidate: the one with the
+ *      lowest cost beats the connection's own algorithm by more than
+ *      COST_MARGIN and more than the sum of both costs' mean deviations,
+ *      each learned from at least MIN_SAMPLES connections (precomputed at
+ *      close into host->best, so the usual case needs no getsockopt);
+ *   3. exploration: 1 connection in EXPLORE_EVERY per destination (from
+ *      the REMOTE_HOST_MIN_INSTANCES-th, counted, not random) tries the
+ *      candidate with the fewest samples other than what rules 1-2 chose.
+ * Tied or unlearned candidates therefore cost nothing per connection but
+ * the bounded exploration. Loopback peers are skipped altogether.
  *
  * Cost of a closed connection (lower is better), relative to the best this
  * destination has shown with any algorithm:
  *   (min_rtt - host_min_rtt) * 10^6 / host_min_rtt
  *   + (host_max_rate - this connection's rate) * 10^6 / host_max_rate
- * and the algorithm's learned cost moves towards it by the learning-rate
- * shift (rl_update). The same logic lives in ../policy.rs, unit-tested.
+ * The algorithm's learned cost and mean deviation are moving averages
+ * (learning-rate shift) of the samples and of |sample - cost|. The same
+ * logic lives in ../policy.rs, unit-tested.
  *
- * Events (scenario 0) go to userspace for the first choice per destination,
- * the first choice made from learned costs, and the first loss-driven
+ * Socket storage is created only when a connection is switched on loss
+ * (so that its close is not learned as either algorithm); the algorithm a
+ * closing connection ran is read with getsockopt at close.
+ *
+ * Events (scenario 0) go to userspace for the first switch per destination,
+ * the first switch made on learned costs, and the first loss-driven
  * switch: at most three per destination while it stays in the LRU map.
  *
  * Kernels differ in what sockops may call: bpf_get_current_pid_tgid not
@@ -50,6 +60,7 @@
  * carry none), bpf_get_netns_cookie not before 5.15 (userspace probes it
  * and clears have_netns_cookie_helper; every connection then counts as the
  * daemon's namespace, whose cookie it passes in fallback_netns_cookie).
+ * Atomic adds never use their result (fetching atomics need 5.12).
  */
 #define BPFTUNE_NO_CURRENT_PID
 #include "bpftune_common.h"
@@ -77,15 +88,17 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define REMOTE_HOST_MIN_INSTANCES	4
 #define DROP_SHIFT			6	/* loss above 1/64 of segments sent */
-#define RL_EPSILON			20	/* explore 1 connection in 20 */
+#define EXPLORE_EVERY			64	/* explore 1 connection in 64 */
+#define MIN_SAMPLES			2	/* before a learned cost counts */
+#define COST_MARGIN			(RL_SCALE / 8)	/* smallest gap that counts */
 #define RL_SCALE			1000000ULL
 #define REMOTE_HOST_MAX			4096
 
 /* Why an event was sent; must match policy.rs::Reason. */
 #define REASON_LOSS	1	/* loss above 1/64: switched to bbr */
-#define REASON_COST	2	/* lowest learned cost */
-#define REASON_EXPLORE	3	/* epsilon-greedy exploration */
-#define REASON_UNTRIED	4	/* initial exploration of an untried candidate */
+#define REASON_COST	2	/* learned cost clearly lower */
+#define REASON_EXPLORE	3	/* bounded exploration */
+#define REASON_UNTRIED	4	/* exploration of an unsampled candidate */
 #define REASON_REMEMBER	5	/* destination remembered as lossy: start on bbr */
 
 /* Tunable 0 (net.persock.tcp.congestion_control), scenario 0. */
@@ -110,17 +123,16 @@ struct remote_host_key {
 
 struct cc_metric {
 	__u64 metric_value;	/* learned cost, lower is better */
+	__u64 metric_dev;	/* learned mean |sample - metric_value| */
 	__u64 max_rate;		/* best delivery rate seen, bytes/s */
 	__u32 min_rtt;		/* best min RTT seen, us */
 	__u32 metric_count;	/* connections that updated the cost */
-	__u32 greedy_count;	/* ... of which were greedy choices */
-	__u32 pad;
 };
 
 /* Host flags. */
 #define HOST_LOSSY		0x1	/* recent connections lost > 1/64 */
-#define HOST_REPORTED_FIRST	0x2	/* first choice reported */
-#define HOST_REPORTED_LEARNED	0x4	/* first learned choice reported */
+#define HOST_REPORTED_FIRST	0x2	/* first switch reported */
+#define HOST_REPORTED_LEARNED	0x4	/* first cost-driven switch reported */
 #define HOST_REPORTED_LOSS	0x8	/* loss switch reported */
 
 struct remote_host {
@@ -134,6 +146,11 @@ struct remote_host {
 	__u64 segs_sum;
 	__u32 min_rtt;		/* best min RTT with any algorithm */
 	__u32 flags;
+	/* The candidate with the lowest learned cost if some other sampled
+	 * candidate is clearly worse (see distinct()), else CC_NONE: only
+	 * then may a connection be switched on cost. Updated at close. */
+	__u32 best;
+	__u32 pad;
 	struct cc_metric metrics[NR_CC];
 };
 
@@ -154,18 +171,13 @@ struct {
 	__type(value, __u8);
 } netns_disabled SEC(".maps");
 
-/* Per-socket flags. */
-#define CONN_CHOSEN	0x1	/* we set the algorithm at establishment */
-#define CONN_SWITCHED	0x2	/* switched to bbr mid-connection on loss */
-#define CONN_THIN_LTO	0x4	/* we set TCP_THIN_LINEAR_TIMEOUTS */
-#define CONN_DONE	0x8	/* cost already learned at close */
-#define CONN_RETRANS	0x10	/* we enabled RETRANS callbacks */
+/* Per-socket flags, kept only for connections switched on loss. */
+#define CONN_SWITCHED	0x1	/* switched to bbr mid-connection on loss */
+#define CONN_THIN_LTO	0x2	/* we set TCP_THIN_LINEAR_TIMEOUTS */
 
 struct conn_state {
-	__u8 alg;		/* algorithm running (CC_NONE: not one of ours) */
-	__u8 start_alg;		/* algorithm at establishment */
 	__u8 flags;
-	__u8 pad;
+	__u8 pad[3];
 };
 
 struct {
@@ -298,81 +310,100 @@ static __always_inline int set_alg(struct bpf_sock_ops *skops, __u32 alg)
 			      sizeof(name));
 }
 
-/* Move the learned value towards the new sample by 1/2^shift of the gap;
- * the first sample is taken as is. Same as policy.rs::rl_update. */
-static __always_inline __u64 rl_update(__u64 value, __u64 gain, __u32 shift)
+/* Move a moving average towards a new sample by 1/2^shift of the gap.
+ * Same as policy.rs::ewma. */
+static __always_inline __u64 ewma(__u64 value, __u64 sample, __u32 shift)
 {
-	if (value == 0)
-		return gain;
-	if (gain > value)
-		return value + ((gain - value) >> shift);
-	if (gain < value)
-		return value - ((value - gain) >> shift);
-	return value;
+	if (sample > value)
+		return value + ((sample - value) >> shift);
+	return value - ((value - sample) >> shift);
 }
 
-static __always_inline __u64 learned_cost(struct remote_host *host, __u32 alg)
+static __always_inline __u32 ncandidates(void)
 {
-	if (alg >= NR_CC)
-		return ~0ULL;
-	if (!host->metrics[alg].metric_count)
-		return 0;	/* untried: explore it first */
-	return host->metrics[alg].metric_value;
+	__u32 n = 0;
+	int i;
+
+	for (i = 0; i < NR_CC; i++)
+		if (candidate(i))
+			n++;
+	return n;
 }
 
-/* Lowest learned cost among candidates; ties uniformly at random
- * (reservoir sampling). Returns CC_NONE if there is no candidate. */
-static __always_inline __u32 rl_greedy(struct remote_host *host, __u32 *ncand)
+/* Is the learned cost of @worse clearly above that of @better: both from
+ * at least MIN_SAMPLES connections, and the gap larger than COST_MARGIN
+ * and than the sum of their mean deviations? Same as
+ * policy.rs::distinct. */
+static __always_inline bool distinct(struct remote_host *host, __u32 worse,
+				     __u32 better)
+{
+	struct cc_metric *w, *b;
+	__u64 margin;
+
+	if (worse >= NR_CC || better >= NR_CC)
+		return false;
+	w = &host->metrics[worse];
+	b = &host->metrics[better];
+	if (w->metric_count < MIN_SAMPLES || b->metric_count < MIN_SAMPLES)
+		return false;
+	margin = w->metric_dev + b->metric_dev;
+	if (margin < COST_MARGIN)
+		margin = COST_MARGIN;
+	return w->metric_value > b->metric_value + margin;
+}
+
+/* host->best after learning: the sampled candidate with the lowest cost,
+ * if some other candidate is distinctly worse; else CC_NONE. Same as
+ * policy.rs::best. */
+static __always_inline __u32 best_candidate(struct remote_host *host)
 {
 	__u64 best_cost = ~0ULL;
-	__u32 best = CC_NONE, ties = 0, n = 0;
+	__u32 best = CC_NONE;
 	int i;
 
 	for (i = 0; i < NR_CC; i++) {
-		__u64 cost;
-
-		if (!candidate(i))
+		if (!candidate(i) || host->metrics[i].metric_count < MIN_SAMPLES)
 			continue;
-		n++;
-		cost = learned_cost(host, i);
-		if (cost < best_cost) {
-			best_cost = cost;
+		if (host->metrics[i].metric_value < best_cost) {
+			best_cost = host->metrics[i].metric_value;
 			best = i;
-			ties = 1;
-		} else if (cost == best_cost) {
-			ties++;
-			if (bpf_get_prandom_u32() % ties == 0)
-				best = i;
 		}
 	}
-	*ncand = n;
-	return best;
-}
-
-/* The k-th candidate (0-based). */
-static __always_inline __u32 nth_candidate(__u32 k)
-{
-	int i;
-
+	if (best == CC_NONE)
+		return CC_NONE;
 	for (i = 0; i < NR_CC; i++) {
-		if (!candidate(i))
-			continue;
-		if (k == 0)
-			return i;
-		k--;
+		if (candidate(i) && distinct(host, i, best))
+			return best;
 	}
 	return CC_NONE;
 }
 
-static __always_inline bool all_tried(struct remote_host *host)
+/* The candidate other than @skip with the fewest samples, ties broken
+ * uniformly at random (reservoir sampling); CC_NONE if there is none.
+ * Same as policy.rs::least_sampled. */
+static __always_inline __u32 least_sampled(struct remote_host *host,
+					   __u32 skip)
 {
+	__u32 fewest = ~0U, pick = CC_NONE, ties = 0;
 	int i;
 
 	for (i = 0; i < NR_CC; i++) {
-		if (candidate(i) && !host->metrics[i].metric_count)
-			return false;
+		__u32 count;
+
+		if (!candidate(i) || i == skip)
+			continue;
+		count = host->metrics[i].metric_count;
+		if (count < fewest) {
+			fewest = count;
+			pick = i;
+			ties = 1;
+		} else if (count == fewest) {
+			ties++;
+			if (bpf_get_prandom_u32() % ties == 0)
+				pick = i;
+		}
 	}
-	return true;
+	return pick;
 }
 
 static __always_inline void send_event(struct bpf_sock_ops *skops,
@@ -412,15 +443,15 @@ static __always_inline void send_event(struct bpf_sock_ops *skops,
 		host->flags |= flag;
 }
 
-static __always_inline void set_cb_flags(struct bpf_sock_ops *skops,
-					 struct conn_state *st)
+/* Callbacks this socket needs until it closes: STATE (to learn at close)
+ * and, unless it runs bbr already, RETRANS (to switch on loss). */
+static __always_inline void enable_callbacks(struct bpf_sock_ops *skops,
+					     bool on_bbr)
 {
 	__u32 flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
 
-	if (st->alg != CC_BBR && candidate(CC_BBR)) {
+	if (!on_bbr && candidate(CC_BBR))
 		flags |= BPF_SOCK_OPS_RETRANS_CB_FLAG;
-		st->flags |= CONN_RETRANS;
-	}
 	bpf_sock_ops_cb_flags_set(skops, flags);
 }
 
@@ -428,71 +459,82 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 {
 	struct remote_host_key key = {};
 	struct remote_host *host;
-	struct conn_state *st;
-	__u32 alg = CC_NONE, reason = 0, ncand = 0;
-	struct bpf_sock *sk = skops->sk;
-	__u8 cur;
+	__u32 alg, reason = 0, best;
+	__u8 cur = CC_NONE;
+	bool known = false, explore;
+	__u64 n;
 
-	if (!sk)
+	if (!skops->sk)
 		return;
 	host_key(skops, &key);
-	if (is_loopback(&key) ||
-	    bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
+	if (is_loopback(&key))
 		return;		/* no callbacks, no state for this socket */
-	st = bpf_sk_storage_get(&conn_state_map, sk, NULL,
-				BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return;
-	cur = current_alg(skops);
-	st->alg = cur;
-	st->start_alg = cur;
 
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host) {
-		struct remote_host new_host = { .instances = 1 };
+		struct remote_host new_host = { .instances = 1, .best = CC_NONE };
 
 		bpf_map_update_elem(&remote_host_map, &key, &new_host,
 				    BPF_NOEXIST);
-		set_cb_flags(skops, st);
+		enable_callbacks(skops, false);
 		return;
 	}
 	__sync_fetch_and_add(&host->instances, 1);
+	/* Racy read of our own increment: two connections at once may both
+	 * explore or both not; the rate stays bounded either way. */
+	n = host->instances;
+	explore = n >= REMOTE_HOST_MIN_INSTANCES &&
+		  ((n - REMOTE_HOST_MIN_INSTANCES) % EXPLORE_EVERY) == 0;
+	best = host->best;
 
+	/* What this connection runs unless we switch it; rules 1 and 2. */
 	if ((host->flags & HOST_LOSSY) && candidate(CC_BBR)) {
 		alg = CC_BBR;
 		reason = REASON_REMEMBER;
-	} else if (host->instances >= REMOTE_HOST_MIN_INSTANCES) {
-		__u32 greedy = rl_greedy(host, &ncand);
-
-		alg = greedy;
-		if (greedy < NR_CC && !host->metrics[greedy].metric_count)
-			reason = REASON_UNTRIED;
-		else
+		explore = false;	/* no experiments on a lossy path */
+	} else if (best < NR_CC || explore) {
+		cur = current_alg(skops);
+		known = true;
+		alg = cur;
+		if (best < NR_CC && best != cur && distinct(host, cur, best)) {
+			alg = best;
 			reason = REASON_COST;
-		if (ncand > 1 &&
-		    bpf_get_prandom_u32() % RL_EPSILON == 0) {
-			alg = nth_candidate(bpf_get_prandom_u32() % ncand);
-			if (alg != greedy)
-				reason = REASON_EXPLORE;
 		}
-	}
-	if (alg == CC_NONE) {
-		set_cb_flags(skops, st);
+	} else {
+		/* The usual case: nothing distinguishes the candidates. */
+		enable_callbacks(skops, false);
 		return;
 	}
-	/* Already running it (e.g. the namespace default): nothing to set. */
-	if (alg == cur || set_alg(skops, alg) == 0) {
-		stat_inc(alg);
-		st->alg = alg;
-		st->start_alg = alg;
-		st->flags |= CONN_CHOSEN;
-		send_event(skops, &key, host, alg, cur, reason, ncand,
-			   HOST_REPORTED_FIRST);
-		if (reason == REASON_COST && all_tried(host))
-			send_event(skops, &key, host, alg, cur, reason, ncand,
-				   HOST_REPORTED_LEARNED);
+	if (explore && ncandidates() > 1) {
+		__u32 other = least_sampled(host, alg);
+
+		if (other < NR_CC) {
+			reason = host->metrics[other].metric_count ?
+				 REASON_EXPLORE : REASON_UNTRIED;
+			alg = other;
+		}
 	}
-	set_cb_flags(skops, st);
+	if (!known) {
+		cur = current_alg(skops);
+		known = true;
+	}
+	if (alg >= NR_CC || alg == cur) {
+		enable_callbacks(skops, cur == CC_BBR);
+		return;
+	}
+	if (bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
+		return;		/* an administrator decides here */
+	if (set_alg(skops, alg)) {
+		enable_callbacks(skops, cur == CC_BBR);
+		return;
+	}
+	stat_inc(alg);
+	send_event(skops, &key, host, alg, cur, reason, ncandidates(),
+		   HOST_REPORTED_FIRST);
+	if (reason == REASON_COST)
+		send_event(skops, &key, host, alg, cur, reason, ncandidates(),
+			   HOST_REPORTED_LEARNED);
+	enable_callbacks(skops, alg == CC_BBR);
 }
 
 static __always_inline bool lossy(struct bpf_sock_ops *skops)
@@ -509,10 +551,21 @@ static __always_inline void on_retrans(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk = skops->sk;
 	__u8 prev;
 
-	if (!sk || !lossy(skops))
+	if (!sk || !lossy(skops) || !candidate(CC_BBR))
 		return;
-	st = bpf_sk_storage_get(&conn_state_map, sk, NULL, 0);
-	if (!st || st->alg == CC_BBR || !candidate(CC_BBR))
+	prev = current_alg(skops);
+	if (prev == CC_BBR) {
+		/* bbr does not back off on random loss: nothing to do. */
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+					  ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
+		return;
+	}
+	host_key(skops, &key);
+	if (bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
+		return;		/* an administrator decides here */
+	st = bpf_sk_storage_get(&conn_state_map, sk, NULL,
+				BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
 		return;
 
 	/* Thin flows (few packets in flight) recover by RTO; linear timeouts
@@ -533,19 +586,14 @@ static __always_inline void on_retrans(struct bpf_sock_ops *skops)
 		}
 	}
 
-	prev = st->alg;
 	if (set_alg(skops, CC_BBR))
 		return;
 	stat_inc(CC_BBR);
 	stat_inc(STAT_LOSS);
-	st->alg = CC_BBR;
 	st->flags |= CONN_SWITCHED;
-	/* bbr does not back off on random loss: no more RETRANS callbacks. */
-	if (st->flags & CONN_RETRANS)
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-					  ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
+				  ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
 
-	host_key(skops, &key);
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host)
 		return;
@@ -559,20 +607,12 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	struct remote_host_key key = {};
 	struct remote_host *host;
 	struct cc_metric *m;
-	struct conn_state *st;
-	__u64 rate, cost, min_rtt, hmin, hmax;
+	__u64 rate, cost, min_rtt, hmin, hmax, dev;
 	__u32 alg, shift = bpftune_shift();
-	bool greedy = true;
 	struct bpf_sock *sk = skops->sk;
-	int i;
 
 	if (!sk)
 		return;
-	st = bpf_sk_storage_get(&conn_state_map, sk, NULL, 0);
-	if (!st || (st->flags & CONN_DONE))
-		return;
-	st->flags |= CONN_DONE;
-
 	host_key(skops, &key);
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host)
@@ -590,14 +630,21 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	else
 		host->flags &= ~HOST_LOSSY;
 
-	/* Mixed connections (switched mid-way) say nothing clean about
-	 * either algorithm. */
-	alg = st->alg;
-	if ((st->flags & CONN_SWITCHED) || alg >= NR_CC)
-		return;
-
+	/* No rate sample (e.g. no data was acknowledged): nothing to learn. */
 	min_rtt = skops->rtt_min;
 	if (!min_rtt || min_rtt == 0xffffffff || !skops->rate_interval_us)
+		return;
+	/* Mixed connections (switched on loss) say nothing clean about
+	 * either algorithm; only they have socket storage. */
+	if (skops->total_retrans) {
+		struct conn_state *st = bpf_sk_storage_get(&conn_state_map, sk,
+							   NULL, 0);
+
+		if (st && (st->flags & CONN_SWITCHED))
+			return;
+	}
+	alg = current_alg(skops);
+	if (alg >= NR_CC)
 		return;
 	rate = (__u64)skops->rate_delivered * skops->mss_cache * 1000000ULL /
 	       skops->rate_interval_us;
@@ -620,20 +667,18 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	if (hmax && rate < hmax)
 		cost += (hmax - rate) * RL_SCALE / hmax;
 
-	/* Was this the greedy choice, i.e. no candidate looked cheaper? */
-	for (i = 0; i < NR_CC; i++) {
-		if (i == alg || !candidate(i))
-			continue;
-		if (learned_cost(host, i) < learned_cost(host, alg))
-			greedy = false;
-	}
-	if (!m->metric_count)
+	/* Same as policy.rs::learn. */
+	if (!m->metric_count) {
 		m->metric_value = cost;
-	else
-		m->metric_value = rl_update(m->metric_value, cost, shift);
+	} else {
+		dev = cost > m->metric_value ? cost - m->metric_value :
+					       m->metric_value - cost;
+		m->metric_dev = m->metric_count == 1 ?
+				dev : ewma(m->metric_dev, dev, shift);
+		m->metric_value = ewma(m->metric_value, cost, shift);
+	}
 	m->metric_count++;
-	if (greedy)
-		m->greedy_count++;
+	host->best = best_candidate(host);
 }
 
 SEC("sockops")

@@ -9,10 +9,20 @@
  *    queued (IPv4 and IPv6). rc == -ENOMEM is a full receive queue: the
  *    socket's sk_rcvbuf is compared with net.core.rmem_max/rmem_default.
  *    It fires per dropped datagram, so it is sampled before any work.
- *    rc == -ENOBUFS (UDP memory) goes to the memory check, not sampled
- *    (the event rate limiter bounds it).
+ *    rc == -ENOBUFS (UDP memory) goes to the memory check, not sampled.
  *  - tp_btf/sock_exceed_buf_limit(sk, prot, allocated, kind): a UDP
  *    receive allocation hit udp_mem (kind SK_MEM_RECV).
+ *
+ * Both fire per dropped datagram during a storm, so every event path is
+ * rate-limited before any work: before reading protocol memory, the netns
+ * or building an event. All three tunables are global (one decision covers
+ * every namespace), so the first gate is a per-tunable time of the last
+ * event from any namespace (a clock read and a load of a line written at
+ * most every 25 ms); during a storm nearly every call stops there. When it
+ * lets a call through, the shared per-(netns, tunable) limiter follows as
+ * in every tuner. (On the -ENOMEM path the sampler comes first, and the
+ * tunable to ask for is decided from two fields of the socket before the
+ * gate, since it is the gate's key.)
  *
  * net.core.rmem_max/rmem_default are global variables of the kernel (not
  * reachable as ksyms here), so userspace copies their values into the
@@ -71,10 +81,53 @@ static __always_inline bool above_80(__s64 v, __s64 limit)
 	return limit > 0 && v + (v >> 2) > limit;
 }
 
-/* UDP memory hit its limit (-ENOBUFS): report pressure or exhaustion.
- * A hit of the hard limit while the accounting reads below pressure (it
- * is per-cpu batched) still counts as pressure. */
-static __noinline int mem_check(struct sock *sk)
+/* When an event for each tunable was last sent, from any namespace. */
+__u64 last_event_ns[UDP_BUFFER_RMEM_DEFAULT + 1] = {};
+
+/* The event rate limit, taken before any other work of an event path: true
+ * when an event for `tunable` may be sent now from the socket's namespace
+ * (its slot is then taken for BPFTUNE_EVENT_MIN_GAP_NS), with the netns
+ * and its cookie. */
+static __always_inline bool event_due(struct sock *sk, __u32 tunable,
+				      struct net **net, __u64 *cookie)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (tunable > UDP_BUFFER_RMEM_DEFAULT ||
+	    now - last_event_ns[tunable] < BPFTUNE_EVENT_MIN_GAP_NS)
+		return false;
+	*net = bpftune_sk_net(sk);
+	*cookie = bpftune_net_cookie(*net);
+	if (bpftune_rate_limit(*cookie, tunable))
+		return false;
+	last_event_ns[tunable] = now;
+	return true;
+}
+
+/* Fill in and post an event whose slot event_due() took. */
+static __always_inline long post_event(struct net *net, __u64 cookie,
+				       __u32 scenario, __u32 tunable,
+				       const __s64 *old, const __s64 *new,
+				       struct bpftune_event *event)
+{
+	int i;
+
+	event->scenario_id = scenario;
+	event->netns_cookie = cookie;
+	event->netns_inum = bpftune_net_inum(net);
+	event->payload.update[0].id = tunable;
+	for (i = 0; i < BPFTUNE_MAX_VALUES; i++) {
+		event->payload.update[0].old[i] = old[i];
+		event->payload.update[0].new[i] = new[i];
+	}
+	return bpftune_send(event);
+}
+
+/* UDP memory hit its limit (-ENOBUFS), and an event for udp_mem in `net`
+ * is due: report pressure or exhaustion. A hit of the hard limit while
+ * the accounting reads below pressure (it is per-cpu batched) still counts
+ * as pressure. */
+static __noinline int mem_event(struct sock *sk, struct net *net, __u64 cookie)
 {
 	struct bpftune_event event = {};
 	__s64 mem[3] = {}, allocated = 0;
@@ -84,40 +137,72 @@ static __noinline int mem_check(struct sock *sk)
 	if (mem[2] <= 0)
 		return 0;
 	event.payload.update[1].old[EXTRA_MEM_PAGES] = allocated;
-	bpftune_send_sk_sysctl_event(sk,
-		state == BPFTUNE_MEM_EXHAUSTION ? UDP_MEM_EXHAUSTION : UDP_MEM_PRESSURE,
-		UDP_BUFFER_UDP_MEM, mem, mem, &event);
+	post_event(net, cookie,
+		   state == BPFTUNE_MEM_EXHAUSTION ? UDP_MEM_EXHAUSTION : UDP_MEM_PRESSURE,
+		   UDP_BUFFER_UDP_MEM, mem, mem, &event);
 	return 0;
 }
 
-/* The receive queue was full (-ENOMEM). */
-static __noinline int rcvbuf_check(struct sock *sk)
+/* UDP memory hit its limit: rate limit first, then the memory check. */
+static __always_inline int mem_check(struct sock *sk)
+{
+	struct net *net = NULL;
+	__u64 cookie = 0;
+
+	if (!event_due(sk, UDP_BUFFER_UDP_MEM, &net, &cookie))
+		return 0;
+	return mem_event(sk, net, cookie);
+}
+
+/* A full receive queue (-ENOMEM) that calls for a larger limit. */
+struct rcvbuf_drop {
+	__s64 rcvbuf;	/* sk_rcvbuf of the dropping socket */
+	__s64 limit;	/* the limit it is near: rmem_max or rmem_default */
+	__u32 id;	/* UDP_BUFFER_RMEM_MAX or UDP_BUFFER_RMEM_DEFAULT */
+	__u32 locked;	/* SO_RCVBUF fixed its size */
+};
+
+/* An event for drop->id in `net` is due: ask for its limit to grow. */
+static __noinline int rcvbuf_event(struct net *net, __u64 cookie,
+				   const struct rcvbuf_drop *drop)
 {
 	struct bpftune_event event = {};
 	__s64 old[3] = {}, new[3] = {};
-	__s64 max = rmem_max, def = rmem_default;
-	__s64 rcvbuf = sk->sk_rcvbuf;
-	bool locked;
-	__u32 id;
 
-	locked = BPF_CORE_READ_BITFIELD(sk, sk_userlocks) & SOCK_RCVBUF_LOCK;
-	if (above_80(rcvbuf, max)) {
-		id = UDP_BUFFER_RMEM_MAX;
-		old[0] = max;
-	} else if (!locked && above_80(rcvbuf, def)) {
-		id = UDP_BUFFER_RMEM_DEFAULT;
-		old[0] = def;
+	old[0] = drop->limit;
+	new[0] = BPFTUNE_GROW(drop->limit);
+	event.payload.update[1].old[EXTRA_RCVBUF] = drop->rcvbuf;
+	event.payload.update[1].old[EXTRA_LOCKED] = drop->locked;
+	post_event(net, cookie, UDP_BUFFER_INCREASE, drop->id, old, new, &event);
+	return 0;
+}
+
+/* The receive queue was full (-ENOMEM): which limit the socket is near
+ * decides the tunable (two fields of the socket, no event yet); then the
+ * rate limit; then the event. */
+static __always_inline int rcvbuf_check(struct sock *sk)
+{
+	struct rcvbuf_drop drop = {};
+	__s64 max = rmem_max, def = rmem_default;
+	struct net *net = NULL;
+	__u64 cookie = 0;
+
+	drop.rcvbuf = sk->sk_rcvbuf;
+	drop.locked = !!(BPF_CORE_READ_BITFIELD(sk, sk_userlocks) & SOCK_RCVBUF_LOCK);
+	if (above_80(drop.rcvbuf, max)) {
+		drop.id = UDP_BUFFER_RMEM_MAX;
+		drop.limit = max;
+	} else if (!drop.locked && above_80(drop.rcvbuf, def)) {
+		drop.id = UDP_BUFFER_RMEM_DEFAULT;
+		drop.limit = def;
 	} else {
 		return 0;
 	}
-	new[0] = BPFTUNE_GROW(old[0]);
-	if (new[0] >= UDP_BUFFER_MAX)
+	if (BPFTUNE_GROW(drop.limit) >= UDP_BUFFER_MAX)
 		return 0;
-	event.payload.update[1].old[EXTRA_RCVBUF] = rcvbuf;
-	event.payload.update[1].old[EXTRA_LOCKED] = locked;
-	bpftune_send_sk_sysctl_event(sk, UDP_BUFFER_INCREASE, id, old, new,
-				     &event);
-	return 0;
+	if (!event_due(sk, drop.id, &net, &cookie))
+		return 0;
+	return rcvbuf_event(net, cookie, &drop);
 }
 
 SEC("tp_btf/udp_fail_queue_rcv_skb")
