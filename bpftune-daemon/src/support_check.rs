@@ -33,11 +33,16 @@ fn tuner_name(file_name: &str) -> &str {
 }
 
 /// The lines for one loaded tuner: `works fully`, or each part that is not
-/// active.
+/// active; then the scenarios it can act on.
 fn record_lines(t: &TunerRecord) -> Vec<String> {
     let parts: Vec<String> =
         t.features.iter().filter(|f| f.state != FeatureState::Active).map(|f| f.line(&t.name)).collect();
-    if parts.is_empty() { vec![format!("{}: works fully", t.name)] } else { parts }
+    let mut lines = if parts.is_empty() { vec![format!("{}: works fully", t.name)] } else { parts };
+    if !t.scenarios.is_empty() {
+        let names: Vec<String> = t.scenarios.iter().map(|s| format!("'{}'", s.name)).collect();
+        lines.push(format!("{} scenarios: {}", t.name, names.join(", ")));
+    }
+    lines
 }
 
 /// Load the tuners in `dirs` as the daemon would and report on each.
@@ -123,6 +128,20 @@ mod tests {
             }],
         };
         assert_eq!(record_lines(&rec), vec!["net_buffer: works fully".to_string()]);
+        let with_scenarios = TunerRecord {
+            scenarios: vec![bpftune_core::registry::ScenarioInfo {
+                name: "need to increase max backlog".into(),
+                description: String::new(),
+            }],
+            ..rec.clone()
+        };
+        assert_eq!(
+            record_lines(&with_scenarios),
+            vec![
+                "net_buffer: works fully".to_string(),
+                "net_buffer scenarios: 'need to increase max backlog'".to_string()
+            ]
+        );
         rec.features.push(FeatureInfo {
             part: "flow_limit_cpu_bitmap".into(),
             state: FeatureState::Off,

@@ -260,6 +260,22 @@ fn panic_in_event_handler_disables_only_that_tuner() {
     );
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
+    // A tuner that panicked is never called again, not even at exit: its
+    // summary comes from the daemon's records.
+    assert!(!log.contains("test tuner: fini called"), "the daemon called into a panicked tuner:\n{log}");
+}
+
+/// A tuner that did not panic is finalised normally at exit (the other half
+/// of the check above: the fixture does log its fini).
+#[test]
+fn a_healthy_tuner_is_finalised_at_exit() {
+    bpftune_tests::require_root!();
+    let _l = test_lock();
+    let plugins = PluginDir::with(&["test"]);
+    let daemon = Daemon::start(&plugins, &[]);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("test tuner: fini called"), "{log}");
 }
 
 /// A plugin built before the optional entry points existed (it exports
