@@ -108,7 +108,7 @@ impl IpFragTuner {
                 }
             }
             let correlated = self.correlated(t, cookie, self.lr.grow(high), fam.counters);
-            let input = FragInput { event_high: high, current_high: high, low, correlated };
+            let input = FragInput { current_high: high, low, correlated };
             match policy::decide(input, self.lr) {
                 FragDecision::Grow(new) => {
                     self.write(t, Scenario::Increase, cookie, high, new);
@@ -223,7 +223,11 @@ impl Tuner for IpFragTuner {
             .collect();
         let results = match sampler::read_namespaces(&due, self.lr) {
             Ok(r) => r,
-            Err(e) => return Err(format!("ip_frag: {e}")),
+            Err(e) => {
+                // No helper thread this time (EAGAIN): try again next tick.
+                self.host.error(&format!("ip_frag: cannot read other namespaces: {e}"));
+                return Ok(());
+            }
         };
         for (h, r) in due.iter().zip(results) {
             match r {
