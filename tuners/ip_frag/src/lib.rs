@@ -45,6 +45,8 @@ pub struct IpFragTuner {
     lr: LearningRate,
     /// The daemon's namespace (where `/proc/net` is read directly).
     global: u64,
+    /// The IPv6 thresholds exist (probed at load).
+    ipv6: bool,
     /// Every other namespace on the host, with a path to enter it; empty
     /// without netns cookies (global-only policy).
     registry: NetnsRegistry,
@@ -89,7 +91,8 @@ impl IpFragTuner {
 
     /// Act on one look at a namespace (`inum` None: the daemon's own).
     fn act(&mut self, cookie: u64, inum: Option<u64>, reading: &Reading) {
-        let families = [(Tunable::IpfragHighThresh, reading.v4), (Tunable::Ip6fragHighThresh, reading.v6)];
+        let v6 = if self.ipv6 { reading.v6 } else { None };
+        let families = [(Tunable::IpfragHighThresh, reading.v4), (Tunable::Ip6fragHighThresh, v6)];
         for (t, fam) in families {
             let Some(fam) = fam.filter(|f| f.nearly_full(self.lr)) else { continue };
             let Some((high, low)) = fam.thresh else { continue };
@@ -173,7 +176,8 @@ impl Tuner for IpFragTuner {
             FeatureState::Active,
             "FRAG lines of /proc/net/sockstat and sockstat6 per namespace every second; no BPF",
         );
-        if !kernel::sysctl_exists("net.ipv6.ip6frag_high_thresh") {
+        let ipv6 = kernel::sysctl_exists("net.ipv6.ip6frag_high_thresh");
+        if !ipv6 {
             host.feature("ipv6", FeatureState::Off, "no net.ipv6.ip6frag_high_thresh (IPv6 disabled): IPv4 only");
         }
         // Without netns cookies the policy is global-only: a registry with
@@ -191,6 +195,7 @@ impl Tuner for IpFragTuner {
             host,
             lr,
             global,
+            ipv6,
             registry: NetnsRegistry::new(registry_cookie, "/proc"),
             schedule: Schedule::default(),
             tick: 0,
