@@ -150,8 +150,12 @@ for path in $PATHS; do
 	daemon_start "$PLUG" bpftune_conn
 	sysctl -q -w kernel.bpf_stats_enabled=1
 	read -r rate cpu < <(run_rate $path)
-	read -r pcnt pns < <(bpftool prog show -j | jq -r '[.[] | select(.name == "bpftune_conn_tuner")] |
-		max_by(.id) | "\(.run_cnt // 0) \(.run_time_ns // 0)"')
+	# Every sockops program the tuner attached (tcp_conn may have more
+	# than one), the newest of each name.
+	bpftool prog show -j | jq '[.[] | select(.type == "sock_ops" and (.name | startswith("bpftune_")))] |
+		group_by(.name) | map(max_by(.id))' >"$WORK/progs.json"
+	read -r pcnt pns < <(jq -r '"\(map(.run_cnt // 0) | add // 0) \(map(.run_time_ns // 0) | add // 0)"' "$WORK/progs.json")
+	RES[$path.progs]=$(jq -r --arg r "$rate" --arg s "$SECS" '.[] | "\(.name): \((.run_cnt // 0) / ($r | tonumber) / ($s | tonumber) * 10 | round / 10) calls per connection, \(if (.run_cnt // 0) > 0 then ((.run_time_ns // 0) / .run_cnt | round) else 0 end) ns each"' "$WORK/progs.json" | paste -sd';' | sed 's/;/; /g')
 	sysctl -q -w kernel.bpf_stats_enabled="$STATS_SAVED"
 	daemon_stop
 	RES[$path.stats]=$(awk -v path="$path" -v rate="$rate" -v cpu="$cpu" -v c="$pcnt" -v t="$pns" -v s="$SECS" \
@@ -174,9 +178,11 @@ done
 	echo "Each connection: connect, the server accepts and closes, the client reads EOF and closes"
 	echo "(\`bench/tcp_conn/connrate.c\`, one process pinned to CPU $PIN_CPU). *loopback*: 127.0.0.1"
 	echo "inside a namespace; the tuner skips loopback peers at establishment (no state, no further"
-	echo "callbacks). *veth*: between two namespaces; both ends of every connection take the full"
-	echo "path (socket state, learning at close, from the 4th connection a choice per connection"
-	echo "with bpf_setsockopt). A round runs one block in each configuration (without, empty"
+	echo "callbacks). *veth*: between two namespaces; both ends of every connection are tracked"
+	echo "(a destination lookup at establishment, a state callback at close). These connections"
+	echo "carry no data, so they teach the learner nothing: the candidates stay tied and only the"
+	echo "1-in-64 exploration switches a connection with bpf_setsockopt. A round runs one block in"
+	echo "each configuration (without, empty"
 	echo "sockops, daemon) in a random order, each after a $SETTLE_SECS s pause; the paired ratio"
 	echo "divides a round's block with the daemon by its block without. Its median over rounds is"
 	echo "the estimate; the interval is a 95 % bootstrap interval for that median."
@@ -233,6 +239,10 @@ done
 	echo "| path | connections/s | run_cnt | run_time_ns | ns per invocation | invocations per connection | program µs per connection | share of the connection's CPU time |"
 	echo "|---|---|---|---|---|---|---|---|"
 	for p in $PATHS; do echo "${RES[$p.stats]}"; done
+	echo
+	echo "The tuner's sockops programs (all of them are counted above):"
+	echo
+	for p in $PATHS; do echo "* $p: ${RES[$p.progs]}"; done
 	echo
 	echo "Invocations per connection count both sockets and every sockops callback the kernel makes"
 	echo "(several run whatever flags are set, e.g. TCP_CONNECT, TIMEOUT_INIT, RWND_INIT, NEEDS_ECN;"

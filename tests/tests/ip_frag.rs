@@ -137,6 +137,7 @@ fn grows_in_receiver_only(high: &str, low: &str, ipv6: bool) {
 
 #[test]
 fn ipv4_high_thresh_grows_in_the_receiver_namespace_only() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("ipv4_high_thresh_grows_in_the_receiver_namespace_only") {
         return;
     }
@@ -145,6 +146,7 @@ fn ipv4_high_thresh_grows_in_the_receiver_namespace_only() {
 
 #[test]
 fn ipv6_high_thresh_grows_in_the_receiver_namespace_only() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("ipv6_high_thresh_grows_in_the_receiver_namespace_only") {
         return;
     }
@@ -153,6 +155,7 @@ fn ipv6_high_thresh_grows_in_the_receiver_namespace_only() {
 
 #[test]
 fn unfragmented_traffic_changes_nothing() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let tx = Netns::new("f0tx");
     let rx = Netns::new("f0rx");
@@ -189,6 +192,7 @@ fn expect_growth_logged(tx: &Netns, veth: &Veth, daemon: &Daemon) -> String {
 
 #[test]
 fn a_namespace_made_after_start_is_watched() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("a_namespace_made_after_start_is_watched") {
         return;
     }
@@ -214,6 +218,7 @@ fn a_namespace_made_after_start_is_watched() {
 
 #[test]
 fn a_namespace_held_only_by_a_process_is_watched() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("a_namespace_held_only_by_a_process_is_watched") {
         return;
     }

@@ -87,6 +87,7 @@ fn traffic(tx: &Netns, rx: &Netns, veth: &Veth, limit: Duration, done: &dyn Fn()
 
 #[test]
 fn backlog_drops_grow_max_backlog_and_set_flow_limit() {
+    bpftune_tests::require_root!();
     backlog_drops(&[]);
 }
 
@@ -94,6 +95,7 @@ fn backlog_drops_grow_max_backlog_and_set_flow_limit() {
 /// softnet_stat on the timer, and no flow limits.
 #[test]
 fn backlog_drops_without_drop_reason_or_flow_limit() {
+    bpftune_tests::require_root!();
     backlog_drops(&[("BPFTUNE_PRETEND_MISSING", &format!("SKB_DROP_REASON_CPU_BACKLOG,{FLOW_LIMIT}"))]);
 }
 
@@ -183,6 +185,7 @@ fn smallest_budget_usecs() -> i64 {
 
 #[test]
 fn time_squeeze_grows_budget_and_usecs() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = guard_all();
     let _b = SysctlGuard::set(BUDGET, "5");
@@ -225,6 +228,7 @@ fn time_squeeze_grows_budget_and_usecs() {
 
 #[test]
 fn high_order_alloc_is_reenabled_on_this_kernel() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _g = guard_all();
     let _h = SysctlGuard::set(HIGH_ORDER, "1");

@@ -135,6 +135,7 @@ fn start_daemon(tuners: &[&str]) -> (PluginDir, Daemon) {
 
 #[test]
 fn port_exhaustion_enables_tw_reuse_then_widens_the_range() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     if !per_netns_policy_or_skip("tcp_conn_tw::port_exhaustion_enables_tw_reuse_then_widens_the_range") {
         return;
@@ -184,6 +185,7 @@ fn port_exhaustion_enables_tw_reuse_then_widens_the_range() {
 
 #[test]
 fn administrator_owned_tw_reuse_is_left_alone() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     if !per_netns_policy_or_skip("tcp_conn_tw::administrator_owned_tw_reuse_is_left_alone") {
         return;

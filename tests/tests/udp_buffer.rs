@@ -66,6 +66,7 @@ fn flood(ns: &Netns, socks: usize, rcvbuf: Option<usize>, limit: Duration, done:
 
 #[test]
 fn drops_grow_rmem_max_then_rmem_default() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     // Set before the daemon starts (a write while it runs is an override);
     // restored on drop, after the daemon.
@@ -110,6 +111,7 @@ fn drops_grow_rmem_max_then_rmem_default() {
 
 #[test]
 fn locked_receiver_does_not_grow_rmem_default() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _max = SysctlGuard::set(RMEM_MAX, "1048576");
     let _def = SysctlGuard::set(RMEM_DEFAULT, "16384");
@@ -143,6 +145,7 @@ fn bounds_from_log(log: &str) -> Vec<i64> {
 
 #[test]
 fn udp_memory_exhaustion_grows_udp_mem_within_bounds() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let before = values(&sysctl_read(None, UDP_MEM));
     let _mem = SysctlGuard::set(UDP_MEM, "64 128 256");

@@ -2,16 +2,18 @@
 //! reassembly high threshold when its reassembly memory nears it, and
 //! lowers it again if reassembly failures correlate with the increases.
 //!
-//! It loads no BPF: reassembly memory is a slow, per-namespace signal, so
-//! every second it reads the `FRAG`/`FRAG6` lines of `/proc/net/sockstat`
-//! and `sockstat6` of the namespaces due (see [`sampler`]), and nothing
-//! runs per packet. The namespaces are the daemon's (`Host::namespaces`:
+//! Nothing runs per packet: reassembly memory is a slow, per-namespace
+//! signal, so once a second a BPF task iterator ([`fragmem`]) reads every
+//! namespace's fragment memory in one kernel pass, and only namespaces that
+//! hold some are read in detail (`FRAG` lines, thresholds, counters; see
+//! [`sampler`]). The namespaces are the daemon's (`Host::namespaces`:
 //! inotify on `/run/netns`, a full walk every [`SCAN_EVERY`] ticks), and the
 //! daemon reads inside each one (`Host::in_netns`). Every decision is a pure function in [`policy`].
 //! Unlike the original, thresholds are tuned in the namespace that
 //! reassembles (they are per namespace), growth is capped, a zero request
 //! count never divides, and low_thresh is kept below high_thresh.
 
+pub mod fragmem;
 pub mod policy;
 pub mod sampler;
 pub mod snmp;
@@ -27,6 +29,7 @@ use bpftune_sdk::corr::CorrTable;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel};
 use bpftune_sdk::{Host, Tuner};
 
+use fragmem::FragMem;
 use policy::{FragDecision, FragInput};
 use sampler::Schedule;
 use snmp::Reasm;
@@ -45,6 +48,11 @@ pub struct IpFragTuner {
     lr: LearningRate,
     /// The daemon's namespace (where `/proc/net` is read directly).
     global: u64,
+    /// The IPv6 thresholds exist (probed at load).
+    ipv6: bool,
+    /// The BPF task iterator (every namespace's fragment memory in one
+    /// pass); `None` where it cannot load (the timer reads /proc instead).
+    fragmem: Option<FragMem>,
     /// Every other namespace on the host the daemon knows (cookie, inode);
     /// empty without netns cookies (global-only policy).
     namespaces: Vec<NetnsInfo>,
@@ -89,7 +97,8 @@ impl IpFragTuner {
 
     /// Act on one look at a namespace (`inum` None: the daemon's own).
     fn act(&mut self, cookie: u64, inum: Option<u64>, reading: &Reading) {
-        let families = [(Tunable::IpfragHighThresh, reading.v4), (Tunable::Ip6fragHighThresh, reading.v6)];
+        let v6 = if self.ipv6 { reading.v6 } else { None };
+        let families = [(Tunable::IpfragHighThresh, reading.v4), (Tunable::Ip6fragHighThresh, v6)];
         for (t, fam) in families {
             let Some(fam) = fam.filter(|f| f.nearly_full(self.lr)) else { continue };
             let Some((high, low)) = fam.thresh else { continue };
@@ -108,7 +117,7 @@ impl IpFragTuner {
                 }
             }
             let correlated = self.correlated(t, cookie, self.lr.grow(high), fam.counters);
-            let input = FragInput { event_high: high, current_high: high, low, correlated };
+            let input = FragInput { current_high: high, low, correlated };
             match policy::decide(input, self.lr) {
                 FragDecision::Grow(new) => {
                     self.write(t, Scenario::Increase, cookie, high, new);
@@ -170,12 +179,27 @@ impl Tuner for IpFragTuner {
         if sockstat::read(Path::new("/proc/net"), Path::new("/proc/sys"), lr).v4.is_none() {
             return Err("ip_frag: no FRAG line in /proc/net/sockstat".to_string());
         }
-        host.feature(
-            "reassembly memory",
-            FeatureState::Active,
-            "FRAG lines of /proc/net/sockstat and sockstat6 per namespace every second; no BPF",
-        );
-        if !kernel::sysctl_exists("net.ipv6.ip6frag_high_thresh") {
+        let fragmem = match FragMem::load(&host) {
+            Ok(f) => {
+                host.feature(
+                    "reassembly memory",
+                    FeatureState::Active,
+                    "a BPF task iterator reads every namespace's fragment memory once a second; \
+                     /proc/net/sockstat and snmp only where memory is held",
+                );
+                Some(f)
+            }
+            Err(e) => {
+                host.feature(
+                    "reassembly memory",
+                    FeatureState::Fallback,
+                    &format!("no BPF task iterator ({e}): FRAG lines of /proc/net/sockstat per namespace on a timer"),
+                );
+                None
+            }
+        };
+        let ipv6 = kernel::sysctl_exists("net.ipv6.ip6frag_high_thresh");
+        if !ipv6 {
             host.feature("ipv6", FeatureState::Off, "no net.ipv6.ip6frag_high_thresh (IPv6 disabled): IPv4 only");
         }
         // Without netns cookies the policy is global-only: no other
@@ -192,6 +216,8 @@ impl Tuner for IpFragTuner {
             host,
             lr,
             global,
+            ipv6,
+            fragmem,
             namespaces: Vec::new(),
             schedule: Schedule::default(),
             tick: 0,
@@ -202,7 +228,7 @@ impl Tuner for IpFragTuner {
     }
 
     fn event(&mut self, _event: &Event) -> Result<(), String> {
-        // No BPF, so no events.
+        // The iterator is read on the tick; it sends no events.
         Ok(())
     }
 
@@ -216,12 +242,27 @@ impl Tuner for IpFragTuner {
             self.schedule.observed(global, tick, reading.busy());
             self.act(global, None, &reading);
         }
-        let due: Vec<NetnsInfo> = self
-            .namespaces
-            .iter()
-            .filter(|n| !self.disabled.contains(&n.cookie) && self.schedule.due(n.cookie, tick))
-            .copied()
-            .collect();
+        // One kernel pass: which namespaces (with a process in them) hold
+        // fragment memory at all. Those are read in detail now; the others
+        // not at all; namespaces no process lives in (a bind mount only)
+        // are read on the backing-off schedule.
+        let held = match self.fragmem.as_ref().map(FragMem::read) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => {
+                self.host.debug_log(&format!("ip_frag: {e}; reading on the schedule this tick"));
+                None
+            }
+            None => None,
+        };
+        let mut due = Vec::new();
+        for n in self.namespaces.iter().filter(|n| !self.disabled.contains(&n.cookie)) {
+            match held.as_ref().and_then(|m| m.get(&n.inum)) {
+                Some(f) if f.holds_memory() => due.push(*n),
+                Some(_) => self.schedule.observed(n.cookie, tick, false),
+                None if self.schedule.due(n.cookie, tick) => due.push(*n),
+                None => {}
+            }
+        }
         for n in due {
             match sampler::read_namespace(&self.host, n.cookie, n.inum, self.lr) {
                 Ok(reading) => {

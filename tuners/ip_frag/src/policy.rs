@@ -14,11 +14,9 @@ pub const HIGH_THRESH_MAX: i64 = 64 << 20;
 pub const HIGH_THRESH_MIN: i64 = 64 << 10;
 
 /// What the tuner knows when a namespace's reassembly memory is nearly at
-/// its high threshold.
+/// its high threshold (both thresholds read in the same look as the memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragInput {
-    /// high_thresh as BPF saw it.
-    pub event_high: i64,
     /// high_thresh now (read in the namespace).
     pub current_high: i64,
     /// low_thresh now.
@@ -30,9 +28,6 @@ pub struct FragInput {
 /// Why nothing is changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
-    /// The event saw another value than the current one (ours already
-    /// landed, or someone else changed it).
-    Stale,
     /// Already at [`HIGH_THRESH_MAX`].
     AtMax,
     /// A decrease would go below [`HIGH_THRESH_MIN`].
@@ -70,12 +65,9 @@ pub fn low_for(high: i64) -> i64 {
 
 /// Decide for one "nearly full" observation.
 pub fn decide(input: FragInput, lr: LearningRate) -> FragDecision {
-    let FragInput { event_high, current_high, low, correlated } = input;
+    let FragInput { current_high, low, correlated } = input;
     if current_high <= 0 || low < 0 {
         return FragDecision::Hold(Hold::Invalid);
-    }
-    if event_high != current_high {
-        return FragDecision::Hold(Hold::Stale);
     }
     if correlated {
         let high = lr.shrink(current_high);
@@ -101,7 +93,7 @@ mod tests {
     use super::*;
 
     fn input(high: i64, low: i64, correlated: bool) -> FragInput {
-        FragInput { event_high: high, current_high: high, low, correlated }
+        FragInput { current_high: high, low, correlated }
     }
 
     #[test]
@@ -144,12 +136,6 @@ mod tests {
     #[test]
     fn tiny_values_still_move() {
         assert_eq!(decide(input(1, 0, false), LearningRate::default()), FragDecision::Grow(4097));
-    }
-
-    #[test]
-    fn stale_events_are_ignored() {
-        let i = FragInput { event_high: 8192, current_high: 10240, low: 4096, correlated: false };
-        assert_eq!(decide(i, LearningRate::default()), FragDecision::Hold(Hold::Stale));
     }
 
     #[test]

@@ -239,28 +239,84 @@ impl TwReuse {
 
     /// Summary lines in the daemon's format, for tcp_conn's own summary.
     pub fn summary_lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (c, (t, s)) in self
-            .counts
-            .iter()
-            .zip([(Tunable::TcpTwReuse, Scenario::TwReuse), (Tunable::IpLocalPortRange, Scenario::PortRange)])
-        {
-            let desc = Scenario::TABLE[s as usize].description.as_str();
-            if c.global > 0 {
-                out.push(summary_line(s.name(), c.global, t.name(), true, desc));
-                if let (Some(from), Some(to)) = (&c.global_from, &c.global_to) {
-                    out.push(format!("# sysctl '{}' changed from ({from}) -> ({to})", t.name()));
-                    out.push(
-                        "# To replicate this change on another system, run the following as a privileged user in a terminal:"
-                            .to_string(),
-                    );
-                    out.push(format!("sysctl -w {}=\"{to}\"", t.name()));
-                }
-            }
-            if c.other > 0 {
-                out.push(summary_line(s.name(), c.other, t.name(), false, desc));
+        summary_lines(&self.counts)
+    }
+}
+
+/// The summary lines for these counts (reuse, then range).
+fn summary_lines(counts: &[Counts; 2]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (c, (t, s)) in
+        counts.iter().zip([(Tunable::TcpTwReuse, Scenario::TwReuse), (Tunable::IpLocalPortRange, Scenario::PortRange)])
+    {
+        let desc = Scenario::TABLE[s as usize].description.as_str();
+        if c.global > 0 {
+            out.push(summary_line(s.name(), c.global, t.name(), true, desc));
+            if let (Some(from), Some(to)) = (&c.global_from, &c.global_to) {
+                out.push(format!("# sysctl '{}' changed from ({from}) -> ({to})", t.name()));
+                out.push(
+                    "# To replicate this change on another system, run the following as a privileged user in a terminal:"
+                        .to_string(),
+                );
+                out.push(format!("sysctl -w {}=\"{to}\"", t.name()));
             }
         }
-        out
+        if c.other > 0 {
+            out.push(summary_line(s.name(), c.other, t.name(), false, desc));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define NAME value` in the BPF source.
+    fn bpf_define(name: &str) -> u32 {
+        let src = include_str!("bpf/tw_reuse.bpf.c");
+        src.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("#define") && w.next() == Some(name)).then(|| w.next()).flatten()
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no #define {name} in tw_reuse.bpf.c"))
+    }
+
+    #[test]
+    fn ids_match_the_bpf_program() {
+        assert_eq!(bpf_define("SCENARIO_TW_REUSE"), Scenario::TwReuse as u32);
+        assert_eq!(bpf_define("SCENARIO_PORT_RANGE"), Scenario::PortRange as u32);
+        assert_eq!(bpf_define("TUNABLE_TW_REUSE"), Tunable::TcpTwReuse as u32);
+        assert_eq!(bpf_define("TUNABLE_PORT_RANGE"), Tunable::IpLocalPortRange as u32);
+        assert!(handles(1) && handles(2) && !handles(0));
+        assert_eq!(Tunable::IpLocalPortRange.name(), "net.ipv4.ip_local_port_range");
+        let d = &Tunable::TABLE[Tunable::IpLocalPortRange as usize];
+        assert_eq!(d.num_values, 2);
+        assert!(d.flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED));
+        assert!(
+            Tunable::TABLE[Tunable::TcpTwReuse as usize].flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED)
+        );
+    }
+
+    #[test]
+    fn summary_in_the_daemons_format() {
+        let reuse =
+            Counts { global: 1, other: 2, global_from: Some(values_text(&[0])), global_to: Some(values_text(&[1])) };
+        let range = Counts { other: 1, ..Counts::default() };
+        let lines = summary_lines(&[reuse, range]);
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert!(lines[0].starts_with(
+            "# Summary: scenario 'need to reuse TIME_WAIT sockets as local ports run out' occurred 1 times \
+             for tunable 'net.ipv4.tcp_tw_reuse' in global ns."
+        ));
+        assert_eq!(lines[1], "# sysctl 'net.ipv4.tcp_tw_reuse' changed from (0) -> (1)");
+        assert_eq!(lines[3], "sysctl -w net.ipv4.tcp_tw_reuse=\"1\"");
+        assert!(lines[4].contains("occurred 2 times for tunable 'net.ipv4.tcp_tw_reuse' in non-global ns."));
+        assert!(
+            lines[5].contains("'need to widen local port range as TIME_WAIT reuse cannot keep up' occurred 1 times")
+        );
+        assert!(summary_lines(&Default::default()).is_empty());
     }
 }
