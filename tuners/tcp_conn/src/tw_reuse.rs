@@ -294,9 +294,9 @@ mod tests {
         assert_eq!(Tunable::IpLocalPortRange.name(), "net.ipv4.ip_local_port_range");
         let d = &Tunable::TABLE[Tunable::IpLocalPortRange as usize];
         assert_eq!(d.num_values, 2);
-        assert!(d.flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED));
+        assert!(d.flags.contains(bpftune_sdk::abi::TunableFlags::NAMESPACED));
         assert!(
-            Tunable::TABLE[Tunable::TcpTwReuse as usize].flags.contains(bpftune_core::abi::TunableFlags::NAMESPACED)
+            Tunable::TABLE[Tunable::TcpTwReuse as usize].flags.contains(bpftune_sdk::abi::TunableFlags::NAMESPACED)
         );
     }
 
