@@ -1,11 +1,10 @@
-//! Compiles the tcp_conn tuner's BPF programs into skeletons: congestion
-//! control (`tcp_conn`) and the time-wait part (`tw_reuse`).
+//! Compiles the tcp_conn tuner's BPF program (congestion control, with the
+//! time-wait part included from `tw_reuse.bpf.h`) into a skeleton.
 
 fn main() {
-    for (src, name) in [("src/bpf/tcp_conn.bpf.c", "tcp_conn"), ("src/bpf/tw_reuse.bpf.c", "tw_reuse")] {
-        if let Err(e) = bpf_common::build_skeleton(src, name) {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+    println!("cargo:rerun-if-changed=src/bpf/tw_reuse.bpf.h");
+    if let Err(e) = bpf_common::build_skeleton("src/bpf/tcp_conn.bpf.c", "tcp_conn") {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }

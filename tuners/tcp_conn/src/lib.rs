@@ -198,6 +198,8 @@ impl Tuner for TcpConnTuner {
         host.debug_log(&format!("tcp_conn: candidate congestion control algorithms: {}", names.join(" ")));
 
         let netns_cookie = kernel::helper_supported(ProgramType::SockOps, kernel::GET_NETNS_COOKIE);
+        let own_inum =
+            std::fs::metadata("/proc/self/ns/net").map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32).unwrap_or(0);
         let skel = OwnedSkel::<BpfSkel>::new(|storage| {
             let mut open = skel::TcpConnSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
             prepare_object!(open, host)?;
@@ -205,6 +207,7 @@ impl Tuner for TcpConnTuner {
                 rodata.cc_candidates = candidates;
                 rodata.have_netns_cookie_helper = netns_cookie;
                 rodata.fallback_netns_cookie = host.global_netns_cookie();
+                rodata.own_netns_inum = own_inum;
             }
             open.load().map_err(|e| format!("load: {e}"))
         })?;
@@ -225,25 +228,17 @@ impl Tuner for TcpConnTuner {
                  destinations are learned for all namespaces together",
             );
         }
-        let tw = match tw_reuse::TwReuse::load(host, netns_cookie) {
-            Ok(tw) if netns_cookie => {
-                host.feature("time-wait reuse", FeatureState::Active, "");
-                Some(tw)
-            }
-            Ok(tw) => {
-                host.feature(
-                    "time-wait reuse",
-                    FeatureState::Fallback,
-                    "sockops programs cannot call bpf_get_netns_cookie on this kernel (5.15+); \
-                     only the daemon's own namespace is tuned",
-                );
-                Some(tw)
-            }
-            Err(e) => {
-                host.feature("time-wait reuse", FeatureState::Off, &format!("its BPF object did not load: {e}"));
-                None
-            }
-        };
+        if netns_cookie {
+            host.feature("time-wait reuse", FeatureState::Active, "");
+        } else {
+            host.feature(
+                "time-wait reuse",
+                FeatureState::Fallback,
+                "sockops programs cannot call bpf_get_netns_cookie on this kernel (5.15+); \
+                 only the daemon's own namespace is tuned",
+            );
+        }
+        let tw = Some(tw_reuse::TwReuse::new(host));
         Ok(Self {
             host,
             candidates,
@@ -257,7 +252,7 @@ impl Tuner for TcpConnTuner {
     fn event(&mut self, event: &Event) -> Result<(), String> {
         if tw_reuse::handles(event.scenario_id()) {
             if let Some(tw) = self.tw.as_mut() {
-                tw.event(event);
+                tw.event(&self.skel.get().maps, event);
             }
             return Ok(());
         }
@@ -288,9 +283,6 @@ impl Tuner for TcpConnTuner {
     fn fini(&mut self) -> Result<(), String> {
         // Detach first so no new choices race the final summary.
         self.link.take();
-        if let Some(tw) = self.tw.as_mut() {
-            tw.detach();
-        }
         Ok(())
     }
 
@@ -315,7 +307,7 @@ impl Tuner for TcpConnTuner {
 
     fn netns_released(&mut self, netns_cookie: u64) {
         if let Some(tw) = self.tw.as_mut() {
-            tw.forget(netns_cookie);
+            tw.forget(&self.skel.get().maps, netns_cookie);
         }
     }
 }

@@ -2,35 +2,33 @@
 //! namespace's local port range, enable `net.ipv4.tcp_tw_reuse` there; when
 //! reuse cannot keep up, widen `net.ipv4.ip_local_port_range` (bounded).
 //!
-//! The signal comes from its own BPF object (`bpf/tw_reuse.bpf.c`): one
-//! sockops program acting once per outgoing connection, which compares the
+//! The signal comes from tcp_conn's sockops program (`bpf/tw_reuse.bpf.h`,
+//! its TCP_CONNECT_CB case): once per outgoing connection it compares the
 //! namespace's TIME_WAIT count with its port range and sends a rate-limited
 //! event when the range is nearly full. This side re-reads both sysctls,
 //! decides with [`crate::tw_policy`] and writes through the host, which
 //! logs, journals for rollback, and refuses namespaces where an
-//! administrator owns a tunable of this tuner. It is optional: if its object
-//! does not load, congestion-control choice works without it.
+//! administrator owns a tunable of this tuner.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use bpftune_sdk::abi::WriteOutcome;
 use bpftune_sdk::change_reason;
 use bpftune_sdk::messages::summary_line;
-use bpftune_sdk::{Event, prepare_object};
-use bpftune_sdk::{Host, OwnedSkel};
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags};
+use bpftune_sdk::{Event, Host};
+use libbpf_rs::{MapCore, MapFlags};
 
+use crate::skel;
 use crate::tw_policy::{self, Action, History, Observed};
 use crate::{Scenario, Tunable};
 use bpftune_sdk::read_plain;
 
-bpftune_sdk::include_skeleton!(mod skel = "tw_reuse");
-bpftune_sdk::skel_family!(BpfSkel = skel::TwReuseSkel);
-// The event payload is integers only (tw_reuse.bpf.c).
+// The event payload is integers only (tw_reuse.bpf.h).
 bpftune_sdk::plain!(skel::types::tw_reuse_event);
+
+/// tcp_conn's maps, where the time-wait part keeps its per-namespace state.
+pub type Maps<'a> = skel::TcpConnMaps<'a>;
 
 /// Namespaces remembered at most (BPF keeps as many in its LRU maps).
 const NETNS_MAX: usize = 1024;
@@ -57,14 +55,11 @@ struct Counts {
     global_to: Option<String>,
 }
 
-/// The loaded part.
+/// The time-wait part's userspace state.
 pub struct TwReuse {
     host: Host,
     state: HashMap<u64, NsState>,
     counts: [Counts; 2],
-    // Dropped in this order: link first, then the object.
-    link: Option<Link>,
-    skel: OwnedSkel<BpfSkel>,
 }
 
 /// The scenarios this part sends (BPF's SCENARIO_TW_REUSE and
@@ -78,33 +73,8 @@ fn values_text(v: &[i64]) -> String {
 }
 
 impl TwReuse {
-    /// Load and attach; `netns_cookie` says whether sockops may call
-    /// bpf_get_netns_cookie here (else only the daemon's namespace).
-    pub fn load(host: Host, netns_cookie: bool) -> Result<Self, String> {
-        let own_inum = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino() as u32).unwrap_or(0);
-        let skel = OwnedSkel::<BpfSkel>::new(|storage| {
-            let mut open = skel::TwReuseSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
-            prepare_object!(open, host)?;
-            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-                rodata.have_netns_cookie_helper = netns_cookie;
-                rodata.fallback_netns_cookie = host.global_netns_cookie();
-                rodata.own_netns_inum = own_inum;
-            }
-            open.load().map_err(|e| format!("load: {e}"))
-        })?;
-        let link = skel
-            .get()
-            .progs
-            .bpftune_tw_reuse
-            .attach_cgroup(host.cgroup_fd())
-            .map_err(|e| format!("cannot attach 'bpftune_tw_reuse' to cgroup: {e}"))?;
-        host.debug_log("tcp_conn: sockops program 'bpftune_tw_reuse' attached to the cgroup");
-        Ok(Self { host, state: HashMap::new(), counts: Default::default(), link: Some(link), skel })
-    }
-
-    /// Detach (before the final summary).
-    pub fn detach(&mut self) {
-        self.link.take();
+    pub fn new(host: Host) -> Self {
+        Self { host, state: HashMap::new(), counts: Default::default() }
     }
 
     fn read(&self, cookie: u64, t: Tunable) -> Option<Vec<i64>> {
@@ -119,10 +89,10 @@ impl TwReuse {
 
     /// Stop acting in a namespace an administrator owns (BPF stops
     /// sending its events too).
-    fn disable(&mut self, cookie: u64) {
+    fn disable(&mut self, maps: &Maps<'_>, cookie: u64) {
         self.state.remove(&cookie);
         let one = [1u8];
-        if let Err(e) = self.skel.get().maps.tw_netns_disabled.update(&cookie.to_ne_bytes(), &one, MapFlags::ANY) {
+        if let Err(e) = maps.tw_netns_disabled.update(&cookie.to_ne_bytes(), &one, MapFlags::ANY) {
             self.host.error(&format!("tcp_conn: could not disable time-wait tuning in netns (cookie {cookie}): {e}"));
         } else {
             self.host.debug_log(&format!("tcp_conn: no more time-wait tuning in netns (cookie {cookie})"));
@@ -130,16 +100,24 @@ impl TwReuse {
     }
 
     /// Forget a namespace that is gone.
-    pub fn forget(&mut self, cookie: u64) {
+    pub fn forget(&mut self, maps: &Maps<'_>, cookie: u64) {
         self.state.remove(&cookie);
         let key = cookie.to_ne_bytes();
-        let _ = self.skel.get().maps.tw_windows.delete(&key);
-        let _ = self.skel.get().maps.tw_netns_disabled.delete(&key);
+        let _ = maps.tw_windows.delete(&key);
+        let _ = maps.tw_netns_disabled.delete(&key);
     }
 
     /// Write through the host; what follows a refusal is handled here.
     /// Returns whether the value is now the one asked for.
-    fn write(&mut self, t: Tunable, s: Scenario, cookie: u64, old: &[i64], new: &[i64], reason: &str) -> bool {
+    fn write(
+        &mut self,
+        maps: &Maps<'_>,
+        (t, s): (Tunable, Scenario),
+        cookie: u64,
+        old: &[i64],
+        new: &[i64],
+        reason: &str,
+    ) -> bool {
         match self.host.write(t, s, cookie, new, reason) {
             Ok(WriteOutcome::Written) => {
                 let global = cookie == self.host.global_netns_cookie();
@@ -155,11 +133,11 @@ impl TwReuse {
             }
             Ok(WriteOutcome::Unchanged | WriteOutcome::Advised) => true,
             Ok(WriteOutcome::SkippedManual) => {
-                self.disable(cookie);
+                self.disable(maps, cookie);
                 false
             }
             Ok(WriteOutcome::NetnsGone) => {
-                self.forget(cookie);
+                self.forget(maps, cookie);
                 false
             }
             Err(e) => {
@@ -170,7 +148,7 @@ impl TwReuse {
     }
 
     /// One event from `bpf/tw_reuse.bpf.c`.
-    pub fn event(&mut self, event: &Event) {
+    pub fn event(&mut self, maps: &Maps<'_>, event: &Event) {
         let raw = event.raw_data();
         let Some(e) = read_plain::<skel::types::tw_reuse_event>(&raw) else {
             self.host.debug_log("tcp_conn: short time-wait event");
@@ -208,7 +186,7 @@ impl TwReuse {
                 let t = Tunable::TcpTwReuse;
                 let why = tw_policy::reuse_cause(observed.tw, range);
                 let reason = change_reason(&why, t.name(), "", &[from], &[tw_policy::REUSE_ALL]);
-                if self.write(t, Scenario::TwReuse, cookie, &[from], &[tw_policy::REUSE_ALL], &reason) {
+                if self.write(maps, (t, Scenario::TwReuse), cookie, &[from], &[tw_policy::REUSE_ALL], &reason) {
                     if let Some(st) = self.state.get_mut(&cookie) {
                         st.reuse_since = Some(now);
                     }
@@ -219,7 +197,7 @@ impl TwReuse {
                 let why = tw_policy::widen_cause(observed.young, delay, range);
                 let (old, new) = ([from.0, from.1], [to.0, to.1]);
                 let reason = change_reason(&why, t.name(), "", &old, &new);
-                if self.write(t, Scenario::PortRange, cookie, &old, &new, &reason) {
+                if self.write(maps, (t, Scenario::PortRange), cookie, &old, &new, &reason) {
                     if let Some(st) = self.state.get_mut(&cookie) {
                         st.last_widen = Some(now);
                         st.limit_noticed = false;
@@ -274,7 +252,7 @@ mod tests {
 
     /// The value of `#define NAME value` in the BPF source.
     fn bpf_define(name: &str) -> u32 {
-        let src = include_str!("bpf/tw_reuse.bpf.c");
+        let src = include_str!("bpf/tw_reuse.bpf.h");
         src.lines()
             .find_map(|l| {
                 let mut w = l.split_whitespace();

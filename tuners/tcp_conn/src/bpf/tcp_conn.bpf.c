@@ -681,10 +681,17 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	host->best = best_candidate(host);
 }
 
+/* The time-wait part: one more case of this program, not a program of its
+ * own (see tw_reuse.bpf.h). */
+#include "tw_reuse.bpf.h"
+
 SEC("sockops")
 int bpftune_conn_tuner(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		tw_reuse_on_connect(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		on_established(skops);

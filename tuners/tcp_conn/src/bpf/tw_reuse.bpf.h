@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * tw_reuse.bpf.c: notice a network namespace running out of local ports
+ * tw_reuse.bpf.h: notice a network namespace running out of local ports
  * for outgoing TCP connections because of TIME_WAIT sockets.
  *
- * One sockops program on the daemon's cgroup that acts on a single
- * callback, BPF_SOCK_OPS_TCP_CONNECT_CB: once per active open, after the
- * kernel picked the local port, never per packet (every other sockops
- * callback returns at the first comparison). It reads, from the socket's
- * namespace:
+ * Part of tcp_conn's one sockops program (included by tcp_conn.bpf.c,
+ * called from its BPF_SOCK_OPS_TCP_CONNECT_CB case): once per active open,
+ * after the kernel picked the local port, never per packet. A program of
+ * its own would be called on every sockops callback of every connection
+ * (the kernel runs each attached program for each), doubling tcp_conn's
+ * cost per connection for one callback's work. It reads, from the
+ * socket's namespace:
  *
  *   tw      TIME_WAIT sockets: tcp_death_row.tw_refcount - 1 (5.18+; the
  *           death row is a pointer from 5.18 to 6.0, embedded again from
@@ -35,11 +37,6 @@
  * have_netns_cookie_helper; connections in namespaces other than the
  * daemon's (own_netns_inum) are then ignored, as no write could reach them.
  */
-#define BPFTUNE_NO_CURRENT_PID
-#include "bpftune_common.h"
-
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
 /* Scenario ids: tcp_conn's table (lib.rs) has "specify TCP congestion
  * control algorithm" at 0; these follow it. */
 #define SCENARIO_TW_REUSE	1
@@ -51,8 +48,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define REUSE_DELAY_MS_DEFAULT	1000
 #define NETNS_MAX		1024
 
-volatile const bool have_netns_cookie_helper = true;
-volatile const __u64 fallback_netns_cookie = 0;
+/* have_netns_cookie_helper and fallback_netns_cookie are tcp_conn.bpf.c's. */
 volatile const __u32 own_netns_inum = 0;
 
 /* Older layouts, for CO-RE: only the fields read here. */
@@ -183,8 +179,8 @@ static __always_inline __u32 young_count(__u64 key, __u32 delay_ms)
 	return w->cur + (__u32)((__u64)w->prev * (delay - elapsed) / delay);
 }
 
-SEC("sockops")
-int bpftune_tw_reuse(struct bpf_sock_ops *skops)
+/* At BPF_SOCK_OPS_TCP_CONNECT_CB. */
+static __always_inline void tw_reuse_on_connect(struct bpf_sock_ops *skops)
 {
 	struct bpftune_event event = {};
 	struct tw_reuse_event *ev = (struct tw_reuse_event *)event.payload.raw_data;
@@ -194,35 +190,33 @@ int bpftune_tw_reuse(struct bpf_sock_ops *skops)
 	__u32 tw, low = 0, high = 0, span, young = 0, reuse, delay, scenario;
 	__u64 cookie;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
-		return 1;
 	sk = skops->sk;
 	if (!sk)
-		return 1;
+		return;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
-		return 1;
+		return;
 	net = bpftune_sk_net((struct sock *)tp);
 	if (!net)
-		return 1;
+		return;
 
 	port_range(net, &low, &high);
 	if (high < low)
-		return 1;
+		return;
 	span = high - low + 1;
 	tw = tw_count(net);
 	if (tw * 2 < span)
-		return 1;	/* far from full: the common case ends here */
+		return;	/* far from full: the common case ends here */
 
 	if (have_netns_cookie_helper) {
 		cookie = bpf_get_netns_cookie(skops);
 	} else {
 		if (bpftune_net_inum(net) != own_netns_inum)
-			return 1;
+			return;
 		cookie = fallback_netns_cookie;
 	}
 	if (bpf_map_lookup_elem(&tw_netns_disabled, &cookie))
-		return 1;
+		return;
 
 	delay = reuse_delay_ms(net);
 	/* An int before 5.17, a u8 since: one byte at the relocated offset
@@ -231,17 +225,17 @@ int bpftune_tw_reuse(struct bpf_sock_ops *skops)
 	if (reuse == 1)
 		young = young_count(cookie, delay);
 	if (tw * 4 < span * 3)
-		return 1;
+		return;
 	if (reuse != 1) {
 		scenario = SCENARIO_TW_REUSE;
 		if (bpftune_rate_limit(cookie, TUNABLE_TW_REUSE))
-			return 1;
+			return;
 	} else {
 		if (young * 4 < span * 3)
-			return 1;	/* reuse keeps up */
+			return;	/* reuse keeps up */
 		scenario = SCENARIO_PORT_RANGE;
 		if (bpftune_rate_limit(cookie, TUNABLE_PORT_RANGE))
-			return 1;
+			return;
 	}
 	event.scenario_id = scenario;
 	event.netns_cookie = cookie;
@@ -253,5 +247,4 @@ int bpftune_tw_reuse(struct bpf_sock_ops *skops)
 	ev->reuse = reuse;
 	ev->delay_ms = delay;
 	bpftune_send(&event);
-	return 1;
 }
