@@ -1,7 +1,7 @@
 //! Decisions of tcp_conn's time-wait part, as pure functions: when local
 //! ports are under TIME_WAIT pressure, when TIME_WAIT reuse is not enough,
 //! how far the local port range may widen, and the reason lines logged.
-//! `tw_reuse.rs` feeds them fresh sysctl values; `bpf/tw_reuse.bpf.c`
+//! `tw_reuse.rs` feeds them fresh sysctl values; `bpf/tw_reuse.bpf.h`
 //! applies the same two thresholds before it sends an event.
 
 use std::time::Duration;

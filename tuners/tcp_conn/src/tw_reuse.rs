@@ -147,7 +147,7 @@ impl TwReuse {
         }
     }
 
-    /// One event from `bpf/tw_reuse.bpf.c`.
+    /// One event from `bpf/tw_reuse.bpf.h`.
     pub fn event(&mut self, maps: &Maps<'_>, event: &Event) {
         let raw = event.raw_data();
         let Some(e) = read_plain::<skel::types::tw_reuse_event>(&raw) else {
