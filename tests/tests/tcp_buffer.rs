@@ -54,6 +54,7 @@ fn max_of(text: &str) -> i64 {
 
 #[test]
 fn rmem_grows_in_the_receiver_namespace_only() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_in_the_receiver_namespace_only") {
         return;
     }
@@ -105,6 +106,7 @@ fn rmem_grows_in_the_receiver_namespace_only() {
 
 #[test]
 fn rmem_grows_in_the_global_namespace() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let _rmem = SysctlGuard::set(RMEM, SMALL_RMEM);
     let _moderate = SysctlGuard::global("net.ipv4.tcp_moderate_rcvbuf");
@@ -126,6 +128,7 @@ fn rmem_grows_in_the_global_namespace() {
 
 #[test]
 fn wmem_grows_for_a_send_limited_sender() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("wmem_grows_for_a_send_limited_sender") {
         return;
     }
@@ -156,6 +159,7 @@ fn wmem_grows_for_a_send_limited_sender() {
 /// is no reason to raise tcp_wmem, which would only add memory.
 #[test]
 fn wmem_left_alone_when_the_buffer_already_covers_the_path() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let tx = Netns::new("wnotx");
     let rx = Netns::new("wnorx");
@@ -172,6 +176,7 @@ fn wmem_left_alone_when_the_buffer_already_covers_the_path() {
 
 #[test]
 fn locked_rcvbuf_is_left_alone() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("locked_rcvbuf_is_left_alone") {
         return;
     }
@@ -201,6 +206,7 @@ fn locked_rcvbuf_is_left_alone() {
 
 #[test]
 fn admin_override_keeps_that_namespace_while_another_is_tuned() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("admin_override_keeps_that_namespace_while_another_is_tuned") {
         return;
     }
@@ -271,6 +277,7 @@ fn hold_unread_connections(tx: &Netns, rx: &Netns, addr: Ipv4Addr, n: usize, dur
 
 #[test]
 fn tcp_mem_pressure_and_exhaustion_then_recovery() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let toggles = ["net.ipv4.tcp_no_metrics_save", "net.ipv4.tcp_no_ssthresh_metrics_save"];
     let _g1 = SysctlGuard::global(toggles[0]);
@@ -395,6 +402,7 @@ fn syn_flood(tx: &Netns, addr: Ipv4Addr, port: u16, per_sec: u32, limit: Duratio
 
 #[test]
 fn syn_flood_grows_then_shrinks_the_syn_backlog() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("syn_flood_grows_then_shrinks_the_syn_backlog") {
         return;
     }
@@ -464,6 +472,7 @@ const DISABLE_COOKIES: &str = "Scenario 'disable syncookies as they are ineffect
 
 #[test]
 fn syn_flood_under_tcp_memory_pressure_enables_syncookies() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("syn_flood_under_tcp_memory_pressure_enables_syncookies") {
         return;
     }
@@ -603,6 +612,7 @@ fn invalid_syncookie_acks(tx: &Netns, src: Ipv4Addr, dst: Ipv4Addr, port: u16, n
 
 #[test]
 fn syncookies_that_never_validate_are_disabled() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("syncookies_that_never_validate_are_disabled") {
         return;
     }
@@ -663,6 +673,7 @@ fn syncookies_that_never_validate_are_disabled() {
 
 #[test]
 fn rmem_grows_for_an_ipv6_receiver() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_for_an_ipv6_receiver") {
         return;
     }
@@ -704,6 +715,7 @@ fn kernel_has_rcvbuf_grow() -> bool {
 /// watches receive buffers.
 #[test]
 fn rmem_grows_through_the_fallback_hook() {
+    bpftune_tests::require_root!();
     if !bpftune_tests::per_netns_policy_or_skip("rmem_grows_through_the_fallback_hook") {
         return;
     }
@@ -746,6 +758,7 @@ fn raw_tp_links() -> Vec<String> {
 /// Where `tcp_rcvbuf_grow` exists the receive side is watched there, always.
 #[test]
 fn per_segment_hook_is_attached_in_short_windows_only() {
+    bpftune_tests::require_root!();
     let _l = test_lock();
     let tx = Netns::new("dutx");
     let rx = Netns::new("durx");

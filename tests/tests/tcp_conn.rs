@@ -139,6 +139,7 @@ fn summary_count(log: &str, alg: &str) -> Option<u64> {
 
 #[test]
 fn lossy_destination_gets_bbr_clean_destination_keeps_cubic() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     let _allowed = allow_cubic();
     let tx = Netns::new("tcctx");
@@ -181,6 +182,7 @@ fn lossy_destination_gets_bbr_clean_destination_keeps_cubic() {
 
 #[test]
 fn loss_free_traffic_is_left_alone_and_summary_is_printed() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     let _allowed = allow_cubic();
     let tx = Netns::new("tcctx");
@@ -203,6 +205,7 @@ fn loss_free_traffic_is_left_alone_and_summary_is_printed() {
 
 #[test]
 fn lossy_ipv6_destination_gets_bbr() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     let _allowed = allow_cubic();
     let tx = Netns::new("tc6tx");
@@ -231,6 +234,7 @@ fn lossy_ipv6_destination_gets_bbr() {
 
 #[test]
 fn loss_free_connections_are_rarely_switched() {
+    bpftune_tests::require_root!();
     let _lock = test_lock();
     let _allowed = allow_cubic();
     let tx = Netns::new("tcrtx");
