@@ -126,8 +126,8 @@ fn start_daemon(tuners: &[&str]) -> (PluginDir, Daemon) {
     let plugins = PluginDir::with(tuners);
     let daemon = Daemon::start_tuner(&plugins, &[], "tcp_conn");
     assert!(
-        daemon.wait_for_log("tcp_conn: sockops program 'bpftune_tw_reuse' attached", TIMEOUT),
-        "the time-wait part did not attach:\n{}",
+        daemon.wait_for_log("tcp_conn: time-wait reuse active", TIMEOUT),
+        "the time-wait part is not active:\n{}",
         daemon.log()
     );
     (plugins, daemon)
