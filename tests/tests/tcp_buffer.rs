@@ -143,7 +143,9 @@ fn wmem_grows_for_a_send_limited_sender() {
     let (_p, daemon) = start_daemon();
 
     let from = format!("change {WMEM}(min default max) from ({small})");
-    transfer_until(Some(&tx), Some(&rx), veth.b_addr, None, Duration::from_secs(20), || daemon.log().contains(&from));
+    // tcp_probe is attached 500 ms in every 4 s: give the sender a dozen
+    // windows (the transfer stops as soon as the change is logged).
+    transfer_until(Some(&tx), Some(&rx), veth.b_addr, None, Duration::from_secs(48), || daemon.log().contains(&from));
     let after = tx.sysctl(WMEM);
     assert!(max_of(&after) > 65536, "wmem max did not grow: {after}\n{}", daemon.log());
     assert_eq!(&values(&after)[..2], &[4096, 65536]);
