@@ -208,16 +208,15 @@ static __always_inline int bpftune_rate_limit(__u64 cookie, __u32 tunable)
 	return 0;
 }
 
-/* Ask userspace to change tunable `tunable` in `net` from old to new. */
-static __always_inline long bpftune_send_net_sysctl_event(struct net *net,
-		__u32 scenario, __u32 tunable, const __s64 *old,
+/* Fill in and post a change request for `tunable` in `net` (cookie
+ * `cookie`) from old to new, for a caller that already took the rate limit
+ * (bpftune_rate_limit) itself, before doing any other work. */
+static __always_inline long bpftune_post_net_sysctl_event(struct net *net,
+		__u64 cookie, __u32 scenario, __u32 tunable, const __s64 *old,
 		const __s64 *new, struct bpftune_event *event)
 {
-	__u64 cookie = bpftune_net_cookie(net);
 	int i;
 
-	if (bpftune_rate_limit(cookie, tunable))
-		return -EAGAIN;
 	event->scenario_id = scenario;
 	event->netns_cookie = cookie;
 	event->netns_inum = bpftune_net_inum(net);
@@ -227,6 +226,19 @@ static __always_inline long bpftune_send_net_sysctl_event(struct net *net,
 		event->payload.update[0].new[i] = new[i];
 	}
 	return bpftune_send(event);
+}
+
+/* Ask userspace to change tunable `tunable` in `net` from old to new. */
+static __always_inline long bpftune_send_net_sysctl_event(struct net *net,
+		__u32 scenario, __u32 tunable, const __s64 *old,
+		const __s64 *new, struct bpftune_event *event)
+{
+	__u64 cookie = bpftune_net_cookie(net);
+
+	if (bpftune_rate_limit(cookie, tunable))
+		return -EAGAIN;
+	return bpftune_post_net_sysctl_event(net, cookie, scenario, tunable,
+					     old, new, event);
 }
 
 static __always_inline long bpftune_send_sk_sysctl_event(struct sock *sk,

@@ -104,25 +104,6 @@ static __always_inline bool event_due(struct sock *sk, __u32 tunable,
 	return true;
 }
 
-/* Fill in and post an event whose slot event_due() took. */
-static __always_inline long post_event(struct net *net, __u64 cookie,
-				       __u32 scenario, __u32 tunable,
-				       const __s64 *old, const __s64 *new,
-				       struct bpftune_event *event)
-{
-	int i;
-
-	event->scenario_id = scenario;
-	event->netns_cookie = cookie;
-	event->netns_inum = bpftune_net_inum(net);
-	event->payload.update[0].id = tunable;
-	for (i = 0; i < BPFTUNE_MAX_VALUES; i++) {
-		event->payload.update[0].old[i] = old[i];
-		event->payload.update[0].new[i] = new[i];
-	}
-	return bpftune_send(event);
-}
-
 /* UDP memory hit its limit (-ENOBUFS), and an event for udp_mem in `net`
  * is due: report pressure or exhaustion. A hit of the hard limit while
  * the accounting reads below pressure (it is per-cpu batched) still counts
@@ -137,7 +118,7 @@ static __noinline int mem_event(struct sock *sk, struct net *net, __u64 cookie)
 	if (mem[2] <= 0)
 		return 0;
 	event.payload.update[1].old[EXTRA_MEM_PAGES] = allocated;
-	post_event(net, cookie,
+	bpftune_post_net_sysctl_event(net, cookie,
 		   state == BPFTUNE_MEM_EXHAUSTION ? UDP_MEM_EXHAUSTION : UDP_MEM_PRESSURE,
 		   UDP_BUFFER_UDP_MEM, mem, mem, &event);
 	return 0;
@@ -173,7 +154,7 @@ static __noinline int rcvbuf_event(struct net *net, __u64 cookie,
 	new[0] = BPFTUNE_GROW(drop->limit);
 	event.payload.update[1].old[EXTRA_RCVBUF] = drop->rcvbuf;
 	event.payload.update[1].old[EXTRA_LOCKED] = drop->locked;
-	post_event(net, cookie, UDP_BUFFER_INCREASE, drop->id, old, new, &event);
+	bpftune_post_net_sysctl_event(net, cookie, UDP_BUFFER_INCREASE, drop->id, old, new, &event);
 	return 0;
 }
 
