@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bpftune_tests::{
-    Daemon, Netns, PluginDir, SysctlGuard, TEST_RUN_DIR, daemon_binary, loopback_connections, test_lock,
+    Daemon, Netns, PluginDir, SysctlGuard, TEST_RUN_DIR, daemon_binary, loopback_connections, test_lock, wait_until,
 };
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
@@ -166,17 +166,6 @@ fn metrics_port(daemon: &Daemon) -> u16 {
         .find(|l| l.contains("serving metrics: GET /metrics on 127.0.0.1:"))
         .unwrap_or_else(|| panic!("no metrics line: {log}"));
     line.rsplit(':').next().and_then(|p| p.trim().parse().ok()).unwrap_or_else(|| panic!("{line}"))
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 /// A scratch directory under the test run dir, removed on drop.

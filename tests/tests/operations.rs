@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bpftune_tests::{
     Daemon, JOURNAL, Netns, PluginDir, SysctlGuard, daemon_binary, loopback_connections, sysctl_read, sysctl_write,
-    test_lock,
+    test_lock, wait_until,
 };
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
@@ -104,17 +104,6 @@ impl Drop for Load {
             let _ = t.join();
         }
     }
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 fn int(s: &str) -> i64 {

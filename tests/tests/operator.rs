@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bpftune_tests::{
-    Daemon, Netns, PluginDir, SysctlGuard, TEST_RUN_DIR, daemon_binary, loopback_connections, test_lock,
+    Daemon, Netns, PluginDir, SysctlGuard, TEST_RUN_DIR, daemon_binary, loopback_connections, test_lock, wait_until,
 };
 
 const FIN: &str = "net.ipv4.tcp_fin_timeout";
@@ -33,17 +33,6 @@ fn jstatus() -> serde_json::Value {
 
 fn int(s: &str) -> i64 {
     s.trim().parse().unwrap_or_else(|_| panic!("not an integer: {s:?}"))
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 /// Connections in `ns` until its FIN value satisfies `f` (or time is up).
