@@ -48,36 +48,6 @@ pub fn tuner_summary(t: &TunerRecord, global_cookie: u64) -> Vec<String> {
     out
 }
 
-/// `sysctl -w` commands restoring what the tuner changed.
-pub fn rollback_commands(t: &TunerRecord, global_cookie: u64) -> Vec<String> {
-    let mut out = Vec::new();
-    for (idx, info) in t.tunables.iter().enumerate() {
-        if !info.is_sysctl() {
-            continue;
-        }
-        let Some(rec) = t.records.get(idx) else { continue };
-        for (cookie, initial) in &rec.initial {
-            if rec.current.get(cookie) == Some(initial) {
-                continue;
-            }
-            if *cookie == global_cookie {
-                out.push(format!(
-                    "# To roll back changes to '{}', run the following as a privileged user in a terminal:",
-                    info.name
-                ));
-                out.push(format!("sysctl -w {}=\"{initial}\"", info.name));
-            } else {
-                out.push(format!(
-                    "# To roll back changes to '{}' in netns (cookie {cookie}), run the following inside that namespace:",
-                    info.name
-                ));
-                out.push(format!("sysctl -w {}=\"{initial}\"", info.name));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,13 +99,5 @@ mod tests {
         assert_eq!(lines[3], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 7864320\"");
         assert!(lines[4].contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
         assert!(lines[5].contains("in netns (cookie 9)"));
-    }
-
-    #[test]
-    fn rollback_lists_global_and_netns() {
-        let cmds = rollback_commands(&tuner(), 1);
-        assert_eq!(cmds.len(), 4);
-        assert_eq!(cmds[1], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 6291456\"");
-        assert!(cmds[2].contains("cookie 9"));
     }
 }
