@@ -3,7 +3,7 @@
 //! one network namespace to a listener in another over veth (not
 //! loopback: tcp_tw_reuse's default, 2, already reuses TIME_WAIT sockets
 //! for loopback). The client namespace's local port range is narrowed to
-//! 200 ports so a storm exhausts it in a fraction of a second; every
+//! 400 ports so a storm exhausts it in a fraction of a second; every
 //! sysctl changed lives in a test namespace and dies with it.
 
 use std::io::Read;
@@ -16,18 +16,27 @@ use bpftune_tests::{Daemon, Netns, PluginDir, Veth, current_netns_cookie, per_ne
 
 const TW_REUSE: &str = "net.ipv4.tcp_tw_reuse";
 const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
-/// The client namespace's narrowed range: 200 ports.
-const RANGE: (u32, u32) = (40000, 40199);
+/// The client namespace's narrowed range: 400 ports. The tuner acts at
+/// half of it in TIME_WAIT; on a busy machine TIME_WAIT lags the
+/// connections opened by tens of sockets, and 200 ports of room keeps
+/// that lag from deciding the test.
+const RANGE: (u32, u32) = (40000, 40399);
 const SPAN: usize = (RANGE.1 - RANGE.0 + 1) as usize;
 const SCENARIO_REUSE: &str = "Scenario 'need to reuse TIME_WAIT sockets as local ports run out' occurred for tunable \
                               'net.ipv4.tcp_tw_reuse' in non-global ns.";
 const SCENARIO_RANGE: &str = "Scenario 'need to widen local port range as TIME_WAIT reuse cannot keep up' occurred \
                               for tunable 'net.ipv4.ip_local_port_range' in non-global ns.";
 const TIMEOUT: Duration = Duration::from_secs(20);
-/// Longer than the kernel's TIME_WAIT reuse delay (1 s) plus the tuner's
-/// settling second, so the first storm's TIME_WAIT sockets are reusable
-/// and the tuner judges reuse.
-const SETTLE: Duration = Duration::from_millis(2500);
+/// The TIME_WAIT reuse delay set where the kernel has
+/// `net.ipv4.tcp_tw_reuse_delay` (6.13+; fixed at 1 s before): the second
+/// storm must open 3/4 of the range within one delay to show that reuse
+/// cannot keep up, and 4 s leaves room for a busy machine.
+const REUSE_DELAY_MS: u64 = 4000;
+const REUSE_DELAY: &str = "net.ipv4.tcp_tw_reuse_delay";
+/// What waiting for the first storm's TIME_WAIT sockets to become reusable
+/// (and the tuner to judge reuse) adds to the reuse delay: the tuner's
+/// settling second and some.
+const SETTLE_EXTRA: Duration = Duration::from_millis(1500);
 
 /// How a storm went.
 #[derive(Debug, Default)]
@@ -113,7 +122,30 @@ fn client_of(server: &Netns, tag: &str) -> (Netns, Veth) {
     let veth = Veth::connect(Some(&client), Some(server));
     client.set_sysctl(TW_REUSE, "0");
     client.set_sysctl(PORT_RANGE, &format!("{} {}", RANGE.0, RANGE.1));
+    if client.try_exec(&["sysctl", "-n", REUSE_DELAY]).status.success() {
+        client.set_sysctl(REUSE_DELAY, &REUSE_DELAY_MS.to_string());
+    }
     (client, veth)
+}
+
+/// The namespace's TIME_WAIT reuse delay (1 s where it is not a sysctl).
+fn reuse_delay(ns: &Netns) -> Duration {
+    let out = ns.try_exec(&["sysctl", "-n", REUSE_DELAY]);
+    let ms = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(1000);
+    Duration::from_millis(if out.status.success() { ms } else { 1000 })
+}
+
+/// How many of the namespace's TCP sockets are in each state (`ss -tan`),
+/// for failure messages.
+fn socket_states(ns: &Netns) -> String {
+    let out = ns.try_exec(&["ss", "-tanH"]);
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(state) = line.split_whitespace().next() {
+            *counts.entry(state.to_string()).or_default() += 1;
+        }
+    }
+    format!("client sockets by state: {counts:?}")
 }
 
 fn range_of(ns: &Netns) -> (u32, u32) {
@@ -149,7 +181,12 @@ fn port_exhaustion_enables_tw_reuse_then_widens_the_range() {
     let listener = listen(&server, veth.b_addr);
     let first = storm(&client, &listener, 4 * SPAN);
     assert!(first.addr_not_avail, "no EADDRNOTAVAIL in the first storm: {first:?}\n{}", daemon.log());
-    assert!(daemon.wait_for_log(SCENARIO_REUSE, TIMEOUT), "no tw_reuse scenario logged:\n{}", daemon.log());
+    let states = socket_states(&client);
+    assert!(
+        daemon.wait_for_log(SCENARIO_REUSE, TIMEOUT),
+        "no tw_reuse scenario logged ({states}; {first:?}):\n{}",
+        daemon.log()
+    );
     let log = daemon.log();
     let reason = log
         .lines()
@@ -163,7 +200,7 @@ fn port_exhaustion_enables_tw_reuse_then_widens_the_range() {
     // 2: once those TIME_WAIT sockets are older than the reuse delay, a
     // storm as large as the range no longer fails, and connections opened
     // faster than reuse frees ports widen the range (bounded).
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(reuse_delay(&client) + SETTLE_EXTRA);
     let second = storm(&client, &listener, SPAN);
     assert!(!second.addr_not_avail, "EADDRNOTAVAIL with reuse on: {second:?}\n{}", daemon.log());
     assert_eq!(second.connected, SPAN, "{second:?}");

@@ -2,14 +2,25 @@
 //! ports are under TIME_WAIT pressure, when TIME_WAIT reuse is not enough,
 //! how far the local port range may widen, and the reason lines logged.
 //! `tw_reuse.rs` feeds them fresh sysctl values; `bpf/tw_reuse.bpf.h`
-//! applies the same two thresholds before it sends an event.
+//! applies the same two thresholds before it sends an event (a test in
+//! `tw_reuse.rs` checks its `#define`s against the constants here).
 
 use std::time::Duration;
 
-/// Pressure: TIME_WAIT sockets fill at least this share of the range...
-pub const PRESSURE_NUM: u64 = 3;
+/// TIME_WAIT pressure: TIME_WAIT sockets fill at least this share of the
+/// range... Half, not "nearly full": a closed connection reaches TIME_WAIT
+/// only once its FIN is acknowledged, and on a busy machine that lags the
+/// connections being opened by tens of sockets, so a storm can run out of
+/// ports while the count still says 3/4. Reuse is safe (TCP timestamps),
+/// so acting at half leaves that lag room and comes before the failures.
+pub const TW_PRESSURE_NUM: u64 = 1;
 /// ...over this.
-pub const PRESSURE_DEN: u64 = 4;
+pub const TW_PRESSURE_DEN: u64 = 2;
+/// Reuse cannot keep up when connections opened within the reuse delay
+/// fill at least this share of the range...
+pub const YOUNG_FULL_NUM: u64 = 3;
+/// ...over this.
+pub const YOUNG_FULL_DEN: u64 = 4;
 /// The highest port the range may be widened to.
 pub const PORT_MAX: i64 = 65535;
 /// The range is never widened below this port (the kernel's default
@@ -26,9 +37,16 @@ pub const REUSE_SETTLE_EXTRA: Duration = Duration::from_secs(1);
 /// (2, the default, is loopback only).
 pub const REUSE_ALL: i64 = 1;
 
-/// Whether `used` ports fill at least 3/4 of a range of `span` ports.
-pub fn nearly_full(used: u64, span: u64) -> bool {
-    span > 0 && used * PRESSURE_DEN >= span * PRESSURE_NUM
+/// Whether `tw` TIME_WAIT sockets fill at least half of a range of `span`
+/// ports.
+pub fn tw_pressure(tw: u64, span: u64) -> bool {
+    span > 0 && tw * TW_PRESSURE_DEN >= span * TW_PRESSURE_NUM
+}
+
+/// Whether `young` connections fill at least 3/4 of a range of `span`
+/// ports.
+pub fn nearly_full(young: u64, span: u64) -> bool {
+    span > 0 && young * YOUNG_FULL_DEN >= span * YOUNG_FULL_NUM
 }
 
 /// Ports in `low..=high` (0 for a reversed range).
@@ -97,7 +115,7 @@ pub struct History {
 /// and connections within the reuse delay still nearly fill the range.
 pub fn decide(o: Observed, h: History, reuse_delay: Duration) -> Action {
     let span = span(o.range.0, o.range.1);
-    if !nearly_full(o.tw, span) {
+    if !tw_pressure(o.tw, span) {
         return Action::Nothing;
     }
     if o.reuse != REUSE_ALL {
@@ -163,6 +181,9 @@ mod tests {
         assert!(nearly_full(150, 200));
         assert!(!nearly_full(149, 200));
         assert!(!nearly_full(10, 0));
+        assert!(tw_pressure(100, 200));
+        assert!(!tw_pressure(99, 200));
+        assert!(!tw_pressure(10, 0));
         assert_eq!(percent(183, 200), 91);
         assert_eq!(percent(1, 0), 0);
     }

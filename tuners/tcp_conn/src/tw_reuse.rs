@@ -269,6 +269,10 @@ mod tests {
         assert_eq!(bpf_define("TUNABLE_TW_REUSE"), Tunable::TcpTwReuse as u32);
         assert_eq!(bpf_define("TUNABLE_PORT_RANGE"), Tunable::IpLocalPortRange as u32);
         assert!(handles(1) && handles(2) && !handles(0));
+        assert_eq!(u64::from(bpf_define("TW_PRESSURE_NUM")), tw_policy::TW_PRESSURE_NUM);
+        assert_eq!(u64::from(bpf_define("TW_PRESSURE_DEN")), tw_policy::TW_PRESSURE_DEN);
+        assert_eq!(u64::from(bpf_define("YOUNG_FULL_NUM")), tw_policy::YOUNG_FULL_NUM);
+        assert_eq!(u64::from(bpf_define("YOUNG_FULL_DEN")), tw_policy::YOUNG_FULL_DEN);
         assert_eq!(Tunable::IpLocalPortRange.name(), "net.ipv4.ip_local_port_range");
         let d = &Tunable::TABLE[Tunable::IpLocalPortRange as usize];
         assert_eq!(d.num_values, 2);

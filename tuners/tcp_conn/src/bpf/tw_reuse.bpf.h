@@ -19,15 +19,19 @@
  *   reuse   tcp_tw_reuse (int before 5.17, u8 since; read by size);
  *   delay   tcp_tw_reuse_delay in ms (6.13+; 1000 before).
  *
- * Pressure is tw >= 3/4 of the range's span. Where tcp_tw_reuse is not 1
- * that alone is reported (scenario 1: enable reuse). Where it is 1, reuse
- * can only help with TIME_WAIT sockets older than the reuse delay: while
- * the namespace is at least half full, connections are counted per delay
- * window (a two-bucket sliding estimate of those opened within the last
- * delay), and when those "young" ports also reach 3/4 of the span, reuse
- * cannot keep up and scenario 2 (widen the range) is reported. Events are
- * rate-limited per namespace and scenario (bpftune_rate_limit), so a
- * connection storm sends a few, not one per connection.
+ * Pressure is tw >= 1/2 of the range's span (TW_PRESSURE_*): a closed
+ * connection enters TIME_WAIT only once its FIN is acknowledged, which on
+ * a busy machine lags the connections being opened by tens of sockets,
+ * so "nearly full" by this count can already be too late. Where
+ * tcp_tw_reuse is not 1 that alone is reported (scenario 1: enable
+ * reuse). Where it is 1, reuse can only help with TIME_WAIT sockets older
+ * than the reuse delay: while under pressure, connections are counted per
+ * delay window (a two-bucket sliding estimate of those opened within the
+ * last delay), and when those "young" ports reach 3/4 of the span
+ * (YOUNG_FULL_*), reuse cannot keep up and scenario 2 (widen the range) is
+ * reported. Events are rate-limited per namespace and scenario
+ * (bpftune_rate_limit), so a connection storm sends a few, not one per
+ * connection.
  *
  * EADDRNOTAVAIL itself has no hook short of a per-syscall one: a failed
  * port search never reaches tcp_connect, so this acts on the approach to
@@ -44,6 +48,13 @@
 /* Tunable ids in tcp_conn's table, for the rate limiter's key. */
 #define TUNABLE_TW_REUSE	5
 #define TUNABLE_PORT_RANGE	6
+
+/* Thresholds, as shares of the port range's span: tw_policy.rs's
+ * TW_PRESSURE_* and YOUNG_FULL_* (checked by a test there). */
+#define TW_PRESSURE_NUM		1
+#define TW_PRESSURE_DEN		2
+#define YOUNG_FULL_NUM		3
+#define YOUNG_FULL_DEN		4
 
 #define REUSE_DELAY_MS_DEFAULT	1000
 #define NETNS_MAX		1024
@@ -205,7 +216,7 @@ static __always_inline void tw_reuse_on_connect(struct bpf_sock_ops *skops)
 		return;
 	span = high - low + 1;
 	tw = tw_count(net);
-	if (tw * 2 < span)
+	if (tw * TW_PRESSURE_DEN < span * TW_PRESSURE_NUM)
 		return;	/* far from full: the common case ends here */
 
 	if (have_netns_cookie_helper) {
@@ -222,16 +233,13 @@ static __always_inline void tw_reuse_on_connect(struct bpf_sock_ops *skops)
 	/* An int before 5.17, a u8 since: one byte at the relocated offset
 	 * is the value either way on little-endian machines (it is 0..2). */
 	reuse = BPF_CORE_READ(net, ipv4.sysctl_tcp_tw_reuse);
-	if (reuse == 1)
-		young = young_count(cookie, delay);
-	if (tw * 4 < span * 3)
-		return;
 	if (reuse != 1) {
 		scenario = SCENARIO_TW_REUSE;
 		if (bpftune_rate_limit(cookie, TUNABLE_TW_REUSE))
 			return;
 	} else {
-		if (young * 4 < span * 3)
+		young = young_count(cookie, delay);
+		if (young * YOUNG_FULL_DEN < span * YOUNG_FULL_NUM)
 			return;	/* reuse keeps up */
 		scenario = SCENARIO_PORT_RANGE;
 		if (bpftune_rate_limit(cookie, TUNABLE_PORT_RANGE))
