@@ -21,14 +21,14 @@ pub mod policy;
 pub mod tables;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use bpftune_sdk::abi::FeatureState;
 use bpftune_sdk::change_reason;
-use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::corr::Corr;
 use bpftune_sdk::{Event, LearningRate, SysctlUpdate, WriteOutcome, prepare_object};
-use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
+use bpftune_sdk::{Host, NetnsAdmission, NetnsState, OwnedSkel, PerNetns, Tuner, UnknownNetns};
 use libbpf_rs::Link;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
@@ -89,6 +89,37 @@ struct Raised {
     initial_max: i64,
 }
 
+/// Everything the tuner keeps for one namespace (the daemon's included),
+/// held in a [`PerNetns`] that the SDK releases when the namespace goes.
+#[derive(Debug, Default)]
+struct NsState {
+    /// Per tunable: (buffer max, RTT) or (SYN floods, established) samples.
+    corr: HashMap<Tunable, Corr>,
+    /// Buffer maxima lowered for latency: the max we set.
+    latency_hold: HashMap<Tunable, i64>,
+    /// Buffer maxima this tuner raised.
+    raised: HashMap<Tunable, Raised>,
+    /// Last values this tuner wrote, to drop events that saw older ones.
+    last_written: HashMap<Tunable, Vec<i64>>,
+    /// `tcp_moderate_rcvbuf` was checked here.
+    moderate_checked: bool,
+    /// Sockets here reported low memory (the toggles go here too; never
+    /// set for the daemon's namespace, which always gets them).
+    lowmem: bool,
+    /// Low-memory toggles we set here, to undo.
+    lowmem_set: Vec<Tunable>,
+    /// SYN backlog lowered for low memory: the value to restore.
+    syn_saved: Option<i64>,
+    /// SYN floods were seen here.
+    syn_flood: bool,
+}
+
+/// What the SDK releases when a namespace goes (see
+/// [`Tuner::netns_state`]): everything kept per namespace.
+fn netns_states<'a>(netns: &'a mut NetnsAdmission, ns: &'a mut PerNetns<NsState>) -> Vec<&'a mut dyn NetnsState> {
+    vec![netns, ns]
+}
+
 impl Tunable {
     fn namespaced(self) -> bool {
         Self::TABLE[self as usize].flags.contains(bpftune_sdk::TunableFlags::NAMESPACED)
@@ -103,22 +134,10 @@ pub struct TcpBufferTuner {
     /// Namespaces seen in events, and the ones an administrator took over
     /// (or that are gone); also knows the daemon's namespace.
     netns: NetnsAdmission,
-    corr: CorrTable<(Tunable, u64)>,
-    latency_hold: HashMap<(Tunable, u64), i64>,
-    raised: HashMap<(Tunable, u64), Raised>,
-    /// Last values this tuner wrote, to drop events that saw older ones.
-    last_written: HashMap<(Tunable, u64), Vec<i64>>,
-    moderate_checked: HashSet<u64>,
+    /// What the tuner keeps per namespace (released by the SDK).
+    ns: PerNetns<NsState>,
     mem: MemState,
     normal_ticks: u32,
-    /// Namespaces whose sockets reported low memory (toggles go there too).
-    lowmem_netns: HashSet<u64>,
-    /// Toggles we set, to undo: (tunable, cookie).
-    lowmem_set: Vec<(Tunable, u64)>,
-    /// SYN backlogs lowered for low memory: cookie → value to restore.
-    syn_saved: HashMap<u64, i64>,
-    /// Namespaces where SYN floods were seen.
-    syn_netns: HashSet<u64>,
     /// Ticks so far (memory is checked every [`MEM_CHECK_TICKS`]).
     ticks: u32,
     /// When the per-segment hooks are attached.
@@ -149,7 +168,7 @@ impl TcpBufferTuner {
             Ok(outcome) => {
                 match outcome {
                     WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged => {
-                        self.last_written.insert((t, cookie), values.to_vec());
+                        self.ns.entry(cookie).last_written.insert(t, values.to_vec());
                     }
                     WriteOutcome::SkippedManual | WriteOutcome::NetnsGone => {
                         // Global tunables are written in the daemon's ns.
@@ -180,13 +199,19 @@ impl TcpBufferTuner {
     /// False (and forgets what we wrote) if the event saw values other than
     /// the ones we last wrote: it is stale, or someone else changed them.
     fn fresh(&mut self, t: Tunable, cookie: u64, old: &[i64]) -> bool {
-        match self.last_written.get(&(t, cookie)) {
+        let Some(ns) = self.ns.get_mut(cookie) else { return true };
+        match ns.last_written.get(&t) {
             Some(last) if last.as_slice() != old => {
-                self.last_written.remove(&(t, cookie));
+                ns.last_written.remove(&t);
                 false
             }
             _ => true,
         }
+    }
+
+    /// The samples of one tunable in one namespace (none yet: empty).
+    fn corr(&self, t: Tunable, cookie: u64) -> Corr {
+        self.ns.get(cookie).and_then(|ns| ns.corr.get(&t).copied()).unwrap_or_default()
     }
 
     fn on_buffer(&mut self, t: Tunable, cookie: u64, upd: SysctlUpdate, extra: Extra) {
@@ -194,17 +219,16 @@ impl TcpBufferTuner {
         if !self.fresh(t, cookie, &old) {
             return;
         }
-        let key = (t, cookie);
         if extra.srtt_us > 0 {
-            self.corr.update(key, old[2] as f64, extra.srtt_us as f64);
+            self.ns.entry(cookie).corr.entry(t).or_default().update(old[2] as f64, extra.srtt_us as f64);
         }
-        let corr = self.corr.get(&key);
+        let corr = self.corr(t, cookie);
         let input = BufferInput {
             old,
             mem: self.mem.max(extra.mem_state),
             corr: corr.compute(),
             corr_samples: corr.samples(),
-            latency_hold: self.latency_hold.get(&key).copied(),
+            latency_hold: self.ns.get(cookie).and_then(|ns| ns.latency_hold.get(&t).copied()),
             cap: self.bounds.buffer_cap(),
         };
         match policy::decide_buffer(input, self.lr) {
@@ -216,8 +240,9 @@ impl TcpBufferTuner {
                     if t == Tunable::TcpWmem || self.rcv_space_fallback {
                         self.duty.hurry();
                     }
-                    self.raised.entry(key).or_insert(Raised { initial_max: old[2] });
-                    self.latency_hold.remove(&key);
+                    let ns = self.ns.entry(cookie);
+                    ns.raised.entry(t).or_insert(Raised { initial_max: old[2] });
+                    ns.latency_hold.remove(&t);
                     if t == Tunable::TcpRmem {
                         self.ensure_moderate_rcvbuf(cookie);
                     }
@@ -226,7 +251,7 @@ impl TcpBufferTuner {
             BufferDecision::ShrinkForLatency(new) => {
                 let reason = change_reason(tables::WHY_LATENCY, t.name(), tables::BUFFER_LABELS, &old, &new);
                 if self.write(t, Scenario::DecreaseLatency, cookie, &new, &reason).is_some() {
-                    self.latency_hold.insert(key, new[2]);
+                    self.ns.entry(cookie).latency_hold.insert(t, new[2]);
                 }
             }
             BufferDecision::Hold(why) => {
@@ -237,7 +262,7 @@ impl TcpBufferTuner {
 
     /// Receive-buffer auto-tuning must be on for a larger max to matter.
     fn ensure_moderate_rcvbuf(&mut self, cookie: u64) {
-        if !self.moderate_checked.insert(cookie) {
+        if std::mem::replace(&mut self.ns.entry(cookie).moderate_checked, true) {
             return;
         }
         let t = Tunable::TcpModerateRcvbuf;
@@ -256,7 +281,7 @@ impl TcpBufferTuner {
         self.normal_ticks = 0;
         self.mem = state;
         if !self.is_global(cookie) {
-            self.lowmem_netns.insert(cookie);
+            self.ns.entry(cookie).lowmem = true;
         }
         if let Some(new) = policy::tcp_mem_next(state, tcp_mem, self.bounds, self.lr) {
             let t = Tunable::TcpMem;
@@ -273,26 +298,27 @@ impl TcpBufferTuner {
     /// SYN backlogs, remembering what to undo.
     fn enter_lowmem(&mut self) {
         let mut cookies: Vec<u64> = vec![self.global_cookie()];
-        cookies.extend(self.lowmem_netns.iter().copied().filter(|c| !self.netns.is_disabled(*c)));
+        cookies.extend(self.ns.iter().filter(|(c, ns)| ns.lowmem && !self.netns.is_disabled(*c)).map(|(c, _)| c));
         for t in LOWMEM_TOGGLES {
             let namespaced = t != Tunable::HighOrderAllocDisable;
             for &cookie in &cookies {
                 if !namespaced && !self.is_global(cookie) {
                     continue;
                 }
-                if self.lowmem_set.contains(&(t, cookie)) {
+                if self.ns.get(cookie).is_some_and(|ns| ns.lowmem_set.contains(&t)) {
                     continue;
                 }
                 if self.read(t, cookie).is_some_and(|v| v[0] == 0)
                     && self.write(t, Scenario::LowmemSet, cookie, &[1], &tables::reason_lowmem_set(t.name()))
                         == Some(WriteOutcome::Written)
                 {
-                    self.lowmem_set.push((t, cookie));
+                    self.ns.entry(cookie).lowmem_set.push(t);
                 }
             }
         }
-        let raised: Vec<((Tunable, u64), Raised)> = self.raised.iter().map(|(k, v)| (*k, *v)).collect();
-        for ((t, cookie), r) in raised {
+        let raised: Vec<(Tunable, u64, Raised)> =
+            self.ns.iter().flat_map(|(c, ns)| ns.raised.iter().map(move |(t, r)| (*t, c, *r))).collect();
+        for (t, cookie, r) in raised {
             if self.netns.is_disabled(cookie) {
                 continue;
             }
@@ -302,7 +328,8 @@ impl TcpBufferTuner {
                 self.write(t, Scenario::Decrease, cookie, &new, &reason);
             }
         }
-        let syn: Vec<u64> = self.syn_netns.iter().copied().filter(|c| !self.syn_saved.contains_key(c)).collect();
+        let syn: Vec<u64> =
+            self.ns.iter().filter(|(_, ns)| ns.syn_flood && ns.syn_saved.is_none()).map(|(c, _)| c).collect();
         for cookie in syn {
             let t = Tunable::TcpMaxSynBacklog;
             let Some(cur) = self.read(t, cookie).map(|v| v[0]) else { continue };
@@ -310,7 +337,7 @@ impl TcpBufferTuner {
                 if self.write(t, Scenario::LowmemSet, cookie, &[new], &tables::reason_lowmem_set(t.name()))
                     == Some(WriteOutcome::Written)
                 {
-                    self.syn_saved.insert(cookie, cur);
+                    self.ns.entry(cookie).syn_saved = Some(cur);
                 }
             }
         }
@@ -318,18 +345,28 @@ impl TcpBufferTuner {
 
     /// Memory recovered: undo what [`Self::enter_lowmem`] set.
     fn leave_lowmem(&mut self) {
-        for (t, cookie) in std::mem::take(&mut self.lowmem_set) {
+        let mut set: Vec<(Tunable, u64)> = Vec::new();
+        let mut syn_saved: Vec<(u64, i64)> = Vec::new();
+        for (cookie, ns) in self.ns.iter_mut() {
+            set.extend(std::mem::take(&mut ns.lowmem_set).into_iter().map(|t| (t, cookie)));
+            syn_saved.extend(ns.syn_saved.take().map(|v| (cookie, v)));
+            ns.lowmem = false;
+        }
+        // In the order enter_lowmem set them: toggle by toggle, the
+        // daemon's namespace first.
+        let global = self.global_cookie();
+        set.sort_by_key(|(t, c)| (LOWMEM_TOGGLES.iter().position(|x| x == t), *c != global));
+        for (t, cookie) in set {
             if !self.netns.is_disabled(cookie) {
                 self.write(t, Scenario::LowmemUnset, cookie, &[0], &tables::reason_lowmem_unset(t.name()));
             }
         }
-        for (cookie, value) in std::mem::take(&mut self.syn_saved) {
+        for (cookie, value) in syn_saved {
             if !self.netns.is_disabled(cookie) {
                 let t = Tunable::TcpMaxSynBacklog;
                 self.write(t, Scenario::LowmemUnset, cookie, &[value], &tables::reason_lowmem_unset(t.name()));
             }
         }
-        self.lowmem_netns.clear();
         self.mem = MemState::Normal;
     }
 
@@ -390,10 +427,10 @@ impl TcpBufferTuner {
         if !self.fresh(t, cookie, &[backlog]) {
             return;
         }
-        self.syn_netns.insert(cookie);
-        let key = (t, cookie);
-        self.corr.update(key, extra.syn_floods as f64, extra.established as f64);
-        let corr = self.corr.get(&key);
+        let ns = self.ns.entry(cookie);
+        ns.syn_flood = true;
+        ns.corr.entry(t).or_default().update(extra.syn_floods as f64, extra.established as f64);
+        let corr = self.corr(t, cookie);
         let (mut failed, mut recv) = (None, None);
         if extra.syncookies > 0 {
             match meminfo::read_netstat(&self.host, cookie, self.netns.inum(cookie)) {
@@ -493,17 +530,9 @@ impl Tuner for TcpBufferTuner {
             lr: host.learning_rate(),
             bounds,
             netns: NetnsAdmission::new(host.global_netns_cookie(), UnknownNetns::Skip),
-            corr: CorrTable::new(),
-            latency_hold: HashMap::new(),
-            raised: HashMap::new(),
-            last_written: HashMap::new(),
-            moderate_checked: HashSet::new(),
+            ns: PerNetns::new(),
             mem: MemState::Normal,
             normal_ticks: 0,
-            lowmem_netns: HashSet::new(),
-            lowmem_set: Vec::new(),
-            syn_saved: HashMap::new(),
-            syn_netns: HashSet::new(),
             ticks: 0,
             duty,
             rcv_space_fallback: !rcvbuf_grow,
@@ -542,17 +571,8 @@ impl Tuner for TcpBufferTuner {
         Ok(())
     }
 
-    fn netns_released(&mut self, cookie: u64) {
-        self.netns.forget(cookie);
-        self.corr.retain(|(_, c), _| *c != cookie);
-        self.latency_hold.retain(|(_, c), _| *c != cookie);
-        self.raised.retain(|(_, c), _| *c != cookie);
-        self.last_written.retain(|(_, c), _| *c != cookie);
-        self.moderate_checked.remove(&cookie);
-        self.lowmem_netns.remove(&cookie);
-        self.lowmem_set.retain(|(_, c)| *c != cookie);
-        self.syn_saved.remove(&cookie);
-        self.syn_netns.remove(&cookie);
+    fn netns_state(&mut self) -> Vec<&mut dyn NetnsState> {
+        netns_states(&mut self.netns, &mut self.ns)
     }
 
     fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
@@ -572,3 +592,46 @@ impl Tuner for TcpBufferTuner {
 }
 
 bpftune_sdk::export_tuner!(TcpBufferTuner);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of one namespace's state set, as a busy namespace in low
+    /// memory would have them.
+    fn busy() -> NsState {
+        let mut ns = NsState::default();
+        ns.corr.entry(Tunable::TcpRmem).or_default().update(1.0, 2.0);
+        ns.latency_hold.insert(Tunable::TcpWmem, 4096);
+        ns.raised.insert(Tunable::TcpRmem, Raised { initial_max: 6 << 20 });
+        ns.last_written.insert(Tunable::TcpRmem, vec![4096, 131072, 8 << 20]);
+        ns.moderate_checked = true;
+        ns.lowmem = true;
+        ns.lowmem_set.push(Tunable::TcpNoMetricsSave);
+        ns.syn_saved = Some(1024);
+        ns.syn_flood = true;
+        ns
+    }
+
+    #[test]
+    fn a_released_namespace_leaves_nothing() {
+        let (global, gone, alive) = (1, 7, 8);
+        let mut netns = NetnsAdmission::new(global, UnknownNetns::Skip);
+        let mut ns: PerNetns<NsState> = PerNetns::new();
+        for cookie in [gone, alive] {
+            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+            *ns.entry(cookie) = busy();
+        }
+        netns.disable(gone);
+        *ns.entry(global) = busy();
+        // What the SDK does when the daemon reports the namespace gone.
+        for state in netns_states(&mut netns, &mut ns) {
+            state.release_netns(gone);
+        }
+        assert!(ns.get(gone).is_none());
+        assert!(!netns.is_disabled(gone) && netns.inum(gone).is_none());
+        assert_eq!(netns.tracked(), 1);
+        assert_eq!(ns.len(), 2, "other namespaces and the daemon's keep theirs");
+        assert_eq!(ns.get(alive).map(|s| s.corr.get(&Tunable::TcpRmem).map(Corr::samples)), Some(Some(1)));
+    }
+}
