@@ -24,10 +24,10 @@ pub mod tables;
 use std::path::Path;
 
 use bpftune_sdk::abi::FeatureState;
-use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::corr::Corr;
 use bpftune_sdk::kernel;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
-use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
+use bpftune_sdk::{Host, NetnsAdmission, NetnsState, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 
@@ -61,7 +61,8 @@ pub struct NetBufferTuner {
     host: Host,
     lr: LearningRate,
     /// Namespaces seen in events (reporting only: every write goes to the
-    /// daemon's namespace).
+    /// daemon's namespace). The only state kept per namespace; the SDK
+    /// releases it ([`netns_states`]).
     netns: NetnsAdmission,
     /// netdev_budget and netdev_budget_usecs at start-up: decreases stop
     /// there (the tuner only takes back what it added).
@@ -70,8 +71,9 @@ pub struct NetBufferTuner {
     last_squeeze: Option<u64>,
     /// Run-queue waits, as a percentage, per tick.
     wait: WaitSampler,
-    /// (netdev_budget, netns) → (budget, wait %) samples.
-    corr: CorrTable<(Tunable, u64)>,
+    /// (budget, wait %) samples. The budget is system-wide, so there is
+    /// one series, the daemon's namespace's.
+    budget_corr: Corr,
     /// The start-up work of the first tick is done.
     started: bool,
     /// A budget limit was logged; not again until the budget moves.
@@ -85,6 +87,12 @@ pub struct NetBufferTuner {
     timer_drops: Option<Vec<(u32, u64)>>,
     // Dropped last: the BPF object (its links live in the skeleton).
     skel: OwnedSkel<BpfSkel>,
+}
+
+/// What the SDK releases when a namespace goes (see
+/// [`Tuner::netns_state`]): everything kept per namespace.
+fn netns_states(netns: &mut NetnsAdmission) -> Vec<&mut dyn NetnsState> {
+    vec![netns]
 }
 
 /// `bpf_ktime_get_ns()` now: CLOCK_MONOTONIC in nanoseconds.
@@ -288,15 +296,14 @@ impl NetBufferTuner {
             return;
         }
         let (Some(budget), Some(usecs)) = (self.read1(tb), self.read1(tu)) else { return };
-        // The key is always fully formed (the original's was left
+        // One series, always the same (the original's key was left
         // uninitialised when schedstat could not be read); no sample is fed
         // when the wait could not be measured.
-        let key = (tb, self.netns.global_cookie());
         if let Some(pct) = wait_pct {
             let x = policy::budget_sample_x((budget, usecs), self.lr);
-            self.corr.update(key, x as f64, pct as f64);
+            self.budget_corr.update(x as f64, pct as f64);
         }
-        let corr = self.corr.get(&key);
+        let corr = self.budget_corr;
         self.host.debug_log(&format!(
             "net_buffer: time squeeze; budget {budget} usecs {usecs}, wait {wait_pct:?}%, corr {:.3} ({} samples)",
             corr.compute(),
@@ -405,7 +412,7 @@ impl Tuner for NetBufferTuner {
             budget_floor,
             last_squeeze: None,
             wait: WaitSampler::new("/proc"),
-            corr: CorrTable::new(),
+            budget_corr: Corr::default(),
             started: false,
             budget_limit_noticed: false,
             disabled: Vec::new(),
@@ -470,9 +477,8 @@ impl Tuner for NetBufferTuner {
         Ok(())
     }
 
-    fn netns_released(&mut self, cookie: u64) {
-        self.netns.forget(cookie);
-        self.corr.retain(|(_, c), _| *c != cookie);
+    fn netns_state(&mut self) -> Vec<&mut dyn NetnsState> {
+        netns_states(&mut self.netns)
     }
 
     fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
@@ -501,5 +507,19 @@ mod tests {
         raw[72..80].copy_from_slice(&42i64.to_ne_bytes());
         e.set_raw_data(&raw);
         assert_eq!(Extra::decode(&e), Extra { cpu: 3, drops: 42 });
+    }
+
+    #[test]
+    fn a_released_namespace_leaves_nothing() {
+        let mut netns = NetnsAdmission::new(1, UnknownNetns::Global);
+        for cookie in [7, 8] {
+            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+        }
+        // What the SDK does when the daemon reports the namespace gone.
+        for state in netns_states(&mut netns) {
+            state.release_netns(7);
+        }
+        assert!(netns.inum(7).is_none());
+        assert_eq!(netns.tracked(), 1);
     }
 }
