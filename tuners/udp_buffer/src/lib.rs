@@ -17,7 +17,7 @@ use std::path::Path;
 
 use bpftune_sdk::change_reason;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, prepare_object};
-use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
+use bpftune_sdk::{Host, NetnsAdmission, NetnsState, OwnedSkel, Tuner, UnknownNetns};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 use policy::{MemBounds, MemState, RcvbufDrop, RmemTarget};
@@ -40,13 +40,20 @@ impl Extra {
     }
 }
 
+/// What the SDK releases when a namespace goes (see
+/// [`Tuner::netns_state`]): everything kept per namespace.
+fn netns_states(netns: &mut NetnsAdmission) -> Vec<&mut dyn NetnsState> {
+    vec![netns]
+}
+
 /// The loaded tuner.
 pub struct UdpBufferTuner {
     host: Host,
     lr: LearningRate,
     bounds: MemBounds,
     /// Namespaces seen in events (for their UDP counters); every write goes
-    /// to the daemon's namespace, so none is ever disabled here.
+    /// to the daemon's namespace, so none is ever disabled here. The only
+    /// state kept per namespace; the SDK releases it ([`netns_states`]).
     netns: NetnsAdmission,
     /// An administrator took over a tunable: leave it alone from then on.
     disabled: Vec<Tunable>,
@@ -221,8 +228,8 @@ impl Tuner for UdpBufferTuner {
         Ok(())
     }
 
-    fn netns_released(&mut self, cookie: u64) {
-        self.netns.forget(cookie);
+    fn netns_state(&mut self) -> Vec<&mut dyn NetnsState> {
+        netns_states(&mut self.netns)
     }
 
     fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
@@ -251,5 +258,19 @@ mod tests {
         raw[72..80].copy_from_slice(&1i64.to_ne_bytes());
         e.set_raw_data(&raw);
         assert_eq!(Extra::decode(&e), Extra { rcvbuf: 16384, locked: true });
+    }
+
+    #[test]
+    fn a_released_namespace_leaves_nothing() {
+        let mut netns = NetnsAdmission::new(1, UnknownNetns::Global);
+        for cookie in [7, 8] {
+            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+        }
+        // What the SDK does when the daemon reports the namespace gone.
+        for state in netns_states(&mut netns) {
+            state.release_netns(7);
+        }
+        assert!(netns.inum(7).is_none());
+        assert_eq!(netns.tracked(), 1);
     }
 }
