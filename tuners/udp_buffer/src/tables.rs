@@ -1,8 +1,9 @@
 //! The udp_buffer tuner's tunable and scenario tables and the reason-line
 //! texts it logs (interface facts kept exactly as the original's).
 //!
-//! Ids are the enum discriminants; `udp_buffer.bpf.c` uses the same
-//! numbers, checked by a unit test below.
+//! Ids are the enum discriminants; `udp_buffer.bpf.c` names the same
+//! numbers in enums anchored in its BTF, checked against these tables when
+//! the tuner is compiled (`same_ids!` below).
 
 bpftune_sdk::tunables! {
     pub enum Tunable {
@@ -35,6 +36,20 @@ bpftune_sdk::scenarios! {
     }
 }
 
+// The ids the BPF side sends are its C enums' (anchored in the object's
+// BTF): the build fails if the two ever differ.
+bpftune_sdk::same_ids!(crate::skel::types::udp_buffer_tunable => Tunable {
+    UDP_BUFFER_UDP_MEM = UdpMem,
+    UDP_BUFFER_RMEM_MAX = RmemMax,
+    UDP_BUFFER_RMEM_DEFAULT = RmemDefault,
+});
+bpftune_sdk::same_ids!(crate::skel::types::udp_buffer_scenario => Scenario {
+    UDP_BUFFER_INCREASE = Increase,
+    UDP_BUFFER_DECREASE = Decrease,
+    UDP_MEM_PRESSURE = MemPressure,
+    UDP_MEM_EXHAUSTION = MemExhaustion,
+});
+
 /// Labels of the three values of udp_mem.
 pub const MEM_LABELS: &str = "min pressure max";
 /// Why rmem_max / rmem_default grow.
@@ -57,14 +72,8 @@ mod tests {
     use bpftune_sdk::abi::TunableFlags;
 
     #[test]
-    fn ids_match_the_bpf_side_and_the_reference() {
-        assert_eq!(Tunable::UdpMem as u32, 0);
-        assert_eq!(Tunable::RmemMax as u32, 1);
-        assert_eq!(Tunable::RmemDefault as u32, 2);
-        assert_eq!(Scenario::Increase as u32, 0);
-        assert_eq!(Scenario::Decrease as u32, 1);
-        assert_eq!(Scenario::MemPressure as u32, 2);
-        assert_eq!(Scenario::MemExhaustion as u32, 3);
+    fn names_and_flags_match_the_reference() {
+        // The C ids are checked at compile time (same_ids! above).
         assert_eq!(Tunable::RmemMax.name(), "net.core.rmem_max");
         for t in Tunable::ALL {
             assert!(!Tunable::TABLE[*t as usize].flags.contains(TunableFlags::NAMESPACED));

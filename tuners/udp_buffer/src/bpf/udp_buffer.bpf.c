@@ -36,20 +36,22 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Tunable ids: must match the Rust table (src/tables.rs). */
+/* Tunable and scenario ids: the Rust tables' (src/tables.rs checks them
+ * against these enums, anchored in BTF, when the tuner is compiled). */
 enum udp_buffer_tunable {
 	UDP_BUFFER_UDP_MEM = 0,
 	UDP_BUFFER_RMEM_MAX = 1,
 	UDP_BUFFER_RMEM_DEFAULT = 2,
 };
+enum udp_buffer_tunable udp_buffer_tunable_anchor = UDP_BUFFER_UDP_MEM;
 
-/* Scenario ids: must match the Rust table. */
 enum udp_buffer_scenario {
 	UDP_BUFFER_INCREASE = 0,
 	UDP_BUFFER_DECREASE = 1,
 	UDP_MEM_PRESSURE = 2,
 	UDP_MEM_EXHAUSTION = 3,
 };
+enum udp_buffer_scenario udp_buffer_scenario_anchor = UDP_BUFFER_INCREASE;
 
 /* Payload slot 1: update[1].old[0..2]. */
 enum udp_buffer_extra {
