@@ -2,8 +2,9 @@
 //! reason-line texts it logs (interface facts kept exactly as the
 //! original's, except where the original's text was wrong).
 //!
-//! Ids are the enum discriminants; `net_buffer.bpf.c` uses the same
-//! numbers, checked by a unit test below.
+//! Ids are the enum discriminants; `net_buffer.bpf.c` names the same
+//! numbers in enums anchored in its BTF, checked against these tables when
+//! the tuner is compiled (`same_ids!` below).
 
 bpftune_sdk::tunables! {
     pub enum Tunable {
@@ -43,6 +44,20 @@ bpftune_sdk::scenarios! {
         ),
     }
 }
+
+// The ids the BPF side uses are its C enums' (anchored in the object's
+// BTF): the build fails if the two ever differ.
+bpftune_sdk::same_ids!(crate::skel::types::net_buffer_tunable => Tunable {
+    NETDEV_MAX_BACKLOG = NetdevMaxBacklog,
+    FLOW_LIMIT_CPU_BITMAP = FlowLimitCpuBitmap,
+    NETDEV_BUDGET = NetdevBudget,
+    NETDEV_BUDGET_USECS = NetdevBudgetUsecs,
+    HIGH_ORDER_ALLOC_DISABLE = HighOrderAllocDisable,
+});
+bpftune_sdk::same_ids!(crate::skel::types::net_buffer_scenario => Scenario {
+    NETDEV_MAX_BACKLOG_INCREASE = MaxBacklogIncrease,
+    FLOW_LIMIT_CPU_SET = FlowLimitSet,
+});
 
 /// Ceiling for `netdev_max_backlog` (packets per CPU). The original had
 /// none. The backlog is a per-CPU queue of whole skbs: at 65536 packets of
@@ -132,14 +147,9 @@ mod tests {
     use bpftune_sdk::abi::TunableFlags;
 
     #[test]
-    fn ids_match_the_bpf_side_and_the_reference() {
-        assert_eq!(Tunable::NetdevMaxBacklog as u32, 0);
-        assert_eq!(Tunable::FlowLimitCpuBitmap as u32, 1);
-        assert_eq!(Tunable::NetdevBudget as u32, 2);
-        assert_eq!(Tunable::NetdevBudgetUsecs as u32, 3);
-        assert_eq!(Tunable::HighOrderAllocDisable as u32, 4);
-        assert_eq!(Scenario::MaxBacklogIncrease as u32, 0);
-        assert_eq!(Scenario::FlowLimitSet as u32, 1);
+    fn ids_flags_and_names_match_the_reference() {
+        // The ids BPF uses are checked at compile time (same_ids! above);
+        // these the BPF side never sends.
         assert_eq!(Scenario::BudgetIncrease as u32, 2);
         assert_eq!(Scenario::BudgetDecrease as u32, 3);
         assert_eq!(Scenario::HighOrderAllocEnable as u32, 4);

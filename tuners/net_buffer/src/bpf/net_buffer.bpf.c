@@ -39,7 +39,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Tunable ids: must match the Rust table (src/tables.rs). */
+/* Tunable and scenario ids: the Rust tables' (src/tables.rs checks them
+ * against these enums, anchored in BTF, when the tuner is compiled). */
 enum net_buffer_tunable {
 	NETDEV_MAX_BACKLOG = 0,
 	FLOW_LIMIT_CPU_BITMAP = 1,
@@ -47,12 +48,13 @@ enum net_buffer_tunable {
 	NETDEV_BUDGET_USECS = 3,
 	HIGH_ORDER_ALLOC_DISABLE = 4,
 };
+enum net_buffer_tunable net_buffer_tunable_anchor = NETDEV_MAX_BACKLOG;
 
-/* Scenario ids: must match the Rust table. */
 enum net_buffer_scenario {
 	NETDEV_MAX_BACKLOG_INCREASE = 0,
 	FLOW_LIMIT_CPU_SET = 1,
 };
+enum net_buffer_scenario net_buffer_scenario_anchor = NETDEV_MAX_BACKLOG_INCREASE;
 
 /* Payload slot 1: update[1].old[0..2]. */
 enum net_buffer_extra {
