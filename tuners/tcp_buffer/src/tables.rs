@@ -1,8 +1,9 @@
 //! The tcp_buffer tuner's tunable and scenario tables, and the reason-line
 //! formats it logs (interface facts kept exactly as the original's).
 //!
-//! Ids are the enum discriminants; the BPF side (`tcp_buffer.bpf.c`) uses the
-//! same numbers for the few it sends, checked by a unit test below.
+//! Ids are the enum discriminants; the BPF side (`tcp_buffer.bpf.c`) names
+//! the few it sends in enums anchored in its BTF, checked against these
+//! tables when the tuner is compiled (`same_ids!` below).
 
 bpftune_sdk::tunables! {
     pub enum Tunable {
@@ -77,6 +78,21 @@ bpftune_sdk::scenarios! {
     }
 }
 
+// The ids the BPF side sends are its C enums' (anchored in the object's
+// BTF): the build fails if the two ever differ.
+bpftune_sdk::same_ids!(crate::skel::types::tcp_buffer_tunable => Tunable {
+    TCP_BUFFER_WMEM = TcpWmem,
+    TCP_BUFFER_RMEM = TcpRmem,
+    TCP_BUFFER_MEM = TcpMem,
+    TCP_BUFFER_MAX_SYN_BACKLOG = TcpMaxSynBacklog,
+});
+bpftune_sdk::same_ids!(crate::skel::types::tcp_buffer_scenario => Scenario {
+    TCP_BUFFER_INCREASE = Increase,
+    TCP_MEM_PRESSURE = MemPressure,
+    TCP_MEM_EXHAUSTION = MemExhaustion,
+    TCP_MAX_SYN_BACKLOG_INCREASE = SynBacklogIncrease,
+});
+
 /// Labels of the three values of tcp_rmem / tcp_wmem.
 pub const BUFFER_LABELS: &str = "min default max";
 /// Labels of the three values of tcp_mem.
@@ -135,16 +151,8 @@ mod tests {
     use bpftune_sdk::abi::{TunableFlags, TunableKind};
 
     #[test]
-    fn ids_match_the_bpf_side_and_the_reference() {
-        // tcp_buffer.bpf.c: enum tcp_buffer_tunable / tcp_buffer_scenario.
-        assert_eq!(Tunable::TcpWmem as u32, 0);
-        assert_eq!(Tunable::TcpRmem as u32, 1);
-        assert_eq!(Tunable::TcpMem as u32, 2);
-        assert_eq!(Tunable::TcpMaxSynBacklog as u32, 8);
-        assert_eq!(Scenario::Increase as u32, 0);
-        assert_eq!(Scenario::MemPressure as u32, 3);
-        assert_eq!(Scenario::MemExhaustion as u32, 4);
-        assert_eq!(Scenario::SynBacklogIncrease as u32, 8);
+    fn table_sizes_match_the_reference() {
+        // The ids BPF sends are checked at compile time (same_ids! above).
         assert_eq!(Scenario::ALL.len(), 13);
         assert_eq!(Tunable::ALL.len(), 10);
     }

@@ -29,21 +29,23 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Tunable ids: must match the Rust table (src/tables.rs). */
+/* Tunable and scenario ids: the Rust tables' (src/tables.rs checks them
+ * against these enums, anchored in BTF, when the tuner is compiled). */
 enum tcp_buffer_tunable {
 	TCP_BUFFER_WMEM = 0,
 	TCP_BUFFER_RMEM = 1,
 	TCP_BUFFER_MEM = 2,
 	TCP_BUFFER_MAX_SYN_BACKLOG = 8,
 };
+enum tcp_buffer_tunable tcp_buffer_tunable_anchor = TCP_BUFFER_WMEM;
 
-/* Scenario ids: must match the Rust table. */
 enum tcp_buffer_scenario {
 	TCP_BUFFER_INCREASE = 0,
 	TCP_MEM_PRESSURE = 3,
 	TCP_MEM_EXHAUSTION = 4,
 	TCP_MAX_SYN_BACKLOG_INCREASE = 8,
 };
+enum tcp_buffer_scenario tcp_buffer_scenario_anchor = TCP_BUFFER_INCREASE;
 
 /* Payload slot 1: update[1].old[0..2] and update[1].new[0..2]. */
 enum tcp_buffer_extra {
