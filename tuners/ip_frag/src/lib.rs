@@ -20,14 +20,14 @@ pub mod snmp;
 pub mod sockstat;
 pub mod tables;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 
 use bpftune_sdk::abi::FeatureState;
 use bpftune_sdk::abi::{NetnsInfo, NetnsScan};
-use bpftune_sdk::corr::CorrTable;
+use bpftune_sdk::corr::Corr;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel};
-use bpftune_sdk::{Host, Tuner};
+use bpftune_sdk::{Host, NetnsState, PerNetns, Tuner};
 
 use fragmem::FragMem;
 use policy::{FragDecision, FragInput};
@@ -41,6 +41,27 @@ pub const TICK_MS: u32 = 1000;
 /// Every this many ticks the tuner walks every nsfs mount and process to
 /// find namespaces (in between, only if `/run/netns` changed).
 pub const SCAN_EVERY: u64 = 5;
+
+/// Everything the tuner keeps for one namespace (the daemon's included),
+/// held in a [`PerNetns`]: released by the SDK when the daemon reports the
+/// namespace gone, and by the tuner when its listing no longer has it.
+#[derive(Debug, Default)]
+struct NsState {
+    /// When to read it next.
+    schedule: Schedule,
+    /// The daemon was told about it (it needs a handle to write).
+    reported: bool,
+    /// An administrator took over here, or it is gone.
+    disabled: bool,
+    /// Per high threshold: (threshold, failure rate) samples.
+    corr: HashMap<Tunable, Corr>,
+}
+
+/// What the SDK releases when a namespace goes (see
+/// [`Tuner::netns_state`]): everything kept per namespace.
+fn netns_states(ns: &mut PerNetns<NsState>) -> Vec<&mut dyn NetnsState> {
+    vec![ns]
+}
 
 /// The loaded tuner.
 pub struct IpFragTuner {
@@ -56,14 +77,9 @@ pub struct IpFragTuner {
     /// Every other namespace on the host the daemon knows (cookie, inode);
     /// empty without netns cookies (global-only policy).
     namespaces: Vec<NetnsInfo>,
-    schedule: Schedule,
     tick: u64,
-    /// Namespaces the daemon was told about (it needs a handle to write).
-    reported: HashSet<u64>,
-    /// Namespaces where an administrator took over, or that are gone.
-    disabled: HashSet<u64>,
-    /// (high threshold, netns) → (threshold, failure rate) samples.
-    corr: CorrTable<(Tunable, u64)>,
+    /// What the tuner keeps per namespace.
+    ns: PerNetns<NsState>,
 }
 
 impl IpFragTuner {
@@ -74,8 +90,9 @@ impl IpFragTuner {
         match self.host.write(t, s, cookie, &[new], &reason) {
             Ok(WriteOutcome::Written | WriteOutcome::Advised | WriteOutcome::Unchanged) => true,
             Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
-                self.disabled.insert(cookie);
-                self.corr.retain(|k, _| k.1 != cookie);
+                let ns = self.ns.entry(cookie);
+                ns.disabled = true;
+                ns.corr.clear();
                 false
             }
             Err(e) => {
@@ -88,11 +105,15 @@ impl IpFragTuner {
     /// Feed the correlation with (next threshold, failure rate) and say
     /// whether failures follow our increases.
     fn correlated(&mut self, t: Tunable, cookie: u64, next_high: i64, counters: Option<Reasm>) -> bool {
-        let key = (t, cookie);
         if let Some(rate) = counters.and_then(|r| policy::fail_rate(r.fails, r.reqds)) {
-            self.corr.update(key, next_high as f64, rate as f64);
+            self.ns.entry(cookie).corr.entry(t).or_default().update(next_high as f64, rate as f64);
         }
-        self.corr.get(&key).is_correlated()
+        self.ns.get(cookie).and_then(|ns| ns.corr.get(&t)).is_some_and(Corr::is_correlated)
+    }
+
+    /// Whether the tuner stopped acting in that namespace.
+    fn disabled(&self, cookie: u64) -> bool {
+        self.ns.get(cookie).is_some_and(|ns| ns.disabled)
     }
 
     /// Act on one look at a namespace (`inum` None: the daemon's own).
@@ -102,7 +123,7 @@ impl IpFragTuner {
         for (t, fam) in families {
             let Some(fam) = fam.filter(|f| f.nearly_full(self.lr)) else { continue };
             let Some((high, low)) = fam.thresh else { continue };
-            if self.disabled.contains(&cookie) {
+            if self.disabled(cookie) {
                 return;
             }
             self.host.debug_log(&format!(
@@ -112,7 +133,7 @@ impl IpFragTuner {
                 fam.mem.inuse
             ));
             if let Some(inum) = inum.and_then(|i| u32::try_from(i).ok()) {
-                if self.reported.insert(cookie) {
+                if !std::mem::replace(&mut self.ns.entry(cookie).reported, true) {
                     self.host.netns_seen(cookie, inum);
                 }
             }
@@ -141,14 +162,6 @@ impl IpFragTuner {
         }
     }
 
-    /// Forget everything kept for a namespace.
-    fn release(&mut self, cookie: u64) {
-        self.schedule.forget(cookie);
-        self.reported.remove(&cookie);
-        self.disabled.remove(&cookie);
-        self.corr.retain(|k, _| k.1 != cookie);
-    }
-
     /// The daemon's namespaces: a full walk every [`SCAN_EVERY`] ticks (and
     /// the first), otherwise only if `/run/netns` changed. A namespace no
     /// longer listed is gone: forget it.
@@ -162,7 +175,7 @@ impl IpFragTuner {
         let gone: Vec<u64> =
             self.namespaces.iter().map(|n| n.cookie).filter(|c| !now.iter().any(|n| n.cookie == *c)).collect();
         for cookie in gone {
-            self.release(cookie);
+            self.ns.remove(cookie);
         }
         self.namespaces = now;
     }
@@ -212,19 +225,7 @@ impl Tuner for IpFragTuner {
                 "no netns cookies (5.14+): only the daemon's namespace is watched",
             );
         }
-        Ok(Self {
-            host,
-            lr,
-            global,
-            ipv6,
-            fragmem,
-            namespaces: Vec::new(),
-            schedule: Schedule::default(),
-            tick: 0,
-            reported: HashSet::new(),
-            disabled: HashSet::new(),
-            corr: CorrTable::new(),
-        })
+        Ok(Self { host, lr, global, ipv6, fragmem, namespaces: Vec::new(), tick: 0, ns: PerNetns::new() })
     }
 
     fn event(&mut self, _event: &Event) -> Result<(), String> {
@@ -237,9 +238,9 @@ impl Tuner for IpFragTuner {
         let tick = self.tick;
         self.discover();
         let global = self.global;
-        if !self.disabled.contains(&global) && self.schedule.due(global, tick) {
+        if self.ns.get(global).is_none_or(|ns| !ns.disabled && ns.schedule.due(tick)) {
             let reading = sockstat::read(Path::new("/proc/net"), Path::new("/proc/sys"), self.lr);
-            self.schedule.observed(global, tick, reading.busy());
+            self.ns.entry(global).schedule.observed(tick, reading.busy());
             self.act(global, None, &reading);
         }
         // One kernel pass: which namespaces (with a process in them) hold
@@ -255,37 +256,69 @@ impl Tuner for IpFragTuner {
             None => None,
         };
         let mut due = Vec::new();
-        for n in self.namespaces.iter().filter(|n| !self.disabled.contains(&n.cookie)) {
+        for n in &self.namespaces {
+            let ns = self.ns.entry(n.cookie);
+            if ns.disabled {
+                continue;
+            }
             match held.as_ref().and_then(|m| m.get(&n.inum)) {
                 Some(f) if f.holds_memory() => due.push(*n),
-                Some(_) => self.schedule.observed(n.cookie, tick, false),
-                None if self.schedule.due(n.cookie, tick) => due.push(*n),
+                Some(_) => ns.schedule.observed(tick, false),
+                None if ns.schedule.due(tick) => due.push(*n),
                 None => {}
             }
         }
         for n in due {
             match sampler::read_namespace(&self.host, n.cookie, n.inum, self.lr) {
                 Ok(reading) => {
-                    self.schedule.observed(n.cookie, tick, reading.busy());
+                    self.ns.entry(n.cookie).schedule.observed(tick, reading.busy());
                     self.act(n.cookie, Some(n.inum), &reading);
                 }
                 Err(e) => {
                     // Gone or changed: the next listing tells; back off meanwhile.
-                    self.schedule.observed(n.cookie, tick, false);
+                    self.ns.entry(n.cookie).schedule.observed(tick, false);
                     self.host.debug_log(&format!("ip_frag: netns cookie {}: {e}", n.cookie));
                 }
             }
         }
         if tick % SCAN_EVERY == 1 {
             let namespaces = &self.namespaces;
-            self.schedule.retain(|c| c == global || namespaces.iter().any(|n| n.cookie == c));
+            for (cookie, ns) in self.ns.iter_mut() {
+                if cookie != global && !namespaces.iter().any(|n| n.cookie == cookie) {
+                    ns.schedule.forget();
+                }
+            }
         }
         Ok(())
     }
 
-    fn netns_released(&mut self, cookie: u64) {
-        self.release(cookie);
+    fn netns_state(&mut self) -> Vec<&mut dyn NetnsState> {
+        netns_states(&mut self.ns)
     }
 }
 
 bpftune_sdk::export_tuner!(IpFragTuner);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_namespace_leaves_nothing() {
+        let mut ns: PerNetns<NsState> = PerNetns::new();
+        for cookie in [1, 7, 8] {
+            let s = ns.entry(cookie);
+            s.schedule.observed(3, false);
+            s.reported = true;
+            s.disabled = cookie == 7;
+            s.corr.entry(Tunable::IpfragHighThresh).or_default().update(1.0, 2.0);
+        }
+        // What the SDK does when the daemon reports the namespace gone.
+        for state in netns_states(&mut ns) {
+            state.release_netns(7);
+        }
+        assert!(ns.get(7).is_none());
+        assert_eq!(ns.len(), 2, "other namespaces and the daemon's keep theirs");
+        assert!(ns.get(8).is_some_and(|s| s.reported && s.schedule.is_set()));
+    }
+}
