@@ -16,13 +16,13 @@
 pub mod policy;
 pub mod tables;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 
 use bpftune_sdk::abi::FeatureState;
 use bpftune_sdk::{Event, LearningRate, WriteOutcome, kernel, prepare_object};
-use bpftune_sdk::{Host, NetnsAdmission, OwnedSkel, Tuner, UnknownNetns};
+use bpftune_sdk::{Host, NetnsAdmission, NetnsState, OwnedSkel, PerNetns, Tuner, UnknownNetns};
 use libbpf_rs::btf::types::Struct;
 use libbpf_rs::btf::{Btf, BtfKind, BtfType};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -85,12 +85,19 @@ struct Watch {
     /// daemon's own namespace (inode `own_inum`) is tuned.
     cookies: bool,
     own_inum: u64,
-    /// Namespaces (by inode) whose events were ignored for lack of cookies.
+    /// Namespaces (by inode) whose events were ignored for lack of cookies
+    /// (so never released by cookie; bounded instead).
     ignored: HashSet<u32>,
     /// Last reason a namespace was held, to log changes only.
-    held: HashMap<u64, Hold>,
+    held: PerNetns<Hold>,
     // Dropped last: the BPF object (its link lives in the skeleton).
     _skel: OwnedSkel<BpfSkel>,
+}
+
+/// What the SDK releases when a namespace goes (see
+/// [`Tuner::netns_state`]): everything kept per namespace.
+fn netns_states<'a>(netns: &'a mut NetnsAdmission, held: &'a mut PerNetns<Hold>) -> Vec<&'a mut dyn NetnsState> {
+    vec![netns, held]
 }
 
 /// The loaded tuner.
@@ -122,7 +129,7 @@ impl RouteTableTuner {
             cookies: host.netns_cookie_supported(),
             own_inum: own_netns_inum(),
             ignored: HashSet::new(),
-            held: HashMap::new(),
+            held: PerNetns::new(),
             _skel: skel,
         })
     }
@@ -166,7 +173,9 @@ impl RouteTableTuner {
     fn hold(&mut self, cookie: u64, why: Hold, entries: i64, max_size: i64) {
         let label = self.ns_label(cookie);
         let Some(w) = self.watch.as_mut() else { return };
-        if w.held.insert(cookie, why) == Some(why) {
+        let before = w.held.get(cookie).copied();
+        *w.held.entry_with(cookie, || why) = why;
+        if before == Some(why) {
             return;
         }
         match why {
@@ -210,7 +219,7 @@ impl RouteTableTuner {
         match policy::decide(entries, max_size, self.lr) {
             Decision::Grow(new) => {
                 if let Some(w) = self.watch.as_mut() {
-                    w.held.remove(&cookie);
+                    w.held.remove(cookie);
                 }
                 self.write(cookie, max_size, new);
             }
@@ -227,7 +236,7 @@ impl RouteTableTuner {
             Ok(WriteOutcome::SkippedManual | WriteOutcome::NetnsGone) => {
                 if let Some(w) = self.watch.as_mut() {
                     w.netns.disable(cookie);
-                    w.held.remove(&cookie);
+                    w.held.remove(cookie);
                 }
             }
             Err(e) => self.host.error(&format!("route_table: could not change '{}': {e}", t.name())),
@@ -268,12 +277,35 @@ impl Tuner for RouteTableTuner {
         Ok(())
     }
 
-    fn netns_released(&mut self, cookie: u64) {
-        if let Some(w) = self.watch.as_mut() {
-            w.netns.forget(cookie);
-            w.held.remove(&cookie);
+    fn netns_state(&mut self) -> Vec<&mut dyn NetnsState> {
+        match self.watch.as_mut() {
+            Some(w) => netns_states(&mut w.netns, &mut w.held),
+            None => Vec::new(),
         }
     }
 }
 
 bpftune_sdk::export_tuner!(RouteTableTuner);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_namespace_leaves_nothing() {
+        let mut netns = NetnsAdmission::new(1, UnknownNetns::Skip);
+        let mut held: PerNetns<Hold> = PerNetns::new();
+        for cookie in [7, 8] {
+            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+            *held.entry_with(cookie, || Hold::AtCeiling) = Hold::NotNearlyFull;
+        }
+        netns.disable(7);
+        // What the SDK does when the daemon reports the namespace gone.
+        for state in netns_states(&mut netns, &mut held) {
+            state.release_netns(7);
+        }
+        assert!(held.get(7).is_none() && !netns.is_disabled(7) && netns.inum(7).is_none());
+        assert_eq!(netns.tracked(), 1);
+        assert_eq!(held.get(8), Some(&Hold::NotNearlyFull));
+    }
+}
