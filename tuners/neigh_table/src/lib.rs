@@ -65,7 +65,9 @@ fn decode(event: &Event) -> Option<NeighEvent> {
     })
 }
 
-/// The loaded tuner.
+/// The loaded tuner. Nothing here is kept per namespace (the tables and
+/// their thresholds are shared by all namespaces, and [`DevAddrs`] keeps
+/// nothing between dumps), so it lists no [`Tuner::netns_state`].
 pub struct NeighTableTuner {
     host: Host,
     lr: LearningRate,
