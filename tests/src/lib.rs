@@ -4,6 +4,9 @@
 //! fails. Tests change sysctls inside their own namespaces, or through
 //! [`SysctlGuard`], which restores the value on drop.
 
+pub mod delay;
+pub use delay::DelayLink;
+
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
