@@ -9,7 +9,7 @@
 //! `TCP_CONGESTION` option. This side picks the candidates, logs the
 //! choice events and prints the summary table.
 
-pub mod policy;
+pub mod ids;
 pub mod report;
 pub mod tw_policy;
 pub mod tw_reuse;
@@ -23,8 +23,8 @@ use bpftune_sdk::{Host, OwnedSkel, Tuner};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, ProgramType};
 
-use policy::{Algorithm, NR_CC, Reason};
-use report::{Budget, ChoiceEvent, HostRow, LogBudget};
+use ids::{Algorithm, NR_CC, Reason};
+use report::{Budget, ChoiceEvent, HostRow, LogBudget, Metric};
 
 bpftune_sdk::include_skeleton!(mod skel = "tcp_conn");
 bpftune_sdk::skel_family!(BpfSkel = skel::TcpConnSkel);
@@ -36,7 +36,7 @@ bpftune_sdk::tunables! {
         AvailableCongestionControl = ("net.ipv4.tcp_available_congestion_control", Sysctl, NAMESPACED | STRING, 1),
         DefaultCongestionControl = ("net.ipv4.tcp_congestion_control", Sysctl, NAMESPACED | STRING, 1),
         ThinLinearTimeouts = ("net.ipv4.tcp_thin_linear_timeouts", Sysctl, NAMESPACED, 1),
-        // The time-wait part (tw_reuse.rs); ids 5 and 6 in bpf/tw_reuse.bpf.c.
+        // The time-wait part (tw_reuse.rs).
         TcpTwReuse = ("net.ipv4.tcp_tw_reuse", Sysctl, NAMESPACED, 1),
         IpLocalPortRange = ("net.ipv4.ip_local_port_range", Sysctl, NAMESPACED, 2),
     }
@@ -48,7 +48,7 @@ bpftune_sdk::scenarios! {
             "specify TCP congestion control algorithm",
             "To optimize TCP performance, a TCP congestion control algorithm was chosen to mimimize round-trip time and maximize delivery rate."
         ),
-        // The time-wait part (tw_reuse.rs); ids 1 and 2 in bpf/tw_reuse.bpf.c.
+        // The time-wait part (tw_reuse.rs).
         TwReuse = (
             "need to reuse TIME_WAIT sockets as local ports run out",
             "Sockets in TIME_WAIT nearly fill the local port range for outgoing connections, so allow new outgoing connections to reuse TIME_WAIT sockets where it is safe from a protocol viewpoint (TCP timestamps)"
@@ -60,10 +60,23 @@ bpftune_sdk::scenarios! {
     }
 }
 
+// The ids the BPF side uses are its C enums' (anchored in the object's
+// BTF): the build fails if the two ever differ.
+bpftune_sdk::same_ids!(skel::types::tcp_conn_tunable => Tunable {
+    TUNABLE_CONG = CongestionControl,
+    TUNABLE_TW_REUSE = TcpTwReuse,
+    TUNABLE_PORT_RANGE = IpLocalPortRange,
+});
+bpftune_sdk::same_ids!(skel::types::tcp_conn_scenario => Scenario {
+    SCENARIO_SPECIFY = Specify,
+    SCENARIO_TW_REUSE = TwReuse,
+    SCENARIO_PORT_RANGE = PortRange,
+});
+
 /// Index of the thin-lto counter in `cong_stats` (after one per algorithm).
-const STAT_THIN_LTO: u32 = NR_CC as u32;
+const STAT_THIN_LTO: u32 = skel::types::tcp_conn_stat::STAT_THIN_LTO.0;
 /// Index of the loss-switch counter in `cong_stats`.
-const STAT_LOSS: u32 = NR_CC as u32 + 1;
+const STAT_LOSS: u32 = skel::types::tcp_conn_stat::STAT_LOSS.0;
 /// Destinations listed in the debug summary.
 const SUMMARY_MAX_HOSTS: usize = 64;
 /// Choice log lines: a burst of this many...
@@ -88,7 +101,7 @@ pub struct TcpConnTuner {
 fn read_candidates(host: &Host) -> Result<u32, String> {
     let name = Tunable::AvailableCongestionControl.name();
     let available = host.sysctl_read_string(0, name)?;
-    let mut mask = policy::candidate_mask(&available);
+    let mut mask = ids::candidate_mask(&available);
     let missing: Vec<Algorithm> = Algorithm::ALL.iter().copied().filter(|a| mask & a.bit() == 0).collect();
     if !missing.is_empty() && std::path::Path::new("/proc/modules").exists() {
         for alg in &missing {
@@ -99,7 +112,7 @@ fn read_candidates(host: &Host) -> Result<u32, String> {
                 Err(e) => host.debug_log(&format!("tcp_conn: could not load module '{module}': {e}")),
             }
         }
-        mask = policy::candidate_mask(&host.sysctl_read_string(0, name)?);
+        mask = ids::candidate_mask(&host.sysctl_read_string(0, name)?);
     }
     Ok(mask)
 }
@@ -138,9 +151,9 @@ impl TcpConnTuner {
             let Some(k) = read_plain::<skel::types::remote_host_key>(&key) else { continue };
             let Ok(Some(val)) = map.lookup(&key, MapFlags::ANY) else { continue };
             let Some(v) = read_plain::<skel::types::remote_host>(&val) else { continue };
-            let mut metrics = [policy::Metric::default(); NR_CC];
+            let mut metrics = [Metric::default(); NR_CC];
             for (m, b) in metrics.iter_mut().zip(v.metrics.iter()) {
-                *m = policy::Metric {
+                *m = Metric {
                     metric_value: b.metric_value,
                     max_rate: b.max_rate,
                     min_rtt: b.min_rtt,
@@ -194,7 +207,7 @@ impl Tuner for TcpConnTuner {
         if candidates == 0 {
             return Err("no known TCP congestion control algorithm is available".to_string());
         }
-        let names: Vec<&str> = policy::candidates(candidates).iter().map(|a| a.name()).collect();
+        let names: Vec<&str> = ids::candidates(candidates).iter().map(|a| a.name()).collect();
         host.debug_log(&format!("tcp_conn: candidate congestion control algorithms: {}", names.join(" ")));
 
         let netns_cookie = kernel::helper_supported(ProgramType::SockOps, kernel::GET_NETNS_COOKIE);

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use crate::policy::{Algorithm, DROP_SHIFT, EXPLORE_EVERY, Metric, NR_CC, RL_SCALE, Reason};
+use crate::ids::{Algorithm, DROP_SHIFT, EXPLORE_EVERY, NR_CC, RL_SCALE, Reason};
 
 /// Prefix of every summary line (the original's format).
 pub const SUMMARY_PREFIX: &str = "# Summary: tcp_conn_tuner:";
@@ -153,6 +153,22 @@ impl LogBudget {
     pub fn pending(&self) -> u64 {
         self.suppressed
     }
+}
+
+/// What the BPF program learned per destination and algorithm
+/// (`struct cc_metric`), for the debug summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metric {
+    /// Learned cost, lower is better.
+    pub metric_value: u64,
+    /// Learned mean deviation of the samples from `metric_value`.
+    pub metric_dev: u64,
+    /// Best delivery rate seen, bytes/s.
+    pub max_rate: u64,
+    /// Best min RTT seen, us.
+    pub min_rtt: u32,
+    /// Connections that updated the cost.
+    pub metric_count: u32,
 }
 
 /// One destination's learned state, for the debug summary.
@@ -305,7 +321,7 @@ mod tests {
     #[test]
     fn summary_has_the_original_table() {
         let choices = [3, 5, 0, 1];
-        let mask = crate::policy::candidate_mask("reno bbr cubic");
+        let mask = crate::ids::candidate_mask("reno bbr cubic");
         let lines = summary_lines(&choices, 0, mask, None, 1);
         assert_eq!(
             lines,

@@ -2,8 +2,8 @@
 //! ports are under TIME_WAIT pressure, when TIME_WAIT reuse is not enough,
 //! how far the local port range may widen, and the reason lines logged.
 //! `tw_reuse.rs` feeds them fresh sysctl values; `bpf/tw_reuse.bpf.h`
-//! applies the same two thresholds before it sends an event (a test in
-//! `tw_reuse.rs` checks its `#define`s against the constants here).
+//! applies the same two thresholds before it sends an event (the constants
+//! here are taken from its `enum tw_reuse_threshold`, anchored in BTF).
 
 use std::time::Duration;
 
@@ -13,14 +13,14 @@ use std::time::Duration;
 /// connections being opened by tens of sockets, so a storm can run out of
 /// ports while the count still says 3/4. Reuse is safe (TCP timestamps),
 /// so acting at half leaves that lag room and comes before the failures.
-pub const TW_PRESSURE_NUM: u64 = 1;
+pub const TW_PRESSURE_NUM: u64 = crate::skel::types::tw_reuse_threshold::TW_PRESSURE_NUM.0 as u64;
 /// ...over this.
-pub const TW_PRESSURE_DEN: u64 = 2;
+pub const TW_PRESSURE_DEN: u64 = crate::skel::types::tw_reuse_threshold::TW_PRESSURE_DEN.0 as u64;
 /// Reuse cannot keep up when connections opened within the reuse delay
 /// fill at least this share of the range...
-pub const YOUNG_FULL_NUM: u64 = 3;
+pub const YOUNG_FULL_NUM: u64 = crate::skel::types::tw_reuse_threshold::YOUNG_FULL_NUM.0 as u64;
 /// ...over this.
-pub const YOUNG_FULL_DEN: u64 = 4;
+pub const YOUNG_FULL_DEN: u64 = crate::skel::types::tw_reuse_threshold::YOUNG_FULL_DEN.0 as u64;
 /// The highest port the range may be widened to.
 pub const PORT_MAX: i64 = 65535;
 /// The range is never widened below this port (the kernel's default

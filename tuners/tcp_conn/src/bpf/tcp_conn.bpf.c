@@ -44,8 +44,9 @@
  *   (min_rtt - host_min_rtt) * 10^6 / host_min_rtt
  *   + (host_max_rate - this connection's rate) * 10^6 / host_max_rate
  * The algorithm's learned cost and mean deviation are moving averages
- * (learning-rate shift) of the samples and of |sample - cost|. The same
- * logic lives in ../policy.rs, unit-tested.
+ * (learning-rate shift) of the samples and of |sample - cost|. The
+ * integration tests (tests/tests/tcp_conn.rs) drive this program with real
+ * connections; userspace has no copy of the logic.
  *
  * Socket storage is created only when a connection is switched on loss
  * (so that its close is not learned as either algorithm); the algorithm a
@@ -78,37 +79,71 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_THIN_LINEAR_TIMEOUTS	16
 #define TCP_CA_NAME_MAX			16
 
-/* Algorithm indexes; the table must match policy.rs::Algorithm. */
-#define CC_CUBIC	0
-#define CC_BBR		1
-#define CC_HTCP		2
-#define CC_RENO		3
-#define NR_CC		4
-#define CC_NONE		0xff
+/*
+ * Every number userspace shares with this program is named in an enum
+ * anchored in the object's BTF (a global of the enum's type), so that
+ * libbpf-cargo generates it into the skeleton: src/ids.rs and src/lib.rs
+ * check their enums against these (same_ids!) or take the values from the
+ * skeleton, when the tuner is compiled.
+ */
 
-#define REMOTE_HOST_MIN_INSTANCES	4
-#define DROP_SHIFT			6	/* loss above 1/64 of segments sent */
-#define EXPLORE_EVERY			64	/* explore 1 connection in 64 */
-#define MIN_SAMPLES			2	/* before a learned cost counts */
-#define COST_MARGIN			(RL_SCALE / 8)	/* smallest gap that counts */
-#define RL_SCALE			1000000ULL
-#define REMOTE_HOST_MAX			4096
+/* Tunable and scenario ids of the Rust tables (src/lib.rs); the time-wait
+ * part (tw_reuse.bpf.h) uses the last two of each. */
+enum tcp_conn_tunable {
+	TUNABLE_CONG = 0,		/* net.persock.tcp.congestion_control */
+	TUNABLE_TW_REUSE = 5,		/* net.ipv4.tcp_tw_reuse */
+	TUNABLE_PORT_RANGE = 6,		/* net.ipv4.ip_local_port_range */
+};
+enum tcp_conn_tunable tcp_conn_tunable_anchor = TUNABLE_CONG;
 
-/* Why an event was sent; must match policy.rs::Reason. */
-#define REASON_LOSS	1	/* loss above 1/64: switched to bbr */
-#define REASON_COST	2	/* learned cost clearly lower */
-#define REASON_EXPLORE	3	/* bounded exploration */
-#define REASON_UNTRIED	4	/* exploration of an unsampled candidate */
-#define REASON_REMEMBER	5	/* destination remembered as lossy: start on bbr */
+enum tcp_conn_scenario {
+	SCENARIO_SPECIFY = 0,
+	SCENARIO_TW_REUSE = 1,
+	SCENARIO_PORT_RANGE = 2,
+};
+enum tcp_conn_scenario tcp_conn_scenario_anchor = SCENARIO_SPECIFY;
 
-/* Tunable 0 (net.persock.tcp.congestion_control), scenario 0. */
-#define TUNABLE_CONG	0
-#define SCENARIO_SPECIFY 0
+/* Algorithm indexes (events, cong_stats, metrics[]): ids.rs's Algorithm. */
+enum tcp_conn_alg {
+	CC_CUBIC = 0,
+	CC_BBR = 1,
+	CC_HTCP = 2,
+	CC_RENO = 3,
+	NR_CC = 4,
+	CC_NONE = 0xff,
+};
+enum tcp_conn_alg tcp_conn_alg_anchor = CC_CUBIC;
+
+/* Why an event was sent: ids.rs's Reason. */
+enum tcp_conn_reason {
+	REASON_LOSS = 1,	/* loss above 1/64: switched to bbr */
+	REASON_COST = 2,	/* learned cost clearly lower */
+	REASON_EXPLORE = 3,	/* bounded exploration */
+	REASON_UNTRIED = 4,	/* exploration of an unsampled candidate */
+	REASON_REMEMBER = 5,	/* destination remembered as lossy: start on bbr */
+};
+enum tcp_conn_reason tcp_conn_reason_anchor = REASON_LOSS;
 
 /* Indexes in cong_stats after the per-algorithm choice counters. */
-#define STAT_THIN_LTO	NR_CC
-#define STAT_LOSS	(NR_CC + 1)
-#define NR_STATS	(NR_CC + 2)
+enum tcp_conn_stat {
+	STAT_THIN_LTO = NR_CC,
+	STAT_LOSS = NR_CC + 1,
+	NR_CONG_STATS = NR_CC + 2,
+};
+enum tcp_conn_stat tcp_conn_stat_anchor = STAT_THIN_LTO;
+
+/* The policy's constants; userspace shows the first three in its log
+ * lines (ids.rs takes them from the skeleton). */
+enum tcp_conn_const {
+	DROP_SHIFT = 6,			/* loss above 1/64 of segments sent */
+	EXPLORE_EVERY = 64,		/* explore 1 connection in 64 */
+	RL_SCALE = 1000000,		/* fixed-point scale of costs */
+	REMOTE_HOST_MIN_INSTANCES = 4,	/* first exploring connection */
+	MIN_SAMPLES = 2,		/* before a learned cost counts */
+	COST_MARGIN = RL_SCALE / 8,	/* smallest gap that counts */
+	REMOTE_HOST_MAX = 4096,
+};
+enum tcp_conn_const tcp_conn_const_anchor = DROP_SHIFT;
 
 /* Candidate mask (bit i = algorithm i is in the kernel's
  * tcp_available_congestion_control), set by userspace before load. */
@@ -191,7 +226,7 @@ struct {
  * successful setsockopt calls), thin-lto settings, loss switches. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NR_STATS);
+	__uint(max_entries, NR_CONG_STATS);
 	__type(key, __u32);
 	__type(value, __u64);
 } cong_stats SEC(".maps");
@@ -264,7 +299,7 @@ static __always_inline void host_key(struct bpf_sock_ops *skops,
 }
 
 /* Loopback peers (127.0.0.0/8, ::ffff:127.0.0.0/104, ::1) have no path to
- * tune: no loss, no bottleneck. Same as policy.rs::is_loopback. */
+ * tune: no loss, no bottleneck. */
 static __always_inline bool is_loopback(const struct remote_host_key *key)
 {
 	if (key->addr[0] || key->addr[1])
@@ -310,8 +345,7 @@ static __always_inline int set_alg(struct bpf_sock_ops *skops, __u32 alg)
 			      sizeof(name));
 }
 
-/* Move a moving average towards a new sample by 1/2^shift of the gap.
- * Same as policy.rs::ewma. */
+/* Move a moving average towards a new sample by 1/2^shift of the gap. */
 static __always_inline __u64 ewma(__u64 value, __u64 sample, __u32 shift)
 {
 	if (sample > value)
@@ -332,8 +366,7 @@ static __always_inline __u32 ncandidates(void)
 
 /* Is the learned cost of @worse clearly above that of @better: both from
  * at least MIN_SAMPLES connections, and the gap larger than COST_MARGIN
- * and than the sum of their mean deviations? Same as
- * policy.rs::distinct. */
+ * and than the sum of their mean deviations? */
 static __always_inline bool distinct(struct remote_host *host, __u32 worse,
 				     __u32 better)
 {
@@ -353,8 +386,7 @@ static __always_inline bool distinct(struct remote_host *host, __u32 worse,
 }
 
 /* host->best after learning: the sampled candidate with the lowest cost,
- * if some other candidate is distinctly worse; else CC_NONE. Same as
- * policy.rs::best. */
+ * if some other candidate is distinctly worse; else CC_NONE. */
 static __always_inline __u32 best_candidate(struct remote_host *host)
 {
 	__u64 best_cost = ~0ULL;
@@ -379,8 +411,7 @@ static __always_inline __u32 best_candidate(struct remote_host *host)
 }
 
 /* The candidate other than @skip with the fewest samples, ties broken
- * uniformly at random (reservoir sampling); CC_NONE if there is none.
- * Same as policy.rs::least_sampled. */
+ * uniformly at random (reservoir sampling); CC_NONE if there is none. */
 static __always_inline __u32 least_sampled(struct remote_host *host,
 					   __u32 skip)
 {
@@ -620,7 +651,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 
 	/* The destination stays "lossy" (new connections start on bbr) while
 	 * its recent loss rate is above the threshold; once it drops below,
-	 * the learned costs decide again. Same as policy.rs::loss_update. */
+	 * the learned costs decide again. */
 	host->retrans_sum = host->retrans_sum - (host->retrans_sum >> shift) +
 			    skops->total_retrans;
 	host->segs_sum = host->segs_sum - (host->segs_sum >> shift) +
@@ -667,7 +698,6 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 	if (hmax && rate < hmax)
 		cost += (hmax - rate) * RL_SCALE / hmax;
 
-	/* Same as policy.rs::learn. */
 	if (!m->metric_count) {
 		m->metric_value = cost;
 	} else {

@@ -41,20 +41,19 @@
  * have_netns_cookie_helper; connections in namespaces other than the
  * daemon's (own_netns_inum) are then ignored, as no write could reach them.
  */
-/* Scenario ids: tcp_conn's table (lib.rs) has "specify TCP congestion
- * control algorithm" at 0; these follow it. */
-#define SCENARIO_TW_REUSE	1
-#define SCENARIO_PORT_RANGE	2
-/* Tunable ids in tcp_conn's table, for the rate limiter's key. */
-#define TUNABLE_TW_REUSE	5
-#define TUNABLE_PORT_RANGE	6
+/* Scenario ids SCENARIO_TW_REUSE/SCENARIO_PORT_RANGE and tunable ids
+ * TUNABLE_TW_REUSE/TUNABLE_PORT_RANGE (the rate limiter's key) are in
+ * tcp_conn.bpf.c's enums, with the congestion-control part's. */
 
-/* Thresholds, as shares of the port range's span: tw_policy.rs's
- * TW_PRESSURE_* and YOUNG_FULL_* (checked by a test there). */
-#define TW_PRESSURE_NUM		1
-#define TW_PRESSURE_DEN		2
-#define YOUNG_FULL_NUM		3
-#define YOUNG_FULL_DEN		4
+/* Thresholds, as shares of the port range's span; anchored in BTF so that
+ * tw_policy.rs takes its TW_PRESSURE_* and YOUNG_FULL_* from the skeleton. */
+enum tw_reuse_threshold {
+	TW_PRESSURE_NUM = 1,
+	TW_PRESSURE_DEN = 2,
+	YOUNG_FULL_NUM = 3,
+	YOUNG_FULL_DEN = 4,
+};
+enum tw_reuse_threshold tw_reuse_threshold_anchor = TW_PRESSURE_NUM;
 
 #define REUSE_DELAY_MS_DEFAULT	1000
 #define NETNS_MAX		1024
