@@ -5,7 +5,16 @@
 //! namespace default, the namespace default itself must not change, and the
 //! summary must count the bbr choices; over IPv4 and over IPv6. Loss-free
 //! connections, which the learner cannot tell apart by algorithm, must
-//! hardly ever be switched (each switch costs a bpf_setsockopt).
+//! hardly ever be switched (each switch costs a bpf_setsockopt), but the
+//! bounded exploration must run (the 4th connection, then 1 in 64). A
+//! destination that stops losing returns to the default once its decaying
+//! loss rate drops (not after one short clean connection); loopback peers
+//! are never tuned, however lossy; and an algorithm whose connections are
+//! distinctly cheaper (the default's connections are shaped with tbf, the
+//! explored ones are not) is learned and chosen on cost.
+//!
+//! These drive the BPF program itself: there is no userspace copy of its
+//! policy to test instead.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -258,9 +267,214 @@ fn loss_free_connections_are_rarely_switched() {
     // connections in three when the costs tied.
     let switched: u64 = ["cubic", "bbr", "reno", "htcp"].iter().filter_map(|a| summary_count(&log, a)).sum();
     assert!(switched <= 2 * CONNECTIONS as u64 / 10, "{switched} of {} connections switched:\n{log}", 2 * CONNECTIONS);
+    // Exploration runs, at the bounded rate: the first switch to each
+    // destination is its 4th connection trying an untried candidate, and
+    // every later exploring connection is switched too, unless a cost
+    // switch coincides with it (then the exploration may keep the default).
+    for dst in [veth.b_addr, veth.a_addr] {
+        let first = format!("suits connections to {dst} best (4 connections so far), try");
+        assert!(log.contains(&first), "no exploration at the 4th connection to {dst}:\n{log}");
+    }
+    assert!(switched >= 2 * explorations(CONNECTIONS) - 2, "{switched} switched, too few explorations:\n{log}");
     assert!(!log.contains("Because loss rate has exceeded"), "{log}");
     assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
 }
 
 /// Connections in the test above.
 const CONNECTIONS: usize = 300;
+
+/// Does the `n`-th connection to a destination explore (1 in 64 from the
+/// 4th: REMOTE_HOST_MIN_INSTANCES and EXPLORE_EVERY in tcp_conn.bpf.c)?
+fn explores(n: usize) -> bool {
+    n >= 4 && (n - 4) % 64 == 0
+}
+
+/// Exploring connections among the first `n`.
+fn explorations(n: usize) -> u64 {
+    (1..=n).filter(|i| explores(*i)).count() as u64
+}
+
+/// One connection from `tx` to a listener at `addr` in `rx`: send `bytes`,
+/// wait for the receiver's one-byte answer (so every byte was delivered and
+/// acknowledged, and the sender's last rate sample covers them), close.
+fn exchange(tx: &Netns, rx: &Netns, addr: impl Into<IpAddr>, bytes: usize) {
+    let addr: IpAddr = addr.into();
+    let listener = in_ns(Some(rx), || TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind"));
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::scope(|s| {
+        let server = s.spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let _ = conn.set_read_timeout(Some(TIMEOUT));
+            let mut buf = vec![0u8; bytes];
+            if conn.read_exact(&mut buf).is_ok() {
+                let _ = conn.write_all(&[1]);
+            }
+            // Until the sender closes.
+            let _ = conn.read(&mut buf);
+        });
+        let mut conn =
+            in_ns(Some(tx), || TcpStream::connect_timeout(&SocketAddr::from((addr, port)), TIMEOUT)).expect("connect");
+        let _ = conn.set_read_timeout(Some(TIMEOUT));
+        let _ = conn.set_write_timeout(Some(TIMEOUT));
+        conn.write_all(&vec![0x5a; bytes]).expect("send");
+        let mut answer = [0u8; 1];
+        conn.read_exact(&mut answer).expect("answer");
+        drop(conn);
+        let _ = server.join();
+    });
+}
+
+/// TCP segments retransmitted in `ns` so far (`Tcp: RetransSegs`).
+fn retrans_segs(ns: &Netns) -> u64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { panic!("no Tcp lines:\n{text}") };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find_map(|(n, v)| (n == "RetransSegs").then(|| v.parse().ok()).flatten())
+        .unwrap_or_else(|| panic!("no RetransSegs:\n{text}"))
+}
+
+#[test]
+fn destination_that_stops_losing_returns_to_the_default() {
+    bpftune_tests::require_root!();
+    let _lock = test_lock();
+    let _allowed = allow_cubic();
+    let tx = Netns::new("tcdtx");
+    let rx = Netns::new("tcdrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    drop_randomly(&rx, veth.b_addr, 3);
+    tx.exec(&["ethtool", "-K", &veth.a_if, "tso", "off", "gso", "off"]);
+    tx.set_sysctl(DEFAULT_CC, "cubic");
+
+    let (_plugins, daemon) = start_daemon();
+    warm_up_lossy_path(&tx, &rx, veth.b_addr, &daemon);
+    let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
+    assert_eq!(algorithm_in(&ss), Some("bbr"), "{ss}\n{}", daemon.log());
+
+    // The loss stops. The destination's loss rate is a decaying,
+    // segment-weighted sum over closed connections: a short clean
+    // connection (the one above, a few dozen segments) does not clear it...
+    rx.exec(&["nft", "delete", "table", "inet", "bpftune_test"]);
+    let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
+    assert_eq!(algorithm_in(&ss), Some("bbr"), "after one short clean connection:\n{ss}\n{}", daemon.log());
+    // ...a few clean bulk connections do, and new connections keep the
+    // namespace default again (nothing else distinguishes the candidates).
+    let mut clean = 0;
+    let cleared = loop {
+        assert!(bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, WARMUP_BYTES, None, TIMEOUT) > 0);
+        clean += 1;
+        let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
+        if algorithm_in(&ss) == Some("cubic") {
+            break true;
+        }
+        if clean == 10 {
+            break false;
+        }
+    };
+    assert!(cleared, "still on bbr after {clean} clean bulk connections:\n{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
+}
+
+#[test]
+fn loopback_peers_are_never_tuned() {
+    bpftune_tests::require_root!();
+    let _lock = test_lock();
+    let _allowed = allow_cubic();
+    let ns = Netns::new("tclo");
+    // Real 1448-byte segments on lo, with 3 % of them dropped: a path the
+    // tuner would switch to bbr at once, were it not loopback.
+    ns.exec(&["ip", "link", "set", "lo", "mtu", "1500"]);
+    ns.exec(&["ethtool", "-K", "lo", "tso", "off", "gso", "off"]);
+    drop_randomly(&ns, Ipv4Addr::LOCALHOST, 3);
+    drop_randomly(&ns, std::net::Ipv6Addr::LOCALHOST, 3);
+    ns.set_sysctl(DEFAULT_CC, "cubic");
+
+    let (_plugins, daemon) = start_daemon();
+    let before = retrans_segs(&ns);
+    for addr in [IpAddr::from(Ipv4Addr::LOCALHOST), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)] {
+        for _ in 0..WARMUP_CONNECTIONS {
+            assert!(bulk_transfer(Some(&ns), Some(&ns), addr, WARMUP_BYTES, None, TIMEOUT) > 0);
+        }
+        let ss = ss_of_open_connection(&ns, &ns, addr);
+        assert_eq!(algorithm_in(&ss), Some("cubic"), "to {addr}:\n{ss}");
+    }
+    let retrans = retrans_segs(&ns) - before;
+    assert!(retrans > 0, "no retransmissions: the loopback path was not lossy");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(!log.contains(SCENARIO), "a loopback connection was tuned ({retrans} segments retransmitted):\n{log}");
+    let switched: u64 = ["cubic", "bbr", "reno", "htcp"].iter().filter_map(|a| summary_count(&log, a)).sum();
+    assert_eq!(switched, 0, "{log}");
+}
+
+#[test]
+fn distinctly_cheaper_algorithm_is_learned_and_chosen() {
+    bpftune_tests::require_root!();
+    let _lock = test_lock();
+    let _allowed = allow_cubic();
+    let tx = Netns::new("tcltx");
+    let rx = Netns::new("tclrx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    tx.set_sysctl(DEFAULT_CC, "cubic");
+    // Connections that keep the default (cubic) go through a 20 Mbit/s
+    // token bucket with room for all their data (no loss); the exploring
+    // ones and the one after each do not (that one may be the first
+    // switched on cost: its sample must not spoil what was learned). The explored algorithms therefore cost about 0, cubic
+    // about 0.99 (its delivery rate ~1 % of the best): once one explored
+    // algorithm has MIN_SAMPLES (2) connections, the gap exceeds the
+    // margin and the deviations, and connections are switched to it on
+    // cost. Exploration picks the least-sampled candidate, so with two
+    // other candidates one has 2 samples after the 132nd or 196th
+    // connection (one more per extra candidate).
+    let shape =
+        ["tc", "qdisc", "replace", "dev", &veth.a_if, "root", "tbf", "rate", "20mbit", "burst", "8kb", "limit", "4mb"];
+    let unshape = ["tc", "qdisc", "del", "dev", &veth.a_if, "root"];
+    tx.exec(&shape);
+    let mut shaped = true;
+
+    let (_plugins, daemon) = start_daemon();
+    let cost_line = format!("for connections to {}, use ", veth.b_addr);
+    let max = 4 + 64 * 6;
+    let mut n = 0;
+    while n < max && !daemon.log().contains(&cost_line) {
+        n += 1;
+        let fast = explores(n) || (n > 1 && explores(n - 1));
+        if fast == shaped {
+            tx.exec(if shaped { &unshape[..] } else { &shape[..] });
+            shaped = !shaped;
+        }
+        exchange(&tx, &rx, veth.b_addr, 32 << 10);
+    }
+    assert!(
+        daemon.wait_for_log(&cost_line, Duration::from_secs(2)),
+        "no cost-driven switch after {n} connections:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    let first = format!("suits connections to {} best (4 connections so far), try", veth.b_addr);
+    assert!(log.contains(&first), "{log}");
+    let line = log.lines().find(|l| l.contains(&cost_line)).expect("cost line");
+    assert!(line.contains("Due to lowest learned cost"), "{line}");
+    let chosen = ["bbr", "reno", "htcp"]
+        .into_iter()
+        .find(|a| line.contains(&format!("use {a} congestion control algorithm instead of cubic")))
+        .unwrap_or_else(|| panic!("{line}"));
+    // Not before an explored algorithm had MIN_SAMPLES (2) connections,
+    // which takes two explorations (the 4th and the 68th connection) at
+    // least: a single cheap sample is not evidence.
+    assert!(n > 4 + 64, "a cost switch after {n} connections, before two explorations:\n{log}");
+    // New connections now start on the cheaper algorithm.
+    if shaped {
+        tx.exec(&unshape);
+    }
+    let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
+    assert_eq!(algorithm_in(&ss), Some(chosen), "{ss}\n{log}");
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
+}
