@@ -84,7 +84,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * anchored in the object's BTF (a global of the enum's type), so that
  * libbpf-cargo generates it into the skeleton: src/ids.rs and src/lib.rs
  * check their enums against these (same_ids!) or take the values from the
- * skeleton, when the tuner is compiled.
+ * skeleton, when the tuner is compiled. Every anchor is 0, whether or not
+ * 0 is a member, so that they all stay in .bss (no .data map).
  */
 
 /* Tunable and scenario ids of the Rust tables (src/lib.rs); the time-wait
@@ -122,7 +123,7 @@ enum tcp_conn_reason {
 	REASON_UNTRIED = 4,	/* exploration of an unsampled candidate */
 	REASON_REMEMBER = 5,	/* destination remembered as lossy: start on bbr */
 };
-enum tcp_conn_reason tcp_conn_reason_anchor = REASON_LOSS;
+enum tcp_conn_reason tcp_conn_reason_anchor = 0;
 
 /* Indexes in cong_stats after the per-algorithm choice counters. */
 enum tcp_conn_stat {
@@ -130,7 +131,7 @@ enum tcp_conn_stat {
 	STAT_LOSS = NR_CC + 1,
 	NR_CONG_STATS = NR_CC + 2,
 };
-enum tcp_conn_stat tcp_conn_stat_anchor = STAT_THIN_LTO;
+enum tcp_conn_stat tcp_conn_stat_anchor = 0;
 
 /* The policy's constants; userspace shows the first three in its log
  * lines (ids.rs takes them from the skeleton). */
@@ -143,7 +144,7 @@ enum tcp_conn_const {
 	COST_MARGIN = RL_SCALE / 8,	/* smallest gap that counts */
 	REMOTE_HOST_MAX = 4096,
 };
-enum tcp_conn_const tcp_conn_const_anchor = DROP_SHIFT;
+enum tcp_conn_const tcp_conn_const_anchor = 0;
 
 /* Candidate mask (bit i = algorithm i is in the kernel's
  * tcp_available_congestion_control), set by userspace before load. */

@@ -53,7 +53,7 @@ enum tw_reuse_threshold {
 	YOUNG_FULL_NUM = 3,
 	YOUNG_FULL_DEN = 4,
 };
-enum tw_reuse_threshold tw_reuse_threshold_anchor = TW_PRESSURE_NUM;
+enum tw_reuse_threshold tw_reuse_threshold_anchor = 0;
 
 #define REUSE_DELAY_MS_DEFAULT	1000
 #define NETNS_MAX		1024
