@@ -272,8 +272,7 @@ fn loss_free_connections_are_rarely_switched() {
     // every later exploring connection is switched too, unless a cost
     // switch coincides with it (then the exploration may keep the default).
     for dst in [veth.b_addr, veth.a_addr] {
-        let first = format!("suits connections to {dst} best (4 connections so far), try");
-        assert!(log.contains(&first), "no exploration at the 4th connection to {dst}:\n{log}");
+        assert!(first_exploration_logged(&log, dst.into()), "no exploration at the 4th connection to {dst}:\n{log}");
     }
     assert!(switched >= 2 * explorations(CONNECTIONS) - 2, "{switched} switched, too few explorations:\n{log}");
     assert!(!log.contains("Because loss rate has exceeded"), "{log}");
@@ -287,6 +286,19 @@ const CONNECTIONS: usize = 300;
 /// 4th: REMOTE_HOST_MIN_INSTANCES and EXPLORE_EVERY in tcp_conn.bpf.c)?
 fn explores(n: usize) -> bool {
     n >= 4 && (n - 4) % 64 == 0
+}
+
+/// Was the first switch to `dst` logged as its 4th connection trying an
+/// untried candidate? Without netns cookies in sockops (before 5.15) every
+/// namespace shares one event rate limit, and the other end's event for the
+/// same connection may take it: the destination's first switch is then
+/// logged on a later exploration.
+fn first_exploration_logged(log: &str, dst: IpAddr) -> bool {
+    if bpftune_tests::netns_cookies() {
+        log.contains(&format!("suits connections to {dst} best (4 connections so far), try"))
+    } else {
+        log.contains(&format!("suits connections to {dst} best ("))
+    }
 }
 
 /// Exploring connections among the first `n`.
@@ -456,8 +468,7 @@ fn distinctly_cheaper_algorithm_is_learned_and_chosen() {
         daemon.log()
     );
     let log = daemon.log();
-    let first = format!("suits connections to {} best (4 connections so far), try", veth.b_addr);
-    assert!(log.contains(&first), "{log}");
+    assert!(first_exploration_logged(&log, veth.b_addr.into()), "{log}");
     let line = log.lines().find(|l| l.contains(&cost_line)).expect("cost line");
     assert!(line.contains("Due to lowest learned cost"), "{line}");
     let chosen = ["bbr", "reno", "htcp"]
