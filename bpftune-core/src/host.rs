@@ -99,6 +99,12 @@ pub struct HostState {
     envelope: crate::limits::Envelope,
     /// Where the manual state is the operator's hold (`-q hold`).
     holds: admin::Holds,
+    /// Samples, changes waiting for a verdict, back-offs.
+    pub evidence: crate::evidence::Tracker,
+    /// Revert changes judged `hurt` (not with `--no-revert`).
+    revert: bool,
+    read_counters: verdicts::CounterReader,
+    verdict_hook: Option<verdicts::VerdictHook>,
 }
 
 /// Shared handle the daemon and the per-tuner bindings hold.
@@ -120,6 +126,10 @@ impl HostState {
             own_writes: admin::OwnWrites::default(),
             envelope: crate::limits::Envelope::default(),
             holds: admin::Holds::default(),
+            evidence: crate::evidence::Tracker::new(),
+            revert: true,
+            read_counters: Box::new(verdicts::read_counters_proc),
+            verdict_hook: None,
         }
     }
 
@@ -169,11 +179,13 @@ impl HostState {
         }
         for cookie in self.netns.take_evicted() {
             self.registry.forget_netns(cookie);
+            self.evidence.forget(cookie);
         }
         // Tuners hear of each gone namespace once, here; late events for it
         // stop at the daemon while it stays marked gone.
         for cookie in self.netns.take_newly_gone() {
             self.registry.forget_netns(cookie);
+            self.evidence.forget(cookie);
             if self.netns.is_gone(cookie) {
                 self.registry.mark_gone(cookie);
             }
@@ -367,6 +379,18 @@ impl HostState {
             }
             return Ok(WriteOutcome::SkippedManual);
         }
+        let key = Self::change_key(tuner_id, &info.name, cookie);
+        if let Some(until) = self.backing_off(&key) {
+            let left = until.saturating_duration_since(std::time::Instant::now()).as_secs();
+            self.log(
+                LogLevel::Debug,
+                &format!(
+                    "Skipping update of '{}' ; tuner '{tuner_name}' backs off it in netns (cookie {cookie}) for {left} s more after a change that hurt",
+                    info.name
+                ),
+            );
+            return Ok(WriteOutcome::Unchanged);
+        }
         let new_text = if info.is_string() {
             req.text.as_str().trim().to_string()
         } else {
@@ -461,10 +485,11 @@ impl HostState {
         self.log(LogLevel::Notice, &scenario_msg);
         self.log(LogLevel::Notice, &reason);
         if let Some(rec) = self.registry.get_mut(tuner_id).and_then(|t| t.records.get_mut(req.tunable as usize)) {
-            rec.initial.entry(cookie).or_insert(old_text);
-            rec.current.insert(cookie, new_text);
+            rec.initial.entry(cookie).or_insert_with(|| old_text.clone());
+            rec.current.insert(cookie, new_text.clone());
             *rec.counts.entry((req.scenario, cookie)).or_insert(0) += 1;
         }
+        self.register_change(key, &tuner_name, &scenario.name, global, &old_text, &new_text);
         Ok(WriteOutcome::Written)
     }
 
@@ -783,7 +808,9 @@ pub fn make_context(binding: &HostBinding, fds: SharedFds, strategy_id: u32) -> 
 }
 
 mod admin;
+mod verdicts;
 pub use admin::{AdminWriteInfo, ManualBy, OperatorAction};
+pub use verdicts::{CounterReader, VerdictHook, read_counters_proc};
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,8 @@
 //! * [`netns`], [`sysctl`], [`support`], [`summary`], [`advice`]: the
 //!   namespace registry, `/proc/sys` access, the support probe, summaries
 //!   and advise mode.
+//! * [`evidence`]: judging each change by its effect (verdicts, reverts,
+//!   back-off).
 //!
 //! The SDK modules the daemon also uses are re-exported under their old
 //! names ([`abi`], [`event`], [`learning`], ...), so daemon code reads the
@@ -19,6 +21,7 @@ pub use bpftune_sdk::{
 };
 
 pub mod advice;
+pub mod evidence;
 pub mod host;
 pub mod limits;
 pub mod loader;

@@ -77,6 +77,11 @@ pub struct TunableRecord {
     pub current: BTreeMap<u64, ValueText>,
     /// (scenario, cookie) → times it led to a change.
     pub counts: BTreeMap<(u32, u64), u64>,
+    /// Verdicts on its changes, by [`crate::evidence::Verdict::index`]
+    /// (helped, neutral, hurt, unknown).
+    pub verdicts: [u64; 4],
+    /// Changes judged `hurt` and reverted.
+    pub reverted: u64,
 }
 
 /// One loaded tuner, as the daemon sees it.
@@ -94,6 +99,10 @@ pub struct TunerRecord {
     pub netns_state: HashMap<u64, TunerState>,
     /// What the tuner reported of its parts on this kernel.
     pub features: Vec<FeatureInfo>,
+    /// Some of its scenarios are judged by their effect
+    /// ([`crate::evidence::signal_for`]): its events keep their
+    /// namespace's counters sampled.
+    pub judged: bool,
 }
 
 /// One part of a tuner and how it fares on the running kernel.
@@ -129,7 +138,7 @@ impl TunerRecord {
                 num_values: t.num_values,
             })
             .collect();
-        let scenarios = desc
+        let scenarios: Vec<ScenarioInfo> = desc
             .scenarios
             .iter()
             .map(|s| ScenarioInfo {
@@ -137,6 +146,8 @@ impl TunerRecord {
                 description: s.description.as_str().to_string(),
             })
             .collect();
+        let judged =
+            scenarios.iter().any(|s| tunables.iter().any(|t| crate::evidence::signal_for(&s.name, &t.name).is_some()));
         Self {
             id,
             name: desc.name.as_str().to_string(),
@@ -148,6 +159,7 @@ impl TunerRecord {
             scenarios,
             netns_state: HashMap::new(),
             features: Vec::new(),
+            judged,
         }
     }
 

@@ -48,6 +48,23 @@ pub fn tuner_summary(t: &TunerRecord, global_cookie: u64) -> Vec<String> {
     out
 }
 
+/// The verdicts on one tuner's changes, one line per tunable that has any
+/// (after the tuner's own summary lines).
+pub fn verdict_lines(t: &TunerRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    for (info, rec) in t.tunables.iter().zip(&t.records) {
+        if rec.verdicts.iter().all(|n| *n == 0) {
+            continue;
+        }
+        let [helped, neutral, hurt, unknown] = rec.verdicts;
+        out.push(format!(
+            "# Summary: verdicts on changes of '{}': {helped} helped, {neutral} neutral, {hurt} hurt ({} reverted), {unknown} unknown",
+            info.name, rec.reverted
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +97,7 @@ mod tests {
                 description: "Need to increase buffer size(s) to maximize throughput".into(),
             }],
             records: vec![rec],
+            judged: true,
             netns_state: HashMap::new(),
             features: Vec::new(),
         }
@@ -99,5 +117,16 @@ mod tests {
         assert_eq!(lines[3], "sysctl -w net.ipv4.tcp_rmem=\"4096 131072 7864320\"");
         assert!(lines[4].contains("occurred 1 times for tunable 'net.ipv4.tcp_rmem' in non-global ns."));
         assert!(lines[5].contains("in netns (cookie 9)"));
+        assert!(verdict_lines(&tuner()).is_empty(), "no verdicts, no line");
+        let mut t = tuner();
+        t.records[0].verdicts = [2, 1, 1, 3];
+        t.records[0].reverted = 1;
+        assert_eq!(
+            verdict_lines(&t),
+            vec![
+                "# Summary: verdicts on changes of 'net.ipv4.tcp_rmem': 2 helped, 1 neutral, 1 hurt (1 reverted), 3 unknown"
+                    .to_string()
+            ]
+        );
     }
 }

@@ -114,6 +114,10 @@ pub struct Cli {
     #[arg(long = "advise")]
     pub advise: bool,
 
+    /// Judge each change by its effect and log the verdict, but never revert one judged 'hurt'.
+    #[arg(long = "no-revert")]
+    pub no_revert: bool,
+
     /// Serve GET /metrics (OpenMetrics) on 127.0.0.1:PORT, [::1]:PORT or a Unix socket path.
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     pub metrics_listen: Option<String>,

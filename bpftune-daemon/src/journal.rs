@@ -43,7 +43,7 @@ pub const JOURNAL_PATH: &str = "/var/lib/bpftune/journal";
 const COMPACT_SLACK: usize = 4096;
 
 /// One line of the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Record {
     /// A daemon run started.
@@ -65,6 +65,21 @@ enum Record {
     },
     /// Tuner `tuner` was finalised and rolled back: its entries are done.
     Forget { tuner: String },
+    /// The verdict on a change (old → new), with the signal's rates per
+    /// second before and after it, and whether it was reverted. A record
+    /// of what happened: recovery does not act on it.
+    Verdict {
+        tuner: String,
+        tunable: String,
+        cookie: u64,
+        old: String,
+        new: String,
+        verdict: String,
+        signal: String,
+        before: Option<f64>,
+        after: Option<f64>,
+        reverted: bool,
+    },
 }
 
 /// What the journal knows about one sysctl in one namespace.
@@ -79,6 +94,9 @@ pub struct Entry {
     pub path: Option<String>,
     /// The last write: the value it replaced and the value it wrote.
     pub last: Option<(String, String)>,
+    /// The last verdict on a change of it, as its journal line (kept
+    /// when the file is rewritten).
+    pub verdict: Option<String>,
     /// Boot and run the entry was made in.
     pub boot_id: String,
     pub pid: u32,
@@ -134,6 +152,7 @@ fn parse(text: &str) -> (BTreeMap<Key, Entry>, usize) {
                     inum: 0,
                     path: None,
                     last: None,
+                    verdict: None,
                     boot_id: boot.clone(),
                     pid,
                     run_global_cookie: gcookie,
@@ -152,6 +171,11 @@ fn parse(text: &str) -> (BTreeMap<Key, Entry>, usize) {
             }
             Record::Forget { tuner } => {
                 entries.retain(|_, e| !(e.tuner == tuner && e.boot_id == boot));
+            }
+            Record::Verdict { ref tunable, cookie, .. } => {
+                if let Some(e) = entries.get_mut(&(tunable.clone(), cookie)) {
+                    e.verdict = Some(line.to_string());
+                }
             }
         }
     }
@@ -193,6 +217,9 @@ fn to_lines(entries: &BTreeMap<Key, Entry>, begin: &Record) -> String {
                     old,
                     new,
                 });
+            }
+            if let Some(Ok(v)) = e.verdict.as_deref().map(serde_json::from_str::<Record>) {
+                push(&v);
             }
         }
     }
@@ -324,6 +351,7 @@ impl Journal {
                 inum: 0,
                 path: None,
                 last: None,
+                verdict: None,
                 boot_id: self.boot_id.clone(),
                 pid: self.pid,
                 run_global_cookie: self.global_cookie,
@@ -362,6 +390,29 @@ impl Journal {
             old: normal(w.old),
             new: normal(w.new),
         };
+        self.append(&rec, false);
+    }
+
+    /// Verdict hook: keep the verdict with the change.
+    pub fn record_verdict(&mut self, v: &bpftune_core::evidence::Judgement, reverted: bool) {
+        let c = &v.change;
+        let rec = Record::Verdict {
+            tuner: c.tuner.clone(),
+            tunable: c.key.tunable.clone(),
+            cookie: c.key.cookie,
+            old: normal(&c.old),
+            new: normal(&c.new),
+            verdict: v.verdict.as_str().to_string(),
+            signal: c.signal.name().to_string(),
+            before: c.before.map(|r| r.per_sec),
+            after: v.after.map(|r| r.per_sec),
+            reverted,
+        };
+        if let (Some(e), Ok(line)) =
+            (self.entries.get_mut(&(c.key.tunable.clone(), c.key.cookie)), serde_json::to_string(&rec))
+        {
+            e.verdict = Some(line);
+        }
         self.append(&rec, false);
     }
 

@@ -162,6 +162,12 @@ fn setup_journal(
             j.record_write(w);
         }
     }));
+    let verdicts = j.clone();
+    h.set_verdict_hook(Box::new(move |v, reverted| {
+        if let Ok(mut j) = verdicts.try_borrow_mut() {
+            j.record_verdict(v, reverted);
+        }
+    }));
     drop(h);
     Some(j)
 }
@@ -329,6 +335,7 @@ fn run(cli: &Cli) -> Result<u8> {
     let mut host =
         HostState::new(config, NetnsRegistry::new(global_cookie, "/proc"), Box::new(ProcSysctl::default()), sink);
     host.set_limits(limits);
+    host.set_revert(!cli.no_revert);
     let host = Rc::new(RefCell::new(host));
     if cli.advise {
         logging::notice("advise mode: decisions are logged as advice; no sysctl will be changed");

@@ -120,6 +120,7 @@ mod tests {
             tunables: Vec::new(),
             scenarios: Vec::new(),
             records: Vec::new(),
+            judged: false,
             netns_state: Default::default(),
             features: vec![FeatureInfo {
                 part: "backlog drops".into(),

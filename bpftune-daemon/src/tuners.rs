@@ -268,13 +268,19 @@ impl TunerSet {
             }
             return;
         };
-        let (cookie, global, active) = {
+        let (cookie, global, active, judged) = {
             let host = self.host.borrow();
             let cookie = host.netns.normalize(ev.netns_cookie());
             let global = host.netns.is_global(cookie);
-            let active = host.registry.get(id).is_some_and(|r| r.active_in(cookie));
-            (cookie, global, active)
+            let rec = host.registry.get(id);
+            let active = rec.is_some_and(|r| r.active_in(cookie));
+            (cookie, global, active, rec.is_some_and(|r| r.judged))
         };
+        if active && judged {
+            // Sample the namespace's counters from before the tuner acts,
+            // so its changes can be judged (crate::evidence).
+            self.host.borrow_mut().note_event(cookie);
+        }
         let tuner = &mut self.tuners[idx];
         if logging::debug_enabled() {
             let strategy = tuner
@@ -362,20 +368,29 @@ impl TunerSet {
 
     /// When the next tick or strategy evaluation is due.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let evidence = self.host.borrow().evidence_deadline();
         self.tuners
             .iter()
             .filter(|t| t.instance.is_some())
             .flat_map(|t| [t.next_tick, t.strategy.and_then(|s| s.next_evaluation)])
+            .chain([evidence])
             .flatten()
             .min()
     }
 
     /// Run due ticks and strategy evaluations.
     pub fn run_timers(&mut self, now: Instant) {
-        let due = self.tuners.iter().any(|t| {
-            t.instance.is_some() && (t.next_tick.is_some_and(|d| now >= d) || t.strategy.is_some_and(|s| s.due(now)))
-        });
+        let evidence_due = self.host.borrow().evidence_deadline().is_some_and(|d| now >= d);
+        let due = evidence_due
+            || self.tuners.iter().any(|t| {
+                t.instance.is_some()
+                    && (t.next_tick.is_some_and(|d| now >= d) || t.strategy.is_some_and(|s| s.due(now)))
+            });
         let _caps = due.then(Raised::runtime);
+        if evidence_due {
+            // Sampling enters namespaces; a revert writes a sysctl.
+            self.host.borrow_mut().evidence_tick(now);
+        }
         for idx in 0..self.tuners.len() {
             let tuner = &mut self.tuners[idx];
             let Some(handle) = tuner.instance else { continue };
@@ -438,15 +453,16 @@ impl TunerSet {
         // before 6.5).
         let _caps = Raised::runtime();
         let tuner = &self.tuners[idx];
-        if let Some(handle) = tuner.instance {
-            if let Ok(lines) = rresult((tuner.plugin.module.summarize())(handle)) {
-                if !lines.is_empty() {
-                    return lines.into_iter().map(|l| l.into_string()).collect();
-                }
-            }
-        }
+        let own = tuner
+            .instance
+            .and_then(|handle| rresult((tuner.plugin.module.summarize())(handle)).ok())
+            .map(|lines| lines.into_iter().map(|l| l.into_string()).collect::<Vec<_>>())
+            .filter(|lines| !lines.is_empty());
         let host = self.host.borrow();
-        host.registry.get(tuner.id).map(|r| summary::tuner_summary(r, host.netns.global_cookie())).unwrap_or_default()
+        let Some(rec) = host.registry.get(tuner.id) else { return own.unwrap_or_default() };
+        let mut lines = own.unwrap_or_else(|| summary::tuner_summary(rec, host.netns.global_cookie()));
+        lines.extend(summary::verdict_lines(rec));
+        lines
     }
 
     /// Disable tuner `idx` after it panicked, without calling into it again
@@ -465,6 +481,9 @@ impl TunerSet {
             let host = self.host.borrow();
             if let Some(rec) = host.registry.get(id) {
                 for line in summary::tuner_summary(rec, host.netns.global_cookie()) {
+                    logging::notice(&line);
+                }
+                for line in summary::verdict_lines(rec) {
                     logging::notice(&line);
                 }
             }

@@ -64,8 +64,10 @@ pub struct DelayLink {
     /// One-way delay, each direction.
     pub delay: Duration,
     /// Rate cap per direction in bytes per second (None: as fast as the
-    /// forwarder goes).
+    /// forwarder goes), as built; [`DelayLink::set_rate`] changes it.
     pub rate: Option<u64>,
+    /// The cap in force (0: none), shared with the writers.
+    cap: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
@@ -116,7 +118,9 @@ impl DelayLink {
 
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
-        let mut link = Self { a_addr, b_addr, a_if, b_if, delay, rate, stop, stats, threads: Vec::new() };
+        let cap = Arc::new(AtomicU64::new(rate.unwrap_or(0)));
+        let mut link =
+            Self { a_addr, b_addr, a_if, b_if, delay, rate, cap: Arc::clone(&cap), stop, stats, threads: Vec::new() };
         // a -> b, then b -> a. Should spawning fail, the link's drop stops
         // the threads already running.
         for (dir, from, to) in [("ab", &a_fd, &b_fd), ("ba", &b_fd, &a_fd)] {
@@ -133,7 +137,7 @@ impl DelayLink {
             let writer = Writer {
                 fd: Arc::clone(to),
                 rx,
-                rate,
+                rate: Arc::clone(&cap),
                 queued,
                 stop: Arc::clone(&link.stop),
                 stats: Arc::clone(&link.stats),
@@ -143,6 +147,11 @@ impl DelayLink {
         }
         // The threads hold the only fds left: the devices go with them.
         link
+    }
+
+    /// Change the rate cap of both directions from now on (None: no cap).
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        self.cap.store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Packets delivered so far, both directions.
@@ -283,7 +292,8 @@ impl Reader {
 struct Writer {
     fd: Arc<OwnedFd>,
     rx: Receiver<Packet>,
-    rate: Option<u64>,
+    /// Bytes per second; 0: no cap.
+    rate: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
@@ -307,7 +317,8 @@ impl Writer {
             if !self.sleep_until(pkt.due) {
                 return;
             }
-            if let Some(rate) = self.rate {
+            let rate = self.rate.load(Ordering::Relaxed);
+            if rate > 0 {
                 let len = pkt.data.len() as f64;
                 loop {
                     let now = Instant::now();

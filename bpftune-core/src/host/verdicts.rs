@@ -1,0 +1,199 @@
+//! The host's side of judging changes ([`crate::evidence`]): reading a
+//! namespace's counters through the namespace worker, registering each
+//! written change, the once-a-second sampling and judging, the verdict
+//! line, and reverting a change judged `hurt` (a logged, journaled write
+//! back to the value it replaced, then a back-off for that tuner, tunable
+//! and namespace).
+
+use std::time::{Duration, Instant};
+
+use super::{HostState, PlannedWrite, same_value};
+use crate::abi::LogLevel;
+use crate::evidence::{self, ChangeKey, Counters, Judgement, Verdict};
+use crate::netns::{self, NsTarget};
+use crate::registry::TunerState;
+
+/// Reads one namespace's counters (tests replace it).
+pub type CounterReader = Box<dyn FnMut(&NsTarget) -> Option<Counters>>;
+
+/// Called with every verdict (and whether the change was reverted); the
+/// daemon journals it.
+pub type VerdictHook = Box<dyn FnMut(&Judgement, bool)>;
+
+/// A reading taken this recently is reused for a change.
+const FRESH: Duration = Duration::from_millis(100);
+
+/// Read the counters in `target` on the namespace worker.
+pub fn read_counters_proc(target: &NsTarget) -> Option<Counters> {
+    let read = || evidence::FILES.map(|f| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok());
+    let files = match target {
+        NsTarget::Global => netns::run_in(netns::Where::Own, read),
+        NsTarget::Netns(h) => netns::run_in(netns::Where::Netns(h), read),
+    }
+    .ok()?;
+    Some(Counters::parse(&files))
+}
+
+impl HostState {
+    /// Judge changes by their effect and revert the ones that hurt (the
+    /// default); `false` (`--no-revert`) still judges and logs.
+    pub fn set_revert(&mut self, revert: bool) {
+        self.revert = revert;
+    }
+
+    pub fn set_counter_reader(&mut self, reader: CounterReader) {
+        self.read_counters = reader;
+    }
+
+    pub fn set_verdict_hook(&mut self, hook: VerdictHook) {
+        self.verdict_hook = Some(hook);
+    }
+
+    /// Read and record the counters of a namespace now.
+    fn sample(&mut self, cookie: u64, now: Instant) -> Option<Counters> {
+        let target = self.netns.target(cookie);
+        self.sync_netns();
+        let counters = (self.read_counters)(&target.ok()?)?;
+        self.evidence.record(cookie, now, counters);
+        Some(counters)
+    }
+
+    /// An event from this namespace is about to reach a tuner: keep its
+    /// counters sampled (and read them now if they were not).
+    pub fn note_event(&mut self, cookie: u64) {
+        if self.config.advise {
+            return;
+        }
+        let now = Instant::now();
+        if self.evidence.note_activity(cookie, now) {
+            self.sample(cookie, now);
+        }
+    }
+
+    /// The key of a tuner's tunable in a namespace.
+    pub(super) fn change_key(tuner_id: u32, tunable: &str, cookie: u64) -> ChangeKey {
+        ChangeKey { tuner_id, tunable: tunable.to_string(), cookie }
+    }
+
+    /// Until when the tuner backs off this tunable here after a revert.
+    pub(super) fn backing_off(&self, key: &ChangeKey) -> Option<Instant> {
+        self.evidence.backing_off(key, Instant::now())
+    }
+
+    /// A change was written: wait for its verdict, if its scenario is one
+    /// that is judged.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn register_change(
+        &mut self,
+        key: ChangeKey,
+        tuner: &str,
+        scenario: &str,
+        global: bool,
+        old: &str,
+        new: &str,
+    ) {
+        let Some(signal) = evidence::signal_for(scenario, &key.tunable) else { return };
+        let now = Instant::now();
+        let counters = match self.evidence.latest(key.cookie, now, FRESH) {
+            Some(c) => Some(c),
+            None => self.sample(key.cookie, now),
+        };
+        self.evidence.changed(key, tuner, scenario, global, signal, old, new, now, counters);
+    }
+
+    /// When sampling or judging is next due.
+    pub fn evidence_deadline(&self) -> Option<Instant> {
+        self.evidence.next_deadline()
+    }
+
+    /// Sample the active namespaces, judge the changes whose after-window
+    /// is over, log the verdicts and revert what hurt.
+    pub fn evidence_tick(&mut self, now: Instant) {
+        for cookie in self.evidence.due(now) {
+            self.sample(cookie, now);
+        }
+        for j in self.evidence.judge_due(now) {
+            self.log(LogLevel::Notice, &j.log_line());
+            let reverted = j.verdict == Verdict::Hurt && self.revert && self.revert_change(&j);
+            let key = &j.change.key;
+            if let Some(rec) = self.registry.get_mut(key.tuner_id).and_then(|t| {
+                let idx = t.tunable_index(&key.tunable)?;
+                t.records.get_mut(idx)
+            }) {
+                rec.verdicts[j.verdict.index()] += 1;
+                if reverted {
+                    rec.reverted += 1;
+                }
+            }
+            if let Some(hook) = self.verdict_hook.as_mut() {
+                hook(&j, reverted);
+            }
+        }
+    }
+
+    /// Put back the value a change replaced, if it is still the value the
+    /// change wrote and the tuner still acts there; then back off.
+    fn revert_change(&mut self, j: &Judgement) -> bool {
+        let c = &j.change;
+        let key = c.key.clone();
+        let Some(tuner) = self.registry.get(key.tuner_id) else { return false };
+        if tuner.netns_state(key.cookie) != TunerState::Active {
+            return false;
+        }
+        let tuner_name = tuner.name.clone();
+        let string =
+            tuner.tunable_index(&key.tunable).and_then(|i| tuner.tunables.get(i)).is_some_and(|i| i.is_string());
+        let Ok(mut target) = self.netns.target(key.cookie) else { return false };
+        let now_text = match self.read_at(key.cookie, &mut target, &key.tunable) {
+            Ok(t) => t.split_whitespace().collect::<Vec<_>>().join(" "),
+            Err(_) => return false,
+        };
+        if !same_value(&now_text, &c.new, string) {
+            self.log(
+                LogLevel::Debug,
+                &format!(
+                    "not reverting '{}': it is ({now_text}) now, not the ({}) that was judged",
+                    key.tunable, c.new
+                ),
+            );
+            return false;
+        }
+        if let Some(hook) = self.write_hook.as_mut() {
+            hook(&PlannedWrite {
+                tuner: &tuner_name,
+                tunable: &key.tunable,
+                netns_cookie: key.cookie,
+                global: c.global,
+                netns: match &target {
+                    NsTarget::Netns(h) => Some(h),
+                    NsTarget::Global => None,
+                },
+                old: &c.new,
+                new: &c.old,
+            });
+        }
+        if let Err(e) = self.write_at(key.cookie, &mut target, &key.tunable, &c.old) {
+            self.log(LogLevel::Err, &format!("could not revert '{}' to ({}): {e}", key.tunable, c.old));
+            return false;
+        }
+        let backoff = self.evidence.back_off(key.clone(), Instant::now());
+        let ns = if c.global { String::new() } else { format!(" (netns cookie {})", key.cookie) };
+        self.log(
+            LogLevel::Notice,
+            &format!(
+                "Reverting {} from ({}) -> ({}){ns} as the change hurt; tuner '{tuner_name}' backs off it there for {} s",
+                key.tunable,
+                c.new,
+                c.old,
+                backoff.as_secs()
+            ),
+        );
+        if let Some(rec) = self.registry.get_mut(key.tuner_id).and_then(|t| {
+            let idx = t.tunable_index(&key.tunable)?;
+            t.records.get_mut(idx)
+        }) {
+            rec.current.insert(key.cookie, c.old.clone());
+        }
+        true
+    }
+}
