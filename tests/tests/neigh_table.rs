@@ -336,6 +336,30 @@ fn an_administrator_write_stops_the_tuner() {
     assert!(!log.contains(GROWN), "{log}");
     assert_eq!(thresholds(ARP), [32, 64, 128]);
 
+    // The operator hands the tunable back: the tuner acts again.
+    let out = Command::new(bpftune_tests::daemon_binary())
+        .args(["-q", "release", "net.ipv4.neigh.default.gc_thresh1"])
+        .output()
+        .expect("bpftune -q release");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    if bpftune_tests::netns_cookies() {
+        let resumed = "neigh_table: handed back; changing neighbour table thresholds again";
+        assert!(daemon.wait_for_log(resumed, WAIT), "{}", daemon.log());
+    }
+    // The table is at gc_thresh3 (creations beyond it failed): empty it
+    // (removing the devices flushes their neighbours) and fill it again
+    // from new namespaces, so neighbours are created while it nearly fills.
+    drop(veth);
+    drop((a, b));
+    let c = Netns::new("noc");
+    let d = Netns::new("nod");
+    let veth = Veth::connect(Some(&c), Some(&d));
+    for batch in 0..5 {
+        add_neighbours(&c, &veth.a_if, 253, batch * 50..(batch + 1) * 50);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(daemon.wait_for_log(GROWN, WAIT), "not grown after the hand-back:\n{}", daemon.log());
+
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }

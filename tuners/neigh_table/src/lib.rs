@@ -292,6 +292,16 @@ impl Tuner for NeighTableTuner {
         Ok(())
     }
 
+    /// The thresholds are global (the daemon's namespace): only a hand-back
+    /// there (`bpftune -q release net.ipv4.neigh.default.gc_thresh3`)
+    /// concerns this tuner, which then acts on the tables again.
+    fn netns_released(&mut self, cookie: u64) {
+        if cookie == self.host.global_netns_cookie() && !self.given_up.is_empty() {
+            self.given_up.clear();
+            self.host.notice("neigh_table: handed back; changing neighbour table thresholds again");
+        }
+    }
+
     fn fini(&mut self) -> Result<(), String> {
         // Links are dropped with the skeleton. The thresholds are sysctl
         // writes: `-R` restores them with every other tunable.

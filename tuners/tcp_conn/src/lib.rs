@@ -318,9 +318,14 @@ impl Tuner for TcpConnTuner {
         lines
     }
 
+    /// A namespace that is gone, or handed back by the operator (`-q
+    /// release`): choose congestion control there again and forget its
+    /// time-wait state.
     fn netns_released(&mut self, netns_cookie: u64) {
+        let maps = &self.skel.get().maps;
+        let _ = maps.netns_disabled.delete(&netns_cookie.to_ne_bytes());
         if let Some(tw) = self.tw.as_mut() {
-            tw.forget(&self.skel.get().maps, netns_cookie);
+            tw.forget(maps, netns_cookie);
         }
     }
 }
