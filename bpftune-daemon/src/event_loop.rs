@@ -210,7 +210,14 @@ pub fn run(set: &mut TunerSet, ring: &SharedRing, sigfd: &OwnedFd, svc: &mut Ser
             }
         }
         set.run_timers(now);
-        set.release_netns();
+        let gone = set.release_netns();
+        if let Some(j) = svc.journal.as_ref().filter(|_| !gone.is_empty()) {
+            if let Ok(mut j) = j.try_borrow_mut() {
+                for cookie in gone {
+                    j.forget_netns(cookie);
+                }
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bpftune_core::host::{FirstWrite, PlannedWrite};
-use bpftune_core::netns::{self, NetnsHandle, NsTarget};
+use bpftune_core::netns::{NetnsHandle, NsTarget};
 use bpftune_core::sysctl::{ProcSysctl, SysctlIo};
 use serde::{Deserialize, Serialize};
 
@@ -322,13 +322,19 @@ impl Journal {
         }
     }
 
-    /// Rewrite the file from the live entries, dropping namespaces that
-    /// are gone.
-    pub fn compact(&mut self) {
-        if self.entries.values().any(|e| !e.global) {
-            let live = netns::candidate_paths(Path::new("/proc"));
-            self.entries.retain(|_, e| e.global || e.inum == 0 || live.contains_key(&e.inum));
+    /// A namespace is gone (the daemon's registry said so): its entries
+    /// have nothing left to restore.
+    pub fn forget_netns(&mut self, cookie: u64) {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.global || e.cookie != cookie);
+        if self.entries.len() != before {
+            self.appended += 1;
         }
+    }
+
+    /// Rewrite the file from the live entries (namespaces that are gone
+    /// were dropped by [`Journal::forget_netns`]).
+    pub fn compact(&mut self) {
         if let Err(e) = self.rewrite() {
             logging::err(&format!("could not rewrite rollback journal '{}': {e}", self.path.display()));
         }
@@ -442,7 +448,10 @@ impl Journal {
     /// Start-up: deal with what earlier runs left. With `restore`, put the
     /// originals back (before any tuner runs) and start a fresh journal;
     /// otherwise report them and keep them. Returns how many were restored.
-    pub fn recover(&mut self, restore: bool) -> usize {
+    ///
+    /// `find` names where a namespace is now, by cookie (the daemon's
+    /// namespace registry: no walk of `/proc` here).
+    pub fn recover(&mut self, restore: bool, find: &mut dyn FnMut(u64) -> Option<NsTarget>) -> usize {
         let stale: Vec<Key> =
             self.entries.iter().filter(|(_, e)| e.boot_id != self.boot_id).map(|(k, _)| k.clone()).collect();
         if !stale.is_empty() {
@@ -456,7 +465,6 @@ impl Journal {
             }
         }
         let io = ProcSysctl::default();
-        let mut lookup: Option<BTreeMap<u64, NetnsHandle>> = None;
         let mut restored = 0;
         let mut keep = BTreeMap::new();
         for (key, e) in std::mem::take(&mut self.entries) {
@@ -469,7 +477,7 @@ impl Journal {
                 written,
                 left_by: Some(e.pid),
             };
-            let Some(target) = self.find_target(&e, &mut lookup) else {
+            let Some(target) = self.find_target(&e, find) else {
                 logging::debug(&rollback::netns_gone_line(&change));
                 continue;
             };
@@ -515,7 +523,7 @@ impl Journal {
     }
 
     /// Where an entry's namespace is now, if it still exists.
-    fn find_target(&self, e: &Entry, lookup: &mut Option<BTreeMap<u64, NetnsHandle>>) -> Option<NsTarget> {
+    fn find_target(&self, e: &Entry, find: &mut dyn FnMut(u64) -> Option<NsTarget>) -> Option<NsTarget> {
         // The global namespace of the run that wrote it is ours (the usual
         // case), or the entry's namespace is ours.
         if (e.global && (e.run_global_cookie == self.global_cookie || e.run_global_cookie == 0))
@@ -530,16 +538,7 @@ impl Journal {
             }
         }
         // Any path to it, found by cookie (cookies are unique within a boot).
-        let map = lookup.get_or_insert_with(|| {
-            let mut m = BTreeMap::new();
-            for path in netns::candidate_paths(Path::new("/proc")).into_values() {
-                if let Ok((cookie, inum)) = netns::cookie_of_path(&path) {
-                    m.insert(cookie, NetnsHandle { cookie, inum, path });
-                }
-            }
-            m
-        });
-        map.get(&e.cookie).cloned().map(NsTarget::Netns)
+        find(e.cookie).filter(|t| matches!(t, NsTarget::Netns(_)))
     }
 }
 

@@ -143,7 +143,13 @@ fn setup_journal(
             return None;
         }
     };
-    let restored = j.recover(cli.rollback && !cli.advise);
+    let mut find = |cookie| {
+        let mut h = host.borrow_mut();
+        let target = h.netns.target(cookie).ok();
+        h.sync_netns();
+        target
+    };
+    let restored = j.recover(cli.rollback && !cli.advise, &mut find);
     if restored > 0 {
         logging::notice(&format!("restored {restored} sysctl value(s) a previous bpftune run left changed"));
     }

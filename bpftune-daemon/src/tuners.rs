@@ -317,13 +317,13 @@ impl TunerSet {
         }
     }
 
-    /// Pass namespaces the daemon found gone to every tuner that exports
+    /// Pass namespaces the daemon found gone (returned) to every tuner that exports
     /// `bpftune_netns_released_v2` (plugins built before it existed are
     /// skipped). Runs between tuner calls, never inside one.
-    pub fn release_netns(&mut self) {
+    pub fn release_netns(&mut self) -> Vec<u64> {
         let cookies = self.host.borrow_mut().take_released_netns();
         let _caps = (!cookies.is_empty()).then(Raised::runtime);
-        for cookie in cookies {
+        for &cookie in &cookies {
             for idx in 0..self.tuners.len() {
                 let tuner = &self.tuners[idx];
                 let (Some(handle), Some(release)) = (tuner.instance, tuner.plugin.netns_released) else {
@@ -336,6 +336,7 @@ impl TunerSet {
             logging::debug(&format!("netns (cookie {cookie}) released in every tuner"));
         }
         self.hand_back();
+        cookies
     }
 
     /// Tunables the operator handed back (`-q release`): the tuner that
