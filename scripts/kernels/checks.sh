@@ -18,6 +18,11 @@
 set -uo pipefail
 
 out=${1:?usage: checks.sh OUTDIR}
+# The settings, when test-kernels.sh passed them in a file: the guest's
+# kernel command line (which carries the command) is limited to 2048 bytes
+# on x86, and a longer one stops the boot before the kernel prints a line.
+# shellcheck disable=SC1091
+[ -f "$out/settings.sh" ] && . "$out/settings.sh"
 mode=${KT_MODE:-vm}
 tree=${KT_TREE:-$(cd "$(dirname "$0")/../.." && pwd)}
 secs=${KT_DAEMON_SECS:-20}
