@@ -127,6 +127,49 @@ impl Signal {
     fn index(self) -> usize {
         Signal::ALL.iter().position(|s| *s == self).unwrap_or(0)
     }
+
+    /// Its bit in a [`SignalSet`].
+    pub fn bit(self) -> SignalSet {
+        1 << self.index()
+    }
+
+    /// Which of [`FILES`] its counters come from (by index).
+    fn files(self) -> &'static [usize] {
+        match self {
+            Signal::UdpDrops | Signal::ReasmFails => &[0, 2],
+            Signal::RxBytes | Signal::TxBytes | Signal::TcpMemPressure | Signal::ListenDrops => &[1],
+            Signal::BacklogDrops | Signal::TimeSqueeze => &[3],
+            Signal::NeighFull => &[4, 5],
+        }
+    }
+}
+
+/// A set of [`Signal`]s, one bit each: what a namespace is sampled for.
+pub type SignalSet = u16;
+
+/// Which of [`FILES`] to read for these signals.
+pub fn files_for(set: SignalSet) -> [bool; 6] {
+    let mut need = [false; 6];
+    for s in Signal::ALL.iter().filter(|s| set & s.bit() != 0) {
+        for &i in s.files() {
+            need[i] = true;
+        }
+    }
+    need
+}
+
+/// The signals any of these scenarios of any of these tunables is judged
+/// by (a tuner's: its events keep their namespace sampled for them).
+pub fn signals_of<'a>(scenarios: impl Iterator<Item = &'a str> + Clone, tunables: &[&str]) -> SignalSet {
+    let mut set = 0;
+    for sc in scenarios {
+        for t in tunables {
+            if let Some(sig) = signal_for(sc, t) {
+                set |= sig.bit();
+            }
+        }
+    }
+    set
 }
 
 /// The signal a change in this scenario (by its name, the original's
@@ -394,8 +437,9 @@ struct Backoff {
 /// Samples, pending changes and back-offs.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    /// Per namespace: sampled until this instant (absent: not sampled).
-    active: HashMap<u64, Instant>,
+    /// Per namespace: sampled until this instant (absent: not sampled),
+    /// for these signals.
+    active: HashMap<u64, (Instant, SignalSet)>,
     samples: HashMap<u64, VecDeque<(Instant, Counters)>>,
     pending: Vec<Change>,
     backoff: HashMap<ChangeKey, Backoff>,
@@ -409,14 +453,15 @@ impl Tracker {
 
     /// An event from this namespace arrived: keep sampling it. Returns true
     /// if it was not being sampled (the caller takes a first sample now).
-    pub fn note_activity(&mut self, cookie: u64, now: Instant) -> bool {
-        let fresh = !self.active.contains_key(&cookie);
-        if fresh && self.active.len() >= MAX_ACTIVE {
-            if let Some(old) = self.active.iter().min_by_key(|(_, until)| **until).map(|(c, _)| *c) {
+    pub fn note_activity(&mut self, cookie: u64, now: Instant, signals: SignalSet) -> bool {
+        let fresh = self.active.get(&cookie).is_none_or(|(_, set)| set & signals != signals);
+        if !self.active.contains_key(&cookie) && self.active.len() >= MAX_ACTIVE {
+            if let Some(old) = self.active.iter().min_by_key(|(_, (until, _))| *until).map(|(c, _)| *c) {
                 self.forget(old);
             }
         }
-        self.active.insert(cookie, now + ACTIVE_FOR);
+        let entry = self.active.entry(cookie).or_insert((now, 0));
+        *entry = (now + ACTIVE_FOR, entry.1 | signals);
         if self.next_sample.is_none() {
             self.next_sample = Some(now + SAMPLE_EVERY);
         }
@@ -473,7 +518,7 @@ impl Tracker {
             p.cut_at = Some((now, counters.and_then(|c| c.get(p.signal))));
         }
         let before = self.rate_before(key.cookie, signal, now, at_value);
-        self.active.entry(key.cookie).or_insert(now + ACTIVE_FOR);
+        self.active.entry(key.cookie).or_insert((now + ACTIVE_FOR, 0)).1 |= signal.bit();
         if self.next_sample.is_none() {
             self.next_sample = Some(now + SAMPLE_EVERY);
         }
@@ -497,17 +542,22 @@ impl Tracker {
         self.next_sample
     }
 
-    /// The namespaces to sample now (and the next deadline is set), or
-    /// nothing if it is not time yet.
-    pub fn due(&mut self, now: Instant) -> Vec<u64> {
+    /// The signals a namespace is sampled for.
+    pub fn signals(&self, cookie: u64) -> SignalSet {
+        self.active.get(&cookie).map_or(0, |(_, set)| *set)
+    }
+
+    /// The namespaces to sample now, with their signals (and the next
+    /// deadline is set), or nothing if it is not time yet.
+    pub fn due(&mut self, now: Instant) -> Vec<(u64, SignalSet)> {
         match self.next_sample {
             Some(t) if now >= t => {}
             _ => return Vec::new(),
         }
         let waiting: Vec<u64> = self.pending.iter().map(|p| p.key.cookie).collect();
-        self.active.retain(|c, until| now < *until || waiting.contains(c));
-        let alive: Vec<u64> = self.active.keys().copied().collect();
-        self.samples.retain(|c, _| alive.contains(c));
+        self.active.retain(|c, (until, _)| now < *until || waiting.contains(c));
+        let alive: Vec<(u64, SignalSet)> = self.active.iter().map(|(c, (_, set))| (*c, *set)).collect();
+        self.samples.retain(|c, _| alive.iter().any(|(a, _)| a == c));
         self.next_sample = (!self.active.is_empty()).then(|| now + SAMPLE_EVERY);
         alive
     }
@@ -602,6 +652,18 @@ mod tests {
     }
 
     #[test]
+    fn only_the_files_a_signal_needs_are_read() {
+        assert_eq!(files_for(Signal::UdpDrops.bit()), [true, false, true, false, false, false]);
+        assert_eq!(files_for(Signal::RxBytes.bit() | Signal::TxBytes.bit()), [false, true, false, false, false, false]);
+        assert_eq!(files_for(0), [false; 6]);
+        let set = signals_of(
+            ["need to increase UDP buffer size(s)", "need to decrease UDP buffer size(s)"].into_iter(),
+            &["net.core.rmem_max"],
+        );
+        assert_eq!(set, Signal::UdpDrops.bit());
+    }
+
+    #[test]
     fn scenarios_map_to_signals() {
         assert_eq!(signal_for("need to increase TCP buffer size(s)", "net.ipv4.tcp_rmem"), Some(Signal::RxBytes));
         assert_eq!(signal_for("need to increase TCP buffer size(s)", "net.ipv4.tcp_wmem"), Some(Signal::TxBytes));
@@ -652,8 +714,10 @@ mod tests {
         let s = Signal::UdpDrops;
         let t0 = Instant::now();
         let mut tr = Tracker::new();
-        assert!(tr.note_activity(7, t0));
-        assert!(!tr.note_activity(7, t0));
+        assert!(tr.note_activity(7, t0, s.bit()));
+        assert!(!tr.note_activity(7, t0, s.bit()));
+        assert!(tr.note_activity(7, t0, Signal::RxBytes.bit()), "a new signal: sample again");
+        assert_eq!(tr.signals(7), s.bit() | Signal::RxBytes.bit());
         // 100 drops/s before the change.
         for i in 0..=5u64 {
             tr.record(7, t0 + Duration::from_secs(i), counters(s, 100.0 * i as f64));
@@ -684,7 +748,7 @@ mod tests {
         let s = Signal::UdpDrops;
         let t0 = Instant::now();
         let mut tr = Tracker::new();
-        tr.note_activity(7, t0);
+        tr.note_activity(7, t0, s.bit());
         tr.record(7, t0, counters(s, 0.0));
         tr.changed(key(), "udp_buffer", "sc", false, s, "1", "2", t0, Some(counters(s, 0.0)));
         let t1 = t0 + Duration::from_secs(3);
@@ -725,10 +789,10 @@ mod tests {
         let t = Instant::now();
         let mut tr = Tracker::new();
         assert_eq!(tr.next_deadline(), None);
-        tr.note_activity(7, t);
+        tr.note_activity(7, t, Signal::UdpDrops.bit());
         assert!(tr.due(t).is_empty(), "not yet");
-        assert_eq!(tr.due(t + SAMPLE_EVERY), vec![7]);
-        assert_eq!(tr.due(t + ACTIVE_FOR + SAMPLE_EVERY * 2), Vec::<u64>::new());
+        assert_eq!(tr.due(t + SAMPLE_EVERY), vec![(7, Signal::UdpDrops.bit())]);
+        assert_eq!(tr.due(t + ACTIVE_FOR + SAMPLE_EVERY * 2), Vec::new());
         assert_eq!(tr.next_deadline(), None);
     }
 }

@@ -99,10 +99,10 @@ pub struct TunerRecord {
     pub netns_state: HashMap<u64, TunerState>,
     /// What the tuner reported of its parts on this kernel.
     pub features: Vec<FeatureInfo>,
-    /// Some of its scenarios are judged by their effect
-    /// ([`crate::evidence::signal_for`]): its events keep their
-    /// namespace's counters sampled.
-    pub judged: bool,
+    /// The signals its scenarios are judged by
+    /// ([`crate::evidence::signal_for`]; 0: none): its events keep their
+    /// namespace's counters sampled for them.
+    pub judged: crate::evidence::SignalSet,
 }
 
 /// One part of a tuner and how it fares on the running kernel.
@@ -146,8 +146,8 @@ impl TunerRecord {
                 description: s.description.as_str().to_string(),
             })
             .collect();
-        let judged =
-            scenarios.iter().any(|s| tunables.iter().any(|t| crate::evidence::signal_for(&s.name, &t.name).is_some()));
+        let names: Vec<&str> = tunables.iter().map(|t| t.name.as_str()).collect();
+        let judged = crate::evidence::signals_of(scenarios.iter().map(|s| s.name.as_str()), &names);
         Self {
             id,
             name: desc.name.as_str().to_string(),

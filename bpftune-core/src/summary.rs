@@ -97,7 +97,7 @@ mod tests {
                 description: "Need to increase buffer size(s) to maximize throughput".into(),
             }],
             records: vec![rec],
-            judged: true,
+            judged: 1,
             netns_state: HashMap::new(),
             features: Vec::new(),
         }

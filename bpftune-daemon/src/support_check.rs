@@ -120,7 +120,7 @@ mod tests {
             tunables: Vec::new(),
             scenarios: Vec::new(),
             records: Vec::new(),
-            judged: false,
+            judged: 0,
             netns_state: Default::default(),
             features: vec![FeatureInfo {
                 part: "backlog drops".into(),

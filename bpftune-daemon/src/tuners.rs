@@ -274,12 +274,12 @@ impl TunerSet {
             let global = host.netns.is_global(cookie);
             let rec = host.registry.get(id);
             let active = rec.is_some_and(|r| r.active_in(cookie));
-            (cookie, global, active, rec.is_some_and(|r| r.judged))
+            (cookie, global, active, rec.map_or(0, |r| r.judged))
         };
-        if active && judged {
+        if active && judged != 0 {
             // Sample the namespace's counters from before the tuner acts,
             // so its changes can be judged (crate::evidence).
-            self.host.borrow_mut().note_event(cookie);
+            self.host.borrow_mut().note_event(cookie, judged);
         }
         let tuner = &mut self.tuners[idx];
         if logging::debug_enabled() {

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::{HostState, PlannedWrite, same_value};
 use crate::abi::LogLevel;
-use crate::evidence::{self, ChangeKey, Counters, Judgement, Verdict};
+use crate::evidence::{self, ChangeKey, Counters, Judgement, SignalSet, Verdict};
 use crate::netns::{self, NsTarget};
 use crate::registry::TunerState;
 
-/// Reads one namespace's counters (tests replace it).
-pub type CounterReader = Box<dyn FnMut(&NsTarget) -> Option<Counters>>;
+/// Reads one namespace's counters for a set of signals (tests replace it).
+pub type CounterReader = Box<dyn FnMut(&NsTarget, SignalSet) -> Option<Counters>>;
 
 /// Called with every verdict (and whether the change was reverted); the
 /// daemon journals it.
@@ -23,14 +23,22 @@ pub type VerdictHook = Box<dyn FnMut(&Judgement, bool)>;
 /// A reading taken this recently is reused for a change.
 const FRESH: Duration = Duration::from_millis(100);
 
-/// Read the counters in `target` on the namespace worker.
-pub fn read_counters_proc(target: &NsTarget) -> Option<Counters> {
-    let read = || evidence::FILES.map(|f| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok());
+/// Read the counters of `signals` in `target` on the namespace worker
+/// (only the files those signals need).
+pub fn read_counters_proc(target: &NsTarget, signals: SignalSet) -> Option<Counters> {
+    let need = evidence::files_for(signals);
+    let read = move || {
+        let mut files: [Option<String>; 6] = Default::default();
+        for (i, f) in evidence::FILES.iter().enumerate().filter(|(i, _)| need[*i]) {
+            files[i] = std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok();
+        }
+        files
+    };
     let files = match target {
-        NsTarget::Global => netns::run_in(netns::Where::Own, read),
-        NsTarget::Netns(h) => netns::run_in(netns::Where::Netns(h), read),
-    }
-    .ok()?;
+        // The daemon's thread is in its own namespace already.
+        NsTarget::Global => read(),
+        NsTarget::Netns(h) => netns::run_in(netns::Where::Netns(h), read).ok()?,
+    };
     Some(Counters::parse(&files))
 }
 
@@ -50,23 +58,28 @@ impl HostState {
     }
 
     /// Read and record the counters of a namespace now.
-    fn sample(&mut self, cookie: u64, now: Instant) -> Option<Counters> {
+    fn sample(&mut self, cookie: u64, now: Instant, signals: SignalSet) -> Option<Counters> {
+        if signals == 0 {
+            return None;
+        }
         let target = self.netns.target(cookie);
         self.sync_netns();
-        let counters = (self.read_counters)(&target.ok()?)?;
+        let counters = (self.read_counters)(&target.ok()?, signals)?;
         self.evidence.record(cookie, now, counters);
         Some(counters)
     }
 
     /// An event from this namespace is about to reach a tuner: keep its
     /// counters sampled (and read them now if they were not).
-    pub fn note_event(&mut self, cookie: u64) {
-        if self.config.advise {
+    /// `signals` are those the tuner's scenarios are judged by.
+    pub fn note_event(&mut self, cookie: u64, signals: SignalSet) {
+        if self.config.advise || signals == 0 {
             return;
         }
         let now = Instant::now();
-        if self.evidence.note_activity(cookie, now) {
-            self.sample(cookie, now);
+        if self.evidence.note_activity(cookie, now, signals) {
+            let all = self.evidence.signals(cookie);
+            self.sample(cookie, now, all);
         }
     }
 
@@ -96,7 +109,10 @@ impl HostState {
         let now = Instant::now();
         let counters = match self.evidence.latest(key.cookie, now, FRESH) {
             Some(c) => Some(c),
-            None => self.sample(key.cookie, now),
+            None => {
+                let set = self.evidence.signals(key.cookie) | signal.bit();
+                self.sample(key.cookie, now, set)
+            }
         };
         self.evidence.changed(key, tuner, scenario, global, signal, old, new, now, counters);
     }
@@ -109,8 +125,8 @@ impl HostState {
     /// Sample the active namespaces, judge the changes whose after-window
     /// is over, log the verdicts and revert what hurt.
     pub fn evidence_tick(&mut self, now: Instant) {
-        for cookie in self.evidence.due(now) {
-            self.sample(cookie, now);
+        for (cookie, signals) in self.evidence.due(now) {
+            self.sample(cookie, now, signals);
         }
         for j in self.evidence.judge_due(now) {
             self.log(LogLevel::Notice, &j.log_line());
