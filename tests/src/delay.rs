@@ -184,6 +184,34 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 /// Open `/dev/net/tun` and attach a new TUN device `name` (no packet-info
 /// header) in the calling thread's network namespace. Nonblocking and
 /// close-on-exec, so `ip` children never keep the device alive.
+/// Whether TUN devices can be made here: `/dev/net/tun`, after loading the
+/// tun module (CONFIG_TUN=m on Debian) and making the device node (a guest
+/// without devtmpfs or udev) if needed. `Err` names what is missing.
+pub fn tun_available() -> Result<(), String> {
+    let node = std::path::Path::new("/dev/net/tun");
+    if node.exists() {
+        return Ok(());
+    }
+    let _ = std::process::Command::new("modprobe").arg("tun").output();
+    if !node.exists() && fs::read_to_string("/proc/misc").is_ok_and(|m| m.lines().any(|l| l.ends_with(" tun"))) {
+        let _ = fs::create_dir_all("/dev/net");
+        let _ = std::process::Command::new("mknod").args(["/dev/net/tun", "c", "10", "200"]).output();
+    }
+    if node.exists() { Ok(()) } else { Err("no TUN device (/dev/net/tun; CONFIG_TUN)".to_string()) }
+}
+
+/// For a test that needs a [`DelayLink`]: true if TUN devices can be made,
+/// else the skip is printed (naming the feature) and the test should return.
+pub fn tun_or_skip(test: &str) -> bool {
+    match tun_available() {
+        Ok(()) => true,
+        Err(why) => {
+            crate::skip(test, &why);
+            false
+        }
+    }
+}
+
 fn open_tun(name: &str) -> io::Result<OwnedFd> {
     // SAFETY: open(2) with a NUL-terminated constant path.
     let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };

@@ -48,6 +48,9 @@ fn device_exists(ns: &Netns, ifname: &str) -> bool {
 fn round_trip_is_twice_the_one_way_delay() {
     bpftune_tests::require_root!();
     let _l = bpftune_tests::test_lock();
+    if !bpftune_tests::delay::tun_or_skip("delay_link::round_trip_is_twice_the_one_way_delay") {
+        return;
+    }
     let (a, b) = (Netns::new("dla"), Netns::new("dlb"));
     let link = DelayLink::new(&a, &b, Duration::from_millis(20));
     let rtt = connect_rtt(&a, &b, &link, 5);
@@ -69,6 +72,9 @@ fn round_trip_is_twice_the_one_way_delay() {
 fn small_receive_window_limits_throughput() {
     bpftune_tests::require_root!();
     let _l = bpftune_tests::test_lock();
+    if !bpftune_tests::delay::tun_or_skip("delay_link::small_receive_window_limits_throughput") {
+        return;
+    }
     let (a, b) = (Netns::new("dla"), Netns::new("dlb"));
     let link = DelayLink::new(&a, &b, Duration::from_millis(20));
     let bytes = 4 * MIB;
@@ -100,6 +106,9 @@ fn small_receive_window_limits_throughput() {
 fn forwarder_reaches_tens_of_mb_per_second() {
     bpftune_tests::require_root!();
     let _l = bpftune_tests::test_lock();
+    if !bpftune_tests::delay::tun_or_skip("delay_link::forwarder_reaches_tens_of_mb_per_second") {
+        return;
+    }
     let (a, b) = (Netns::new("dla"), Netns::new("dlb"));
     let link = DelayLink::new(&a, &b, Duration::from_millis(1));
     b.set_sysctl("net.ipv4.tcp_rmem", "4096 131072 4194304");
@@ -117,6 +126,9 @@ fn forwarder_reaches_tens_of_mb_per_second() {
 fn rate_cap_holds() {
     bpftune_tests::require_root!();
     let _l = bpftune_tests::test_lock();
+    if !bpftune_tests::delay::tun_or_skip("delay_link::rate_cap_holds") {
+        return;
+    }
     let (a, b) = (Netns::new("dla"), Netns::new("dlb"));
     let cap = 2_000_000;
     let link = DelayLink::with_rate(&a, &b, Duration::from_millis(5), cap);
@@ -132,6 +144,9 @@ fn rate_cap_holds() {
 fn drop_removes_devices_fds_and_threads() {
     bpftune_tests::require_root!();
     let _l = bpftune_tests::test_lock();
+    if !bpftune_tests::delay::tun_or_skip("delay_link::drop_removes_devices_fds_and_threads") {
+        return;
+    }
     let (a, b) = (Netns::new("dla"), Netns::new("dlb"));
     assert!(forwarder_threads().is_empty(), "forwarder threads left by an earlier test: {:?}", forwarder_threads());
     let link = DelayLink::new(&a, &b, Duration::from_millis(5));

@@ -202,6 +202,9 @@ fn hold(s: &Setup, limits: &str) {
 fn a_receive_buffer_raise_on_a_delayed_path_is_judged_helped() {
     bpftune_tests::require_root!();
     let _l = test_lock();
+    if !bpftune_tests::delay::tun_or_skip("verdicts::a_receive_buffer_raise_on_a_delayed_path_is_judged_helped") {
+        return;
+    }
     if !per_netns_policy_or_skip("verdicts::a_receive_buffer_raise_on_a_delayed_path_is_judged_helped") {
         return;
     }
@@ -244,6 +247,9 @@ fn a_receive_buffer_raise_on_a_delayed_path_is_judged_helped() {
 fn a_change_followed_by_a_slower_flow_is_reverted_and_backed_off() {
     bpftune_tests::require_root!();
     let _l = test_lock();
+    if !bpftune_tests::delay::tun_or_skip("verdicts::a_change_followed_by_a_slower_flow_is_reverted_and_backed_off") {
+        return;
+    }
     if !per_netns_policy_or_skip("verdicts::a_change_followed_by_a_slower_flow_is_reverted_and_backed_off") {
         return;
     }
@@ -293,6 +299,9 @@ fn a_change_followed_by_a_slower_flow_is_reverted_and_backed_off() {
 fn no_revert_judges_but_keeps_the_change() {
     bpftune_tests::require_root!();
     let _l = test_lock();
+    if !bpftune_tests::delay::tun_or_skip("verdicts::no_revert_judges_but_keeps_the_change") {
+        return;
+    }
     if !per_netns_policy_or_skip("verdicts::no_revert_judges_but_keeps_the_change") {
         return;
     }
