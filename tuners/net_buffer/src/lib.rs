@@ -42,7 +42,17 @@ bpftune_sdk::skel_family!(BpfSkel = skel::NetBufferSkel);
 /// larger CPU number in an event is garbage.
 const MAX_CPUS: i64 = 8192;
 
-/// What BPF attaches to a backlog event (`enum net_buffer_extra`).
+/// Where BPF puts its measurements in a backlog event's `old` values
+/// (`enum net_buffer_extra`, checked against the C enum when compiled).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Cpu = 0,
+    Drops = 1,
+}
+
+bpftune_sdk::same_ids!(skel::types::net_buffer_extra => Slot { EXTRA_CPU = Cpu, EXTRA_DROPS = Drops });
+
+/// What BPF attaches to a backlog event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Extra {
     cpu: i64,
@@ -52,7 +62,7 @@ struct Extra {
 impl Extra {
     fn decode(event: &Event) -> Self {
         let old = event.extra().old;
-        Self { cpu: old[0], drops: old[1] }
+        Self { cpu: old[Slot::Cpu as usize], drops: old[Slot::Drops as usize] }
     }
 }
 

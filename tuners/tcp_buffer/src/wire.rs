@@ -23,16 +23,45 @@ pub struct Extra {
     pub mem_state: MemState,
 }
 
+/// Where BPF puts its measurements: slots 0-2 in an event's `old` values,
+/// 3-5 in its `new` values (`enum tcp_buffer_extra`, checked against the C
+/// enum when compiled).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    SrttUs = 0,
+    MemPages = 1,
+    Syncookies = 2,
+    SynFloods = 3,
+    Established = 4,
+    MemState = 5,
+}
+
+bpftune_sdk::same_ids!(crate::skel::types::tcp_buffer_extra => Slot {
+    EXTRA_SRTT_US = SrttUs,
+    EXTRA_MEM_PAGES = MemPages,
+    EXTRA_SYNCOOKIES = Syncookies,
+    EXTRA_SYN_FLOODS = SynFloods,
+    EXTRA_ESTABLISHED = Established,
+    EXTRA_MEM_STATE = MemState,
+});
+
+impl Slot {
+    fn of(self, u: &SysctlUpdate) -> i64 {
+        let i = self as usize;
+        if i < 3 { u.old[i] } else { u.new[i - 3] }
+    }
+}
+
 impl Extra {
     pub fn decode(event: &Event) -> Self {
-        let SysctlUpdate { old, new, .. } = event.extra();
+        let u = event.extra();
         Self {
-            srtt_us: old[0],
-            mem_pages: old[1],
-            syncookies: old[2],
-            syn_floods: new[0],
-            established: new[1],
-            mem_state: MemState::from_raw(new[2]),
+            srtt_us: Slot::SrttUs.of(&u),
+            mem_pages: Slot::MemPages.of(&u),
+            syncookies: Slot::Syncookies.of(&u),
+            syn_floods: Slot::SynFloods.of(&u),
+            established: Slot::Established.of(&u),
+            mem_state: MemState::from_raw(Slot::MemState.of(&u)),
         }
     }
 

@@ -26,7 +26,22 @@ use tables::{Scenario, Tunable};
 bpftune_sdk::include_skeleton!(mod skel = "udp_buffer");
 bpftune_sdk::skel_family!(BpfSkel = skel::UdpBufferSkel);
 
-/// Measurements BPF attaches to an event (`enum udp_buffer_extra`).
+/// Where BPF puts its measurements in an event's `old` values (`enum
+/// udp_buffer_extra`, checked against the C enum when compiled).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Rcvbuf = 0,
+    Locked = 1,
+    MemPages = 2,
+}
+
+bpftune_sdk::same_ids!(skel::types::udp_buffer_extra => Slot {
+    EXTRA_RCVBUF = Rcvbuf,
+    EXTRA_LOCKED = Locked,
+    EXTRA_MEM_PAGES = MemPages,
+});
+
+/// Measurements BPF attaches to an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Extra {
     rcvbuf: i64,
@@ -36,7 +51,7 @@ struct Extra {
 impl Extra {
     fn decode(event: &Event) -> Self {
         let old = event.extra().old;
-        Self { rcvbuf: old[0], locked: old[1] != 0 }
+        Self { rcvbuf: old[Slot::Rcvbuf as usize], locked: old[Slot::Locked as usize] != 0 }
     }
 }
 

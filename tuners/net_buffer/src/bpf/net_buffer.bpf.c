@@ -61,6 +61,8 @@ enum net_buffer_extra {
 	EXTRA_CPU = 0,		/* CPU that dropped */
 	EXTRA_DROPS = 1,	/* drops counted in the window */
 };
+/* Anchored in BTF: lib.rs checks its slots against these (same_ids!). */
+enum net_buffer_extra net_buffer_extra_anchor = EXTRA_CPU;
 
 #define DROP_WINDOW_NS	(60ULL * 1000 * 1000 * 1000)
 

@@ -56,6 +56,8 @@ enum tcp_buffer_extra {
 	EXTRA_ESTABLISHED = 4,	/* new[1]: passive opens in the netns */
 	EXTRA_MEM_STATE = 5,	/* new[2]: enum bpftune_mem_state */
 };
+/* Anchored in BTF: wire.rs checks its slots against these (same_ids!). */
+enum tcp_buffer_extra tcp_buffer_extra_anchor = EXTRA_SRTT_US;
 
 #define SOCK_SNDBUF_LOCK	1
 #define SOCK_RCVBUF_LOCK	2

@@ -59,6 +59,8 @@ enum udp_buffer_extra {
 	EXTRA_LOCKED = 1,	/* 1 if SO_RCVBUF fixed its size */
 	EXTRA_MEM_PAGES = 2,	/* UDP memory allocated, pages */
 };
+/* Anchored in BTF: lib.rs checks its slots against these (same_ids!). */
+enum udp_buffer_extra udp_buffer_extra_anchor = EXTRA_RCVBUF;
 
 #define SOCK_RCVBUF_LOCK	2
 #define SK_MEM_RECV		1
