@@ -162,7 +162,9 @@ fn drop_removes_devices_fds_and_threads() {
     drop(link);
     let took = start.elapsed();
     println!("drop took {took:?}");
-    assert!(took < Duration::from_secs(1), "drop took {took:?}");
+    // A liveness bound, not a speed target: the threads poll every 50 ms,
+    // and only a thread stuck in a blocking call would take seconds.
+    assert!(took < Duration::from_secs(10), "drop took {took:?}");
     assert!(forwarder_threads().is_empty(), "threads left: {:?}", forwarder_threads());
     assert_eq!(open_tun_fds(), 0);
     assert!(!device_exists(&a, &a_if), "{a_if} still in {}", a.name);
@@ -170,16 +172,18 @@ fn drop_removes_devices_fds_and_threads() {
 
     // The same when a test panics while holding the link, with a packet
     // in flight behind a long delay.
-    let start = Instant::now();
+    let panicked_at = std::cell::Cell::new(Instant::now());
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let link = DelayLink::new(&a, &b, Duration::from_secs(5));
+        let link = DelayLink::new(&a, &b, Duration::from_secs(60));
         let to = SocketAddr::from((link.b_addr, 9));
         let _ = a.run(|| TcpStream::connect_timeout(&to, Duration::from_millis(200)));
+        panicked_at.set(Instant::now());
         panic!("deliberate panic with {} and {} up (expected in this test's output)", link.a_if, link.b_if);
     }));
     assert!(result.is_err());
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(3), "unwinding past a 5 s link took {took:?}");
+    // Unwinding does not wait for the SYN queued behind the 60 s delay.
+    let took = panicked_at.get().elapsed();
+    assert!(took < Duration::from_secs(30), "unwinding past a 60 s link took {took:?}");
     assert!(forwarder_threads().is_empty(), "threads left after a panic: {:?}", forwarder_threads());
     assert_eq!(open_tun_fds(), 0);
     let links = a.exec(&["ip", "-o", "link", "show"]);
