@@ -479,12 +479,23 @@ fn distinctly_cheaper_algorithm_is_learned_and_chosen() {
     // which takes two explorations (the 4th and the 68th connection) at
     // least: a single cheap sample is not evidence.
     assert!(n > 4 + 64, "a cost switch after {n} connections, before two explorations:\n{log}");
-    // New connections now start on the cheaper algorithm.
-    if shaped {
-        tx.exec(&unshape);
+    // New connections now start on the cheaper algorithm (the default's
+    // connections stay shaped, so the learned gap stands; a connection that
+    // happens to explore may run another one, so up to three are looked at).
+    if !shaped {
+        tx.exec(&shape);
     }
-    let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
-    assert_eq!(algorithm_in(&ss), Some(chosen), "{ss}\n{log}");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let ss = ss_of_open_connection(&tx, &rx, veth.b_addr);
+        if algorithm_in(&ss) == Some(chosen) {
+            seen.clear();
+            break;
+        }
+        seen.push(ss);
+    }
+    tx.exec(&unshape);
+    assert!(seen.is_empty(), "none of three new connections ran {chosen}: {seen:?}\n{log}");
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status}\n{log}");
     assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
