@@ -124,8 +124,9 @@ impl Signal {
         }
     }
 
+    /// Its position in [`Signal::ALL`] (declaration order; a test checks).
     fn index(self) -> usize {
-        Signal::ALL.iter().position(|s| *s == self).unwrap_or(0)
+        self as usize
     }
 
     /// Its bit in a [`SignalSet`].
@@ -649,6 +650,13 @@ mod tests {
         assert_eq!(r, Some(2.5));
         // A counter that went backwards (reset) gives nothing.
         assert_eq!(Rate::between(t, 10.0, t + Duration::from_secs(4), 0.0), None);
+    }
+
+    #[test]
+    fn signal_indices_are_positions_in_all() {
+        for (i, s) in Signal::ALL.iter().enumerate() {
+            assert_eq!(s.index(), i);
+        }
     }
 
     #[test]
