@@ -65,25 +65,30 @@ enum Record {
     },
     /// Tuner `tuner` was finalised and rolled back: its entries are done.
     Forget { tuner: String },
-    /// The verdict on a change (old → new), with the signal's rates per
-    /// second before and after it, and whether it was reverted. A record
-    /// of what happened: recovery does not act on it.
-    Verdict {
-        tuner: String,
-        tunable: String,
-        cookie: u64,
-        old: String,
-        new: String,
-        verdict: String,
-        signal: String,
-        before: Option<f64>,
-        after: Option<f64>,
-        reverted: bool,
-    },
+    /// The verdict on a change (see [`VerdictRecord`]).
+    Verdict(VerdictRecord),
+}
+
+/// The verdict on a change (old → new), with the signal's rates per second
+/// before and after it, and whether it was reverted. A record of what
+/// happened: recovery does not act on it. On disk it is the
+/// `"op":"verdict"` line, its fields after the tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    pub tuner: String,
+    pub tunable: String,
+    pub cookie: u64,
+    pub old: String,
+    pub new: String,
+    pub verdict: String,
+    pub signal: String,
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    pub reverted: bool,
 }
 
 /// What the journal knows about one sysctl in one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub tuner: String,
     pub tunable: String,
@@ -94,9 +99,9 @@ pub struct Entry {
     pub path: Option<String>,
     /// The last write: the value it replaced and the value it wrote.
     pub last: Option<(String, String)>,
-    /// The last verdict on a change of it, as its journal line (kept
-    /// when the file is rewritten).
-    pub verdict: Option<String>,
+    /// The last verdict on a change of it (written again when the file is
+    /// rewritten).
+    pub verdict: Option<VerdictRecord>,
     /// Boot and run the entry was made in.
     pub boot_id: String,
     pub pid: u32,
@@ -172,9 +177,9 @@ fn parse(text: &str) -> (BTreeMap<Key, Entry>, usize) {
             Record::Forget { tuner } => {
                 entries.retain(|_, e| !(e.tuner == tuner && e.boot_id == boot));
             }
-            Record::Verdict { ref tunable, cookie, .. } => {
-                if let Some(e) = entries.get_mut(&(tunable.clone(), cookie)) {
-                    e.verdict = Some(line.to_string());
+            Record::Verdict(v) => {
+                if let Some(e) = entries.get_mut(&(v.tunable.clone(), v.cookie)) {
+                    e.verdict = Some(v);
                 }
             }
         }
@@ -218,8 +223,8 @@ fn to_lines(entries: &BTreeMap<Key, Entry>, begin: &Record) -> String {
                     new,
                 });
             }
-            if let Some(Ok(v)) = e.verdict.as_deref().map(serde_json::from_str::<Record>) {
-                push(&v);
+            if let Some(v) = &e.verdict {
+                push(&Record::Verdict(v.clone()));
             }
         }
     }
@@ -402,7 +407,7 @@ impl Journal {
     /// Verdict hook: keep the verdict with the change.
     pub fn record_verdict(&mut self, v: &bpftune_core::evidence::Judgement, reverted: bool) {
         let c = &v.change;
-        let rec = Record::Verdict {
+        self.keep_verdict(VerdictRecord {
             tuner: c.tuner.clone(),
             tunable: c.key.tunable.clone(),
             cookie: c.key.cookie,
@@ -413,13 +418,15 @@ impl Journal {
             before: c.before.map(|r| r.per_sec),
             after: v.after.map(|r| r.per_sec),
             reverted,
-        };
-        if let (Some(e), Ok(line)) =
-            (self.entries.get_mut(&(c.key.tunable.clone(), c.key.cookie)), serde_json::to_string(&rec))
-        {
-            e.verdict = Some(line);
+        });
+    }
+
+    /// Keep a verdict with its entry (if the journal has one) and append it.
+    fn keep_verdict(&mut self, v: VerdictRecord) {
+        if let Some(e) = self.entries.get_mut(&(v.tunable.clone(), v.cookie)) {
+            e.verdict = Some(v.clone());
         }
-        self.append(&rec, false);
+        self.append(&Record::Verdict(v), false);
     }
 
     /// A tuner was finalised and rolled back at run time.
@@ -620,6 +627,80 @@ mod tests {
         assert_eq!(entries, entries2);
         let e = entries2.values().next().expect("entry");
         assert_eq!((e.inum, e.path.as_deref()), (42, Some("/run/netns/x")));
+    }
+
+    /// A journal as the daemon wrote it before verdicts were kept as
+    /// records: a run's framing, an original, a write and its verdict (a
+    /// rate whose shortest form only parses back exactly with
+    /// serde_json's `float_roundtrip`).
+    const WITH_VERDICT: &str = concat!(
+        r#"{"op":"begin","boot_id":"b","pid":1,"global_cookie":1}"#,
+        "\n",
+        r#"{"op":"orig","tuner":"udp_buffer","tunable":"net.core.rmem_max","cookie":7,"global":false,"value":"212992"}"#,
+        "\n",
+        r#"{"op":"set","tuner":"udp_buffer","tunable":"net.core.rmem_max","cookie":7,"global":false,"inum":4026532000,"path":"/run/netns/x","old":"212992","new":"266240"}"#,
+        "\n",
+        r#"{"op":"verdict","tuner":"udp_buffer","tunable":"net.core.rmem_max","cookie":7,"old":"212992","new":"266240","verdict":"helped","signal":"udp_drops","before":15972665.364527375,"after":null,"reverted":false}"#,
+        "\n",
+    );
+
+    fn temp_journal(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("bpftune-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (dir.join("journal"), dir)
+    }
+
+    #[test]
+    fn a_verdict_survives_compaction_unchanged() {
+        let (entries, bad) = parse(WITH_VERDICT);
+        assert_eq!(bad, 0);
+        let v = entries.get(&("net.core.rmem_max".to_string(), 7)).and_then(|e| e.verdict.as_ref()).expect("verdict");
+        assert_eq!(
+            (v.verdict.as_str(), v.before, v.after, v.reverted),
+            ("helped", Some(15972665.364527375), None, false)
+        );
+        // Rewritten through the daemon's own path: the old lines come back
+        // byte for byte, followed by this run's framing.
+        let (path, dir) = temp_journal("verdict");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(&path, WITH_VERDICT).expect("write");
+        let mut j = Journal::open(&path, 1).expect("open");
+        j.compact();
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text, WITH_VERDICT.to_string() + &line(&j.begin()));
+        assert_eq!(parse(&text).0, entries);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_verdict_kept_at_run_time_is_written_again_on_rewrite() {
+        let (path, dir) = temp_journal("keep");
+        let mut j = Journal::open(&path, 1).expect("open");
+        j.record_original(&FirstWrite { tuner: "t", tunable: "net.x", netns_cookie: 1, global: true, original: "60" });
+        let v = VerdictRecord {
+            tuner: "t".into(),
+            tunable: "net.x".into(),
+            cookie: 1,
+            old: "60".into(),
+            new: "61".into(),
+            verdict: "hurt".into(),
+            signal: "listen_drops".into(),
+            before: Some(0.1 + 0.2),
+            after: Some(9272385.106312785),
+            reverted: true,
+        };
+        j.keep_verdict(v.clone());
+        // A verdict on a change the journal holds no entry for is appended
+        // but not kept.
+        j.keep_verdict(VerdictRecord { tunable: "net.y".into(), ..v.clone() });
+        j.compact();
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().filter(|l| l.contains(r#""op":"verdict""#)).count(), 1);
+        let again = Journal::open(&path, 1).expect("reopen");
+        assert_eq!(again.entries, j.entries);
+        let kept = again.entries.values().next().and_then(|e| e.verdict.clone());
+        assert_eq!(kept, Some(v));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
