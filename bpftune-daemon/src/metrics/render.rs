@@ -6,6 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use bpftune_core::evidence::Verdict;
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -104,6 +105,25 @@ fn registry(s: &Snapshot) -> Registry {
         ];
         value.get_or_create(&labels).set(v.current);
         original.get_or_create(&labels).set(v.original);
+    }
+
+    let verdicts = counter_family(
+        &mut reg,
+        "verdicts",
+        "Verdicts on the changes a tuner made to a tunable, judged by the effect on the counter its scenario aims to improve: helped, neutral, hurt, unknown (not enough data); for every tunable changed in a scenario that is judged, all namespaces",
+    );
+    let reverts = counter_family(
+        &mut reg,
+        "reverts",
+        "Changes a tuner made to a tunable that were judged hurt and reverted, all namespaces",
+    );
+    for v in &s.verdicts {
+        for verdict in Verdict::ALL {
+            let labels =
+                vec![("tuner", v.tuner.clone()), ("tunable", v.tunable.clone()), ("verdict", verdict.as_str().into())];
+            verdicts.get_or_create(&labels).inc_by(v.counts[verdict.index()]);
+        }
+        reverts.get_or_create(&vec![("tuner", v.tuner.clone()), ("tunable", v.tunable.clone())]).inc_by(v.reverted);
     }
 
     let state = gauge_family(
@@ -293,6 +313,12 @@ mod tests {
                     original: [4096, 131072, 6291456][index],
                 })
                 .collect(),
+            verdicts: vec![TunableVerdicts {
+                tuner: "tcp_buffer".into(),
+                tunable: "net.ipv4.tcp_rmem".into(),
+                counts: [2, 1, 3, 0],
+                reverted: 1,
+            }],
             tuners: vec![
                 TunerStatus { name: "tcp_buffer".into(), state: "active", detail: String::new() },
                 TunerStatus { name: "broken".into(), state: "failed", detail: "init failed".into() },
@@ -339,6 +365,33 @@ mod tests {
         assert!(l.contains(&"bpftune_changes_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",scenario=\"need to increase TCP buffer size(s)\",netns=\"4097\"} 3"), "{text}");
         assert!(l.contains(&"bpftune_tunable_value{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",netns=\"4097\",index=\"2\"} 8388608"), "{text}");
         assert!(l.contains(&"bpftune_tunable_original_value{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",netns=\"4097\",index=\"2\"} 6291456"), "{text}");
+        assert!(l.contains(&"# TYPE bpftune_verdicts counter"), "{text}");
+        assert!(
+            l.contains(
+                &"bpftune_verdicts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",verdict=\"helped\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            l.contains(
+                &"bpftune_verdicts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",verdict=\"neutral\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            l.contains(
+                &"bpftune_verdicts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",verdict=\"hurt\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(
+            l.contains(
+                &"bpftune_verdicts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",verdict=\"unknown\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(l.contains(&"# TYPE bpftune_reverts counter"), "{text}");
+        assert!(l.contains(&"bpftune_reverts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\"} 1"), "{text}");
         assert!(l.contains(&"bpftune_tuner_state{tuner=\"broken\",state=\"failed\"} 1"), "{text}");
         assert!(l.contains(&"bpftune_tuner_state{tuner=\"broken\",state=\"active\"} 0"), "{text}");
         assert!(
@@ -389,6 +442,18 @@ mod tests {
         assert!(!text.contains("# EOF"), "{text}");
         assert!(text.contains("# TYPE bpftune_changes_total counter\n"), "{text}");
         assert!(text.contains("bpftune_cpu_seconds_total 1.25\n"), "{text}");
+        assert!(text.contains("# TYPE bpftune_verdicts_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE bpftune_reverts_total counter\n"), "{text}");
+        for (verdict, n) in [("helped", 2), ("neutral", 1), ("hurt", 3), ("unknown", 0)] {
+            let line = format!(
+                "bpftune_verdicts_total{{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\",verdict=\"{verdict}\"}} {n}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        assert!(
+            text.contains("bpftune_reverts_total{tuner=\"tcp_buffer\",tunable=\"net.ipv4.tcp_rmem\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -409,6 +474,9 @@ mod tests {
         let empty = render(&Snapshot::default(), Format::OpenMetrics);
         assert!(empty.ends_with("# EOF\n"), "{empty}");
         assert!(empty.contains("bpftune_events_received_total 0"), "{empty}");
+        // No tunable changed in a judged scenario: no series (and the client
+        // crate leaves an empty family out).
+        assert!(!empty.contains("bpftune_verdicts") && !empty.contains("bpftune_reverts"), "{empty}");
     }
 
     /// The Grafana dashboard (docs/grafana/bpftune.json) is valid JSON and

@@ -1,12 +1,14 @@
 //! One consistent picture of the daemon for a scrape or a report, taken on
 //! the main thread from the tuner registry (changes, values, states,
-//! features), the failed plugin files, the loop's counters and
-//! `/proc/self`. Plain data, so the renderers are tested without a daemon.
+//! features, verdicts on changes), the failed plugin files, the loop's
+//! counters and `/proc/self`. Plain data, so the renderers are tested
+//! without a daemon.
 
 use std::path::Path;
 
 use bpftune_core::abi::FeatureState;
-use bpftune_core::registry::{RETIRED_NETNS_COOKIE, TunerState};
+use bpftune_core::evidence;
+use bpftune_core::registry::{RETIRED_NETNS_COOKIE, TunerRecord, TunerState};
 
 use super::proc::{self, ProcessStats, ProgStats};
 use crate::identity::Identity;
@@ -38,6 +40,22 @@ pub struct TunableValue {
     pub index: usize,
     pub current: i64,
     pub original: i64,
+}
+
+/// The verdicts on a tuner's changes of one tunable (all namespaces), for
+/// every tunable the tuner changed in a scenario that is judged
+/// ([`evidence::signal_for`], as the host decides), from that change on:
+/// its series are 0 until the verdict, some 5 s later, so the first
+/// verdict shows in `increase()`. Tunables only changed in scenarios that
+/// are not judged have none (and any tunable with a verdict has them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunableVerdicts {
+    pub tuner: String,
+    pub tunable: String,
+    /// By [`evidence::Verdict::index`] (helped, neutral, hurt, unknown).
+    pub counts: [u64; 4],
+    /// Changes judged `hurt` and reverted.
+    pub reverted: u64,
 }
 
 /// A changed tunable as text (strings too), for the report.
@@ -97,6 +115,7 @@ pub struct Snapshot {
     pub changes: Vec<ChangeCount>,
     pub values: Vec<TunableValue>,
     pub changed: Vec<TunableChange>,
+    pub verdicts: Vec<TunableVerdicts>,
     pub tuners: Vec<TunerStatus>,
     pub features: Vec<FeatureStatus>,
     /// By namespace cookie order.
@@ -156,6 +175,27 @@ fn words(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The verdict counts of a tuner's tunables (see [`TunableVerdicts`] for
+/// which).
+fn tunable_verdicts(t: &TunerRecord) -> Vec<TunableVerdicts> {
+    t.tunables
+        .iter()
+        .zip(&t.records)
+        .filter(|(info, rec)| {
+            let judged = |sid: u32| {
+                t.scenarios.get(sid as usize).is_some_and(|sc| evidence::signal_for(&sc.name, &info.name).is_some())
+            };
+            rec.counts.keys().any(|(sid, _)| judged(*sid)) || rec.verdicts.iter().any(|n| *n > 0) || rec.reverted > 0
+        })
+        .map(|(info, rec)| TunableVerdicts {
+            tuner: t.name.clone(),
+            tunable: info.name.clone(),
+            counts: rec.verdicts,
+            reverted: rec.reverted,
+        })
+        .collect()
+}
+
 /// Take the snapshot.
 pub fn gather(ctx: &ReplyCtx<'_>) -> Snapshot {
     let mut s =
@@ -175,6 +215,7 @@ pub fn gather(ctx: &ReplyCtx<'_>) -> Snapshot {
                     detail: f.detail.clone(),
                 });
             }
+            s.verdicts.extend(tunable_verdicts(t));
             for (info, rec) in t.tunables.iter().zip(&t.records) {
                 for ((sid, cookie), n) in &rec.counts {
                     let scenario = t.scenarios.get(*sid as usize).map(|sc| sc.name.clone()).unwrap_or_default();
@@ -250,6 +291,11 @@ pub fn gather(ctx: &ReplyCtx<'_>) -> Snapshot {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bpftune_core::abi::{TunableFlags, TunableKind};
+    use bpftune_core::registry::{ScenarioInfo, TunableInfo, TunableRecord};
+
     use super::*;
 
     #[test]
@@ -264,5 +310,60 @@ mod tests {
         for s in [FeatureState::Active, FeatureState::Fallback, FeatureState::Off, FeatureState::NotNeeded] {
             assert_eq!(feature_state(s), s.as_str());
         }
+    }
+
+    fn tunable(name: &str) -> TunableInfo {
+        TunableInfo { name: name.into(), kind: TunableKind::Sysctl, flags: TunableFlags::NAMESPACED, num_values: 3 }
+    }
+
+    /// tcp_buffer's shape: a buffer raise of `tcp_rmem` is judged, a
+    /// low-memory change of `tcp_no_metrics_save` is not.
+    fn tuner() -> TunerRecord {
+        let names = ["net.ipv4.tcp_rmem", "net.ipv4.tcp_no_metrics_save", "net.ipv4.tcp_low_latency"];
+        TunerRecord {
+            id: 0,
+            name: "tcp_buffer".into(),
+            path: "p".into(),
+            state: TunerState::Active,
+            rollback: false,
+            tunables: names.iter().map(|n| tunable(n)).collect(),
+            scenarios: vec![
+                ScenarioInfo { name: "need to increase TCP buffer size(s)".into(), description: String::new() },
+                ScenarioInfo { name: "set tunable on entering low-memory state".into(), description: String::new() },
+            ],
+            records: vec![TunableRecord::default(); 3],
+            judged: 0,
+            netns_state: HashMap::new(),
+            features: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts_of_judged_changes_start_at_zero() {
+        let mut t = tuner();
+        assert!(tunable_verdicts(&t).is_empty(), "no change yet");
+        // Changes in two namespaces; the low-memory one is not judged.
+        t.records[0].counts.insert((0, 1), 2);
+        t.records[0].counts.insert((0, 4097), 1);
+        t.records[1].counts.insert((1, 1), 1);
+        let v = tunable_verdicts(&t);
+        assert_eq!(
+            v,
+            vec![TunableVerdicts {
+                tuner: "tcp_buffer".into(),
+                tunable: "net.ipv4.tcp_rmem".into(),
+                counts: [0; 4],
+                reverted: 0
+            }]
+        );
+        // Counted where the host counts them (by Verdict::index).
+        t.records[0].verdicts[evidence::Verdict::Hurt.index()] = 2;
+        t.records[0].reverted = 1;
+        // A tunable with a verdict shows even if no scenario names it.
+        t.records[2].verdicts[evidence::Verdict::Unknown.index()] = 1;
+        let v = tunable_verdicts(&t);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!((v[0].counts, v[0].reverted), ([0, 0, 2, 0], 1));
+        assert_eq!((v[1].tunable.as_str(), v[1].counts), ("net.ipv4.tcp_low_latency", [0, 0, 0, 1]));
     }
 }
