@@ -164,9 +164,7 @@ pub extern "C" fn netns_released<T: Tuner>(handle: InstanceHandle, netns_cookie:
     guard(|| {
         // SAFETY: the daemon only passes handles it got from our init.
         let inst = unsafe { instance::<T>(handle) }?;
-        for state in inst.tuner.netns_state() {
-            state.release_netns(netns_cookie);
-        }
+        crate::per_netns::release_all(&mut inst.tuner.netns_state(), netns_cookie);
         inst.tuner.netns_released(netns_cookie);
         Ok(())
     })

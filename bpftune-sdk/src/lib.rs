@@ -28,6 +28,7 @@ pub mod protomem;
 pub mod sample;
 pub mod skel;
 pub mod tables;
+pub mod testing;
 pub mod tuner;
 
 include_skeleton!(

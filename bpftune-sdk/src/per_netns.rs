@@ -14,6 +14,18 @@ use std::collections::hash_map::Entry;
 pub trait NetnsState {
     /// Drop whatever is kept for the namespace with this cookie.
     fn release_netns(&mut self, netns_cookie: u64);
+    /// Whether anything is kept for the namespace with this cookie (what
+    /// [`crate::testing::assert_released_namespace_leaves_nothing`] checks).
+    fn holds_netns(&self, netns_cookie: u64) -> bool;
+}
+
+/// Release a namespace in each of a tuner's holders: what the SDK's entry
+/// point does when the daemon reports the namespace gone, before
+/// [`crate::Tuner::netns_released`].
+pub(crate) fn release_all(states: &mut [&mut dyn NetnsState], netns_cookie: u64) {
+    for state in states {
+        state.release_netns(netns_cookie);
+    }
 }
 
 /// One `T` per namespace cookie: made on first use, dropped when the
@@ -87,11 +99,20 @@ impl<T> NetnsState for PerNetns<T> {
     fn release_netns(&mut self, netns_cookie: u64) {
         self.map.remove(&netns_cookie);
     }
+
+    fn holds_netns(&self, netns_cookie: u64) -> bool {
+        self.map.contains_key(&netns_cookie)
+    }
 }
 
 impl NetnsState for crate::NetnsAdmission {
     fn release_netns(&mut self, netns_cookie: u64) {
         self.forget(netns_cookie);
+    }
+
+    fn holds_netns(&self, netns_cookie: u64) -> bool {
+        // Seen in events (the daemon's namespace never is) or disabled.
+        self.inum(netns_cookie).is_some() || self.is_disabled(netns_cookie)
     }
 }
 
@@ -113,10 +134,25 @@ mod tests {
         assert_eq!(p.get(7), Some(&S { hits: 2 }));
         assert_eq!(p.get(8), Some(&S { hits: 11 }));
         assert_eq!(p.len(), 2);
+        assert!(p.holds_netns(7) && !p.holds_netns(9));
         p.release_netns(7);
         assert_eq!(p.get(7), None);
+        assert!(!p.holds_netns(7));
         assert_eq!(p.len(), 1);
         p.release_netns(99);
         assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn an_admission_holds_what_it_saw_or_disabled() {
+        let mut a = crate::NetnsAdmission::new(1, crate::UnknownNetns::Skip);
+        assert_eq!(a.admit_with(7, 4026532000, |_, _| {}), Some(7));
+        assert_eq!(a.admit_with(0, 4026531840, |_, _| {}), Some(1));
+        a.disable(8);
+        assert!(a.holds_netns(7) && a.holds_netns(8) && !a.holds_netns(1));
+        a.disable(1);
+        assert!(a.holds_netns(1));
+        release_all(&mut [&mut a], 7);
+        assert!(!a.holds_netns(7) && a.holds_netns(8));
     }
 }
