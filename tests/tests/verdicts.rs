@@ -237,6 +237,15 @@ fn a_receive_buffer_raise_on_a_delayed_path_is_judged_helped() {
     assert!(events.contains("Verdict for change net.ipv4.tcp_rmem"), "{events}");
     let journal = std::fs::read_to_string(JOURNAL).unwrap_or_default();
     assert!(journal.contains("\"op\":\"verdict\"") && journal.contains("\"verdict\":\"helped\""), "{journal}");
+    // And in -q metrics: counted, nothing reverted.
+    let metrics = query(&["metrics"]);
+    let series = format!("{{tuner=\"tcp_buffer\",tunable=\"{RMEM}\"");
+    let helped = metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("bpftune_verdicts_total{series},verdict=\"helped\"}} ")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(helped.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(metrics.contains(&format!("bpftune_reverts_total{series}}} 0\n")), "{metrics}");
 
     let (status, log) = s.daemon.stop();
     assert!(status.success(), "{log}");
