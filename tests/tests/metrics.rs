@@ -252,6 +252,8 @@ fn metrics_by_query_http_and_textfile_follow_changes() {
     assert!(one(&all, "bpftune_events_received_total", &[]) >= n1, "{after}");
     let info = find(&all, "bpftune_netns_info", &[("netns", netns.as_str())]);
     assert_eq!(info.len(), 1, "{after}");
+    // Its scenario is not judged by effect: no verdict series.
+    assert!(find(&all, "bpftune_verdicts_total", &[("tuner", "test")]).is_empty(), "{after}");
     assert!(daemon.log().contains(&format!("netns (cookie {netns}) is that of pid {pid}: ")), "{}", daemon.log());
     assert_eq!(one(&all, "bpftune_ringbuf_events_dropped_total", &[]), 0.0);
     // The test tuner's BPF program ran for the connections.
