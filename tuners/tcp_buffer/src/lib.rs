@@ -596,6 +596,7 @@ bpftune_sdk::export_tuner!(TcpBufferTuner);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bpftune_sdk::testing::{self, ALIVE, GLOBAL, GONE};
 
     /// Every field of one namespace's state set, as a busy namespace in low
     /// memory would have them.
@@ -615,23 +616,12 @@ mod tests {
 
     #[test]
     fn a_released_namespace_leaves_nothing() {
-        let (global, gone, alive) = (1, 7, 8);
-        let mut netns = NetnsAdmission::new(global, UnknownNetns::Skip);
         let mut ns: PerNetns<NsState> = PerNetns::new();
-        for cookie in [gone, alive] {
-            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+        for cookie in [GLOBAL, GONE, ALIVE] {
             *ns.entry(cookie) = busy();
         }
-        netns.disable(gone);
-        *ns.entry(global) = busy();
-        // What the SDK does when the daemon reports the namespace gone.
-        for state in netns_states(&mut netns, &mut ns) {
-            state.release_netns(gone);
-        }
-        assert!(ns.get(gone).is_none());
-        assert!(!netns.is_disabled(gone) && netns.inum(gone).is_none());
-        assert_eq!(netns.tracked(), 1);
-        assert_eq!(ns.len(), 2, "other namespaces and the daemon's keep theirs");
-        assert_eq!(ns.get(alive).map(|s| s.corr.get(&Tunable::TcpRmem).map(Corr::samples)), Some(Some(1)));
+        let mut held = (testing::admission(UnknownNetns::Skip), ns);
+        testing::assert_released_namespace_leaves_nothing(&mut held, |(netns, ns)| netns_states(netns, ns));
+        assert_eq!(held.1.get(ALIVE).map(|s| s.corr.get(&Tunable::TcpRmem).map(Corr::samples)), Some(Some(1)));
     }
 }
