@@ -264,6 +264,7 @@ bpftune_sdk::export_tuner!(UdpBufferTuner);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bpftune_sdk::testing;
 
     #[test]
     fn extra_slot1_offsets() {
@@ -277,15 +278,6 @@ mod tests {
 
     #[test]
     fn a_released_namespace_leaves_nothing() {
-        let mut netns = NetnsAdmission::new(1, UnknownNetns::Global);
-        for cookie in [7, 8] {
-            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
-        }
-        // What the SDK does when the daemon reports the namespace gone.
-        for state in netns_states(&mut netns) {
-            state.release_netns(7);
-        }
-        assert!(netns.inum(7).is_none());
-        assert_eq!(netns.tracked(), 1);
+        testing::assert_released_namespace_leaves_nothing(&mut testing::admission(UnknownNetns::Global), netns_states);
     }
 }
