@@ -302,23 +302,19 @@ bpftune_sdk::export_tuner!(IpFragTuner);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bpftune_sdk::testing::{self, ALIVE, GLOBAL, GONE};
 
     #[test]
     fn a_released_namespace_leaves_nothing() {
         let mut ns: PerNetns<NsState> = PerNetns::new();
-        for cookie in [1, 7, 8] {
+        for cookie in [GLOBAL, GONE, ALIVE] {
             let s = ns.entry(cookie);
             s.schedule.observed(3, false);
             s.reported = true;
-            s.disabled = cookie == 7;
+            s.disabled = cookie == GONE;
             s.corr.entry(Tunable::IpfragHighThresh).or_default().update(1.0, 2.0);
         }
-        // What the SDK does when the daemon reports the namespace gone.
-        for state in netns_states(&mut ns) {
-            state.release_netns(7);
-        }
-        assert!(ns.get(7).is_none());
-        assert_eq!(ns.len(), 2, "other namespaces and the daemon's keep theirs");
-        assert!(ns.get(8).is_some_and(|s| s.reported && s.schedule.is_set()));
+        testing::assert_released_namespace_leaves_nothing(&mut ns, netns_states);
+        assert!(ns.get(ALIVE).is_some_and(|s| s.reported && s.schedule.is_set()));
     }
 }
