@@ -290,22 +290,16 @@ bpftune_sdk::export_tuner!(RouteTableTuner);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bpftune_sdk::testing::{self, ALIVE, GONE};
 
     #[test]
     fn a_released_namespace_leaves_nothing() {
-        let mut netns = NetnsAdmission::new(1, UnknownNetns::Skip);
         let mut held: PerNetns<Hold> = PerNetns::new();
-        for cookie in [7, 8] {
-            assert_eq!(netns.admit_with(cookie, 4026532000, |_, _| {}), Some(cookie));
+        for cookie in [GONE, ALIVE] {
             *held.entry_with(cookie, || Hold::AtCeiling) = Hold::NotNearlyFull;
         }
-        netns.disable(7);
-        // What the SDK does when the daemon reports the namespace gone.
-        for state in netns_states(&mut netns, &mut held) {
-            state.release_netns(7);
-        }
-        assert!(held.get(7).is_none() && !netns.is_disabled(7) && netns.inum(7).is_none());
-        assert_eq!(netns.tracked(), 1);
-        assert_eq!(held.get(8), Some(&Hold::NotNearlyFull));
+        let mut held = (testing::admission(UnknownNetns::Skip), held);
+        testing::assert_released_namespace_leaves_nothing(&mut held, |(netns, held)| netns_states(netns, held));
+        assert_eq!(held.1.get(ALIVE), Some(&Hold::NotNearlyFull));
     }
 }
