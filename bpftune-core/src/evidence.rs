@@ -20,6 +20,13 @@
 //! namespace that was quiet until its first event has no before-window and
 //! is judged `unknown`; the ones that follow are judged against the state
 //! the previous change left.
+//!
+//! A scenario may also name a guard: a gauge that must not get worse while
+//! the main signal does not improve. TCP buffer raises are guarded by the
+//! round-trip time of the namespace's active connections
+//! ([`crate::sock_rtt`]): a raise that moves no more bytes but makes the
+//! data wait longer in a queue ("a buffer raise that only adds latency")
+//! is judged `hurt`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -47,8 +54,9 @@ pub enum Better {
     Higher,
 }
 
-/// A counter-based signal a change can be judged by. Each is a sum of
-/// monotonic kernel counters, read per namespace.
+/// A signal a change can be judged by, read per namespace: a sum of
+/// monotonic kernel counters (judged by its rate), or a gauge (judged by
+/// its median over the window; [`Signal::is_gauge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
     /// UDP receive drops: Udp/Udp6 RcvbufErrors + MemErrors.
@@ -69,10 +77,20 @@ pub enum Signal {
     ReasmFails,
     /// Neighbour table overflows (arp_cache + ndisc_cache table_fulls).
     NeighFull,
+    /// Mean round-trip time, in ms, of the TCP sockets that moved data in
+    /// the last second (a gauge, from `sock_diag`; judged by its median
+    /// over a window).
+    TcpRtt,
 }
 
 /// Number of [`Signal`]s.
-pub const SIGNALS: usize = 9;
+pub const SIGNALS: usize = 10;
+
+/// A gauge guard is judged `hurt` when its median grew by this factor and
+/// by [`GUARD_MIN_DELTA`] (milliseconds of RTT) at least, and `helped` when
+/// it shrank as much.
+pub const GUARD_RATIO: f64 = 1.15;
+pub const GUARD_MIN_DELTA: f64 = 2.0;
 
 impl Signal {
     pub const ALL: [Signal; SIGNALS] = [
@@ -85,6 +103,7 @@ impl Signal {
         Signal::TimeSqueeze,
         Signal::ReasmFails,
         Signal::NeighFull,
+        Signal::TcpRtt,
     ];
 
     pub fn better(self) -> Better {
@@ -106,6 +125,7 @@ impl Signal {
             Signal::TimeSqueeze => "NAPI budget squeezes (softnet_stat time_squeeze)",
             Signal::ReasmFails => "reassembly failures (ReasmFails)",
             Signal::NeighFull => "neighbour table overflows (table_fulls)",
+            Signal::TcpRtt => "RTT of active TCP sockets (sock_diag)",
         }
     }
 
@@ -121,7 +141,13 @@ impl Signal {
             Signal::TimeSqueeze => "time_squeeze",
             Signal::ReasmFails => "reasm_fails",
             Signal::NeighFull => "neigh_table_full",
+            Signal::TcpRtt => "tcp_rtt",
         }
+    }
+
+    /// Judged by its median over a window, not by a rate.
+    pub fn is_gauge(self) -> bool {
+        self == Signal::TcpRtt
     }
 
     /// Its position in [`Signal::ALL`] (declaration order; a test checks).
@@ -141,6 +167,7 @@ impl Signal {
             Signal::RxBytes | Signal::TxBytes | Signal::TcpMemPressure | Signal::ListenDrops => &[1],
             Signal::BacklogDrops | Signal::TimeSqueeze => &[3],
             Signal::NeighFull => &[4, 5],
+            Signal::TcpRtt => &[],
         }
     }
 }
@@ -159,14 +186,23 @@ pub fn files_for(set: SignalSet) -> [bool; 6] {
     need
 }
 
-/// The signals any of these scenarios of any of these tunables is judged
-/// by (a tuner's: its events keep their namespace sampled for them).
+/// Whether these signals need a `sock_diag` dump ([`crate::sock_rtt`]).
+pub fn needs_sock_diag(set: SignalSet) -> bool {
+    set & Signal::TcpRtt.bit() != 0
+}
+
+/// The signals (and guards) any of these scenarios of any of these
+/// tunables is judged by (a tuner's: its events keep their namespace
+/// sampled for them).
 pub fn signals_of<'a>(scenarios: impl Iterator<Item = &'a str> + Clone, tunables: &[&str]) -> SignalSet {
     let mut set = 0;
     for sc in scenarios {
         for t in tunables {
             if let Some(sig) = signal_for(sc, t) {
                 set |= sig.bit();
+            }
+            if let Some(g) = guard_for(sc, t) {
+                set |= g.bit();
             }
         }
     }
@@ -195,6 +231,18 @@ pub fn signal_for(scenario: &str, tunable: &str) -> Option<Signal> {
         "neighbour table nearly full" => Signal::NeighFull,
         _ => return None,
     })
+}
+
+/// The gauge that must not get worse while the signal of this scenario
+/// does not improve: a TCP buffer raise that moves no more bytes but
+/// lets queues hold more (higher RTT) only added latency.
+pub fn guard_for(scenario: &str, tunable: &str) -> Option<Signal> {
+    match scenario {
+        "need to increase TCP buffer size(s)" if matches!(tunable, "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem") => {
+            Some(Signal::TcpRtt)
+        }
+        _ => None,
+    }
 }
 
 /// The `/proc/net` files the counters come from, relative to a
@@ -309,7 +357,8 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// A counter's rate over a window.
+/// A counter's rate over a window (for a gauge signal, `per_sec` holds
+/// the gauge's median over the window).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     pub per_sec: f64,
@@ -322,6 +371,20 @@ impl Rate {
     pub fn between(t0: Instant, v0: f64, t1: Instant, v1: f64) -> Option<Rate> {
         let over = t1.saturating_duration_since(t0);
         (over >= MIN_WINDOW && v1 >= v0).then(|| Rate { per_sec: (v1 - v0) / over.as_secs_f64(), over })
+    }
+
+    /// A gauge's median over readings spanning `over` (a flow starting or
+    /// ending moves one reading, not the verdict); `None` if the span is
+    /// shorter than [`MIN_WINDOW`] or no reading had a value.
+    pub fn median(values: &[f64], over: Duration) -> Option<Rate> {
+        if over < MIN_WINDOW || values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        let per_sec = if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 };
+        Some(Rate { per_sec, over })
     }
 }
 
@@ -356,6 +419,39 @@ pub fn judge(better: Better, before: Option<Rate>, after: Option<Rate>) -> Verdi
                 Verdict::Neutral
             }
         }
+    }
+}
+
+/// A gauge guard's verdict: [`GUARD_RATIO`] and [`GUARD_MIN_DELTA`] worse
+/// hurts, as much better helps.
+pub fn judge_guard(before: Option<Rate>, after: Option<Rate>) -> Verdict {
+    let (Some(b), Some(a)) = (before, after) else { return Verdict::Unknown };
+    let (b, a) = (b.per_sec, a.per_sec);
+    if a >= b * GUARD_RATIO && a >= b + GUARD_MIN_DELTA {
+        Verdict::Hurt
+    } else if a * GUARD_RATIO <= b && a + GUARD_MIN_DELTA <= b {
+        Verdict::Helped
+    } else {
+        Verdict::Neutral
+    }
+}
+
+/// The verdict on a change from its signal's and its guard's: what the
+/// signal says, unless the signal did not improve and the guard got
+/// worse (the change only added cost).
+pub fn combine(signal: Verdict, guard: Option<Verdict>) -> Verdict {
+    match (signal, guard) {
+        (Verdict::Neutral | Verdict::Unknown, Some(Verdict::Hurt)) => Verdict::Hurt,
+        (v, _) => v,
+    }
+}
+
+/// A measure for log lines: "1.2 M/s over 5.0 s", or for a gauge
+/// "41.0 ms over 5.0 s".
+pub fn format_measure(signal: Signal, r: Option<Rate>) -> String {
+    match r {
+        Some(r) if signal.is_gauge() => format!("{:.1} ms over {:.1} s", r.per_sec, r.over.as_secs_f64()),
+        _ => format_rate(r),
     }
 }
 
@@ -401,6 +497,10 @@ pub struct Change {
     /// Set when the same tunable changed again in the namespace before the
     /// after-window ended: the after-window ends there.
     pub cut_at: Option<(Instant, Option<f64>)>,
+    /// The gauge that must not get worse ([`guard_for`]), and its median
+    /// over the window before the change.
+    pub guard: Option<Signal>,
+    pub guard_before: Option<Rate>,
 }
 
 /// A change and its verdict, with the numbers.
@@ -408,6 +508,8 @@ pub struct Change {
 pub struct Judgement {
     pub change: Change,
     pub after: Option<Rate>,
+    /// The guard's median over the window after the change.
+    pub guard_after: Option<Rate>,
     pub verdict: Verdict,
 }
 
@@ -416,15 +518,24 @@ impl Judgement {
     pub fn log_line(&self) -> String {
         let c = &self.change;
         let ns = if c.global { String::new() } else { format!(" (netns cookie {})", c.key.cookie) };
+        let guard = match c.guard {
+            Some(g) => format!(
+                "; {} {} before, {} after",
+                g.describe(),
+                format_measure(g, c.guard_before),
+                format_measure(g, self.guard_after)
+            ),
+            None => String::new(),
+        };
         format!(
-            "Verdict for change {} from ({}) -> ({}){ns}: {}; {} {} before, {} after",
+            "Verdict for change {} from ({}) -> ({}){ns}: {}; {} {} before, {} after{guard}",
             c.key.tunable,
             c.old,
             c.new,
             self.verdict,
             c.signal.describe(),
-            format_rate(c.before),
-            format_rate(self.after)
+            format_measure(c.signal, c.before),
+            format_measure(c.signal, self.after)
         )
     }
 }
@@ -492,10 +603,35 @@ impl Tracker {
     /// The rate of `signal` over the window ending at `at` (the earliest
     /// reading at most [`WINDOW`] and half a sample before it).
     fn rate_before(&self, cookie: u64, signal: Signal, at: Instant, at_value: Option<f64>) -> Option<Rate> {
-        let v1 = at_value?;
         let q = self.samples.get(&cookie)?;
-        let (t0, c0) = q.iter().find(|(t, _)| at.saturating_duration_since(*t) <= WINDOW + SAMPLE_EVERY / 2)?;
+        let in_window = |t: &Instant| at.saturating_duration_since(*t) <= WINDOW + SAMPLE_EVERY / 2 && *t <= at;
+        if signal.is_gauge() {
+            let first = q.iter().find(|(t, _)| in_window(t))?.0;
+            let mut values: Vec<f64> =
+                q.iter().filter(|(t, _)| in_window(t)).filter_map(|(_, c)| c.get(signal)).collect();
+            values.extend(at_value);
+            return Rate::median(&values, at.saturating_duration_since(first));
+        }
+        let v1 = at_value?;
+        let (t0, c0) = q.iter().find(|(t, _)| in_window(t))?;
         Rate::between(*t0, c0.get(signal)?, at, v1)
+    }
+
+    /// A gauge's median over the readings after `at` up to `end` (and the
+    /// reading taken at `end`, if the window was cut there).
+    fn gauge_after(
+        &self,
+        cookie: u64,
+        signal: Signal,
+        at: Instant,
+        end: Instant,
+        end_value: Option<f64>,
+    ) -> Option<Rate> {
+        let q = self.samples.get(&cookie)?;
+        let mut values: Vec<f64> =
+            q.iter().filter(|(t, _)| *t > at && *t <= end).filter_map(|(_, c)| c.get(signal)).collect();
+        values.extend(end_value);
+        Rate::median(&values, end.saturating_duration_since(at))
     }
 
     /// A change was written; `counters` were read when it was made. A
@@ -519,7 +655,10 @@ impl Tracker {
             p.cut_at = Some((now, counters.and_then(|c| c.get(p.signal))));
         }
         let before = self.rate_before(key.cookie, signal, now, at_value);
-        self.active.entry(key.cookie).or_insert((now + ACTIVE_FOR, 0)).1 |= signal.bit();
+        let guard = guard_for(scenario, &key.tunable);
+        let guard_before = guard.and_then(|g| self.rate_before(key.cookie, g, now, counters.and_then(|c| c.get(g))));
+        let bits = signal.bit() | guard.map_or(0, Signal::bit);
+        self.active.entry(key.cookie).or_insert((now + ACTIVE_FOR, 0)).1 |= bits;
         if self.next_sample.is_none() {
             self.next_sample = Some(now + SAMPLE_EVERY);
         }
@@ -535,6 +674,8 @@ impl Tracker {
             at_value,
             before,
             cut_at: None,
+            guard,
+            guard_before,
         });
     }
 
@@ -570,20 +711,35 @@ impl Tracker {
         self.pending = keep;
         done.into_iter()
             .map(|c| {
-                let end = match c.cut_at {
-                    Some((t, v)) => Some((t, v)),
-                    None => self
-                        .samples
-                        .get(&c.key.cookie)
-                        .and_then(|q| q.iter().rev().find(|(t, _)| *t >= c.at + WINDOW - SAMPLE_EVERY / 2))
-                        .map(|(t, s)| (*t, s.get(c.signal))),
+                // The window ends where a later change cut it (with the
+                // reading taken then), else at the last reading.
+                let (end, cut) = match c.cut_at {
+                    Some((t, v)) => (Some((t, v)), true),
+                    None => (
+                        self.samples
+                            .get(&c.key.cookie)
+                            .and_then(|q| q.iter().rev().find(|(t, _)| *t >= c.at + WINDOW - SAMPLE_EVERY / 2))
+                            .map(|(t, s)| (*t, s.get(c.signal))),
+                        false,
+                    ),
                 };
-                let after = match (c.at_value, end) {
-                    (Some(v0), Some((t1, Some(v1)))) => Rate::between(c.at, v0, t1, v1),
-                    _ => None,
+                let after = if c.signal.is_gauge() {
+                    end.and_then(|(t1, v1)| self.gauge_after(c.key.cookie, c.signal, c.at, t1, v1.filter(|_| cut)))
+                } else {
+                    match (c.at_value, end) {
+                        (Some(v0), Some((t1, Some(v1)))) => Rate::between(c.at, v0, t1, v1),
+                        _ => None,
+                    }
                 };
-                let verdict = judge(c.signal.better(), c.before, after);
-                Judgement { change: c, after, verdict }
+                // The guard's reading at a cut is not kept: its median
+                // is over the readings before the cut.
+                let guard_after =
+                    c.guard.zip(end).and_then(|(g, (t1, _))| self.gauge_after(c.key.cookie, g, c.at, t1, None));
+                let verdict = combine(
+                    judge(c.signal.better(), c.before, after),
+                    c.guard.map(|_| judge_guard(c.guard_before, guard_after)),
+                );
+                Judgement { change: c, after, guard_after, verdict }
             })
             .collect()
     }
@@ -650,6 +806,13 @@ mod tests {
         assert_eq!(r, Some(2.5));
         // A counter that went backwards (reset) gives nothing.
         assert_eq!(Rate::between(t, 10.0, t + Duration::from_secs(4), 0.0), None);
+        // A gauge: the median, which one reading taken as a flow started
+        // does not move.
+        let m = |v: &[f64]| Rate::median(v, WINDOW).map(|r| r.per_sec);
+        assert_eq!(m(&[41.0, 41.0, 80.0, 41.0, 42.0]), Some(41.0));
+        assert_eq!(m(&[40.0, 50.0]), Some(45.0));
+        assert_eq!(m(&[]), None);
+        assert_eq!(Rate::median(&[1.0], Duration::from_secs(1)), None);
     }
 
     #[test]
@@ -772,6 +935,69 @@ mod tests {
         }
         let j = tr.judge_due(t1 + WINDOW);
         assert_eq!(j[0].verdict, Verdict::Hurt);
+    }
+
+    #[test]
+    fn guard_rule_and_how_it_combines() {
+        use Verdict::*;
+        // RTT in ms: 15 % and 2 ms worse hurts; both are needed.
+        assert_eq!(judge_guard(rate(40.0), rate(50.0)), Hurt);
+        assert_eq!(judge_guard(rate(40.0), rate(45.0)), Neutral);
+        assert_eq!(judge_guard(rate(1.0), rate(2.5)), Neutral, "a 1.5 ms rise is noise");
+        assert_eq!(judge_guard(rate(50.0), rate(40.0)), Helped);
+        assert_eq!(judge_guard(None, rate(40.0)), Unknown);
+        // The signal decides unless it did not improve and the guard hurt.
+        assert_eq!(combine(Helped, Some(Hurt)), Helped);
+        assert_eq!(combine(Neutral, Some(Hurt)), Hurt);
+        assert_eq!(combine(Unknown, Some(Hurt)), Hurt);
+        assert_eq!(combine(Neutral, Some(Helped)), Neutral);
+        assert_eq!(combine(Hurt, None), Hurt);
+        assert_eq!(guard_for("need to increase TCP buffer size(s)", "net.ipv4.tcp_rmem"), Some(Signal::TcpRtt));
+        assert_eq!(guard_for("need to increase UDP buffer size(s)", "net.core.rmem_max"), None);
+        let set = signals_of(["need to increase TCP buffer size(s)"].into_iter(), &["net.ipv4.tcp_wmem"]);
+        assert_eq!(set, Signal::TxBytes.bit() | Signal::TcpRtt.bit());
+        assert!(needs_sock_diag(set));
+        assert_eq!(files_for(Signal::TcpRtt.bit()), [false; 6], "the RTT is not in a /proc file");
+    }
+
+    fn bytes_and_rtt(bytes: f64, rtt: f64) -> Counters {
+        let mut c = counters(Signal::RxBytes, bytes);
+        c.set(Signal::TcpRtt, rtt);
+        c
+    }
+
+    /// A receive-buffer raise on a capped path: the same bytes per second,
+    /// the data waiting longer. Judged by the guard; with more bytes it
+    /// helps whatever the RTT.
+    #[test]
+    fn a_raise_that_only_adds_latency_hurts() {
+        for (after_rate, want) in [(2e6, Verdict::Hurt), (3e6, Verdict::Helped)] {
+            let t0 = Instant::now();
+            let mut tr = Tracker::new();
+            let key = ChangeKey { tuner_id: 1, tunable: "net.ipv4.tcp_rmem".into(), cookie: 7 };
+            let scenario = "need to increase TCP buffer size(s)";
+            tr.note_activity(7, t0, Signal::RxBytes.bit() | Signal::TcpRtt.bit());
+            for i in 0..=5u64 {
+                tr.record(7, t0 + Duration::from_secs(i), bytes_and_rtt(2e6 * i as f64, 41.0));
+            }
+            let at = t0 + Duration::from_secs(5);
+            let c = bytes_and_rtt(10e6, 41.0);
+            tr.changed(key, "tcp_buffer", scenario, false, Signal::RxBytes, "a", "b", at, Some(c));
+            for i in 1..=5u64 {
+                tr.record(7, at + Duration::from_secs(i), bytes_and_rtt(10e6 + after_rate * i as f64, 51.0));
+            }
+            let j = tr.judge_due(at + WINDOW);
+            assert_eq!(j[0].verdict, want, "{}", j[0].log_line());
+            assert_eq!(j[0].change.guard_before.map(|r| r.per_sec), Some(41.0));
+            assert_eq!(j[0].guard_after.map(|r| r.per_sec), Some(51.0));
+            let line = j[0].log_line();
+            assert!(
+                line.ends_with(
+                    "; RTT of active TCP sockets (sock_diag) 41.0 ms over 5.0 s before, 51.0 ms over 5.0 s after"
+                ),
+                "{line}"
+            );
+        }
     }
 
     #[test]

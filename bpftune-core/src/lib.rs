@@ -27,6 +27,7 @@ pub mod limits;
 pub mod loader;
 pub mod netns;
 pub mod registry;
+pub mod sock_rtt;
 pub mod ringbuf;
 pub mod strategy;
 pub mod summary;

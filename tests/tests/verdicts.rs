@@ -66,8 +66,9 @@ impl Drop for Limits {
 }
 
 /// A TCP flow from `tx` to `rx` over the link until `stop`, the sender
-/// writing at most `pace` bytes a second (0: as fast as it can).
-fn flow(tx: &Netns, rx: &Netns, link: &DelayLink, stop: &AtomicBool, pace: &AtomicU64) {
+/// writing at most `pace` bytes a second (0: as fast as it can), with
+/// congestion control `cc` if given (else the namespace's default).
+fn flow(tx: &Netns, rx: &Netns, link: &DelayLink, stop: &AtomicBool, pace: &AtomicU64, cc: Option<&str>) {
     let addr = link.b_addr;
     let listener = rx.run(|| TcpListener::bind(SocketAddr::from((addr, 0))).expect("bind"));
     let dst = listener.local_addr().expect("addr");
@@ -95,6 +96,9 @@ fn flow(tx: &Netns, rx: &Netns, link: &DelayLink, stop: &AtomicBool, pace: &Atom
         });
         let conn = tx.run(|| TcpStream::connect_timeout(&dst, Duration::from_secs(5)));
         let Ok(mut conn) = conn else { return };
+        if let Some(cc) = cc {
+            set_congestion_control(&conn, cc);
+        }
         let _ = conn.set_write_timeout(Some(Duration::from_millis(200)));
         let chunk = vec![0x5au8; 1 << 16];
         while !stop.load(Ordering::Relaxed) {
@@ -111,6 +115,23 @@ fn flow(tx: &Netns, rx: &Netns, link: &DelayLink, stop: &AtomicBool, pace: &Atom
         }
         let _ = conn.shutdown(std::net::Shutdown::Both);
     });
+}
+
+/// Set a connection's congestion control (root may pick any available
+/// one, also where the namespace's allowed list does not name it).
+fn set_congestion_control(conn: &TcpStream, cc: &str) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket fd and a buffer of the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_CONGESTION {cc}: {}", std::io::Error::last_os_error());
 }
 
 fn query(args: &[&str]) -> String {
@@ -135,6 +156,8 @@ struct Setup {
     limits: Limits,
     /// The sender's pace (bytes/s, 0: unpaced).
     pace: AtomicU64,
+    /// The sender's congestion control (None: the namespace's default).
+    cc: Option<&'static str>,
     _plugins: PluginDir,
     daemon: Daemon,
 }
@@ -142,9 +165,13 @@ struct Setup {
 /// Namespaces, the delayed path, and the daemon with tcp_buffer held at
 /// the receiver's small buffer by the limits file.
 fn setup(tag: &str, extra: &[&str]) -> Setup {
+    setup_path(tag, extra, DELAY, RATE)
+}
+
+fn setup_path(tag: &str, extra: &[&str], delay: Duration, rate: u64) -> Setup {
     let tx = Netns::new(&format!("{tag}tx"));
     let rx = Netns::new(&format!("{tag}rx"));
-    let link = DelayLink::with_rate(&tx, &rx, DELAY, RATE);
+    let link = DelayLink::with_rate(&tx, &rx, delay, rate);
     rx.set_sysctl(RMEM, SMALL_RMEM);
     let cookie = rx.run(current_netns_cookie).expect("netns cookie");
     let limits = Limits::new(tag);
@@ -154,7 +181,17 @@ fn setup(tag: &str, extra: &[&str]) -> Setup {
     let mut args = vec!["--limits", file.to_str().expect("utf8")];
     args.extend_from_slice(extra);
     let daemon = Daemon::start_tuner(&plugins, &args, "tcp_buffer");
-    Setup { tx, rx, link, cookie, limits, pace: AtomicU64::new(0), _plugins: plugins, daemon }
+    Setup { tx, rx, link, cookie, limits, pace: AtomicU64::new(0), cc: None, _plugins: plugins, daemon }
+}
+
+/// Stops a flow when dropped, also when the code watching it panics (else
+/// the scope would wait for the flow forever).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Run the flow while `during` watches; the flow stops when it returns.
@@ -162,17 +199,9 @@ fn with_flow<R>(s: &Setup, during: impl FnOnce() -> R + Send) -> R
 where
     R: Send,
 {
-    /// Stops the flow when dropped, also when `during` panics (else the
-    /// scope would wait for the flow forever).
-    struct StopOnDrop<'a>(&'a AtomicBool);
-    impl Drop for StopOnDrop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-        }
-    }
     let stop = AtomicBool::new(false);
     std::thread::scope(|sc| {
-        sc.spawn(|| flow(&s.tx, &s.rx, &s.link, &stop, &s.pace));
+        sc.spawn(|| flow(&s.tx, &s.rx, &s.link, &stop, &s.pace, s.cc));
         let _stop = StopOnDrop(&stop);
         during()
     })
@@ -329,4 +358,61 @@ fn no_revert_judges_but_keeps_the_change() {
     let (status, log) = s.daemon.stop();
     assert!(status.success(), "{log}");
     assert!(log.contains("1 hurt (0 reverted)"), "{log}");
+}
+
+/// The harmful change: on a path whose rate, not the receive
+/// window, limits the flow, a loss-based sender (cubic) fills the path's
+/// queue up to the window. Raising the receive buffer moves no more bytes
+/// and only makes the data wait longer; the daemon judges it `hurt` by the
+/// round-trip time guard (bytes received unchanged, RTT of the active
+/// connections up), reverts it and backs off.
+///
+/// The flow that was held keeps running while a second one starts (whose
+/// first event brings the raise), and stops once the raise is logged:
+/// neither window around the change has a gap in the traffic, and after it
+/// one flow runs with the larger buffer where one ran with the smaller.
+#[test]
+fn a_receive_buffer_raise_that_only_adds_latency_is_judged_hurt_and_reverted() {
+    bpftune_tests::require_root!();
+    let _l = test_lock();
+    let name = "verdicts::a_receive_buffer_raise_that_only_adds_latency_is_judged_hurt_and_reverted";
+    if !bpftune_tests::delay::tun_or_skip(name) || !per_netns_policy_or_skip(name) {
+        return;
+    }
+    // 2 MB/s and a 10 ms round trip: a 20 kB path; a 128 KiB buffer's
+    // window already keeps it full and queues the rest.
+    let mut s = setup_path("vl", &[], Duration::from_millis(5), 2_000_000);
+    s.cc = Some("cubic");
+    let raised = format!("change {RMEM}(min default max) from ({SMALL_RMEM})");
+    let loosen = format!("{RMEM} max - - 163840 netns {}\n", s.cookie);
+    let s = &s;
+    let (stop_held, stop_next) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (stop_held, stop_next) = (&stop_held, &stop_next);
+    let reverted = std::thread::scope(|sc| {
+        let _a = StopOnDrop(stop_held);
+        let _b = StopOnDrop(stop_next);
+        sc.spawn(move || flow(&s.tx, &s.rx, &s.link, stop_held, &s.pace, s.cc));
+        hold(s, &loosen);
+        sc.spawn(move || flow(&s.tx, &s.rx, &s.link, stop_next, &s.pace, s.cc));
+        assert!(s.daemon.wait_for_log(&raised, TIMEOUT), "no raise after loosening:\n{}", s.daemon.log());
+        stop_held.store(true, Ordering::Relaxed);
+        s.daemon.wait_for_log(&format!("Reverting {RMEM} from ("), TIMEOUT)
+    });
+    let log = s.daemon.log();
+    assert!(reverted, "no revert:\n{log}");
+    let hurt = verdicts(&log, s.cookie).into_iter().find(|l| l.contains(": hurt; ")).unwrap_or_default();
+    eprintln!("{hurt}");
+    // Judged by the guard, with both windows' numbers.
+    assert!(hurt.contains("; RTT of active TCP sockets (sock_diag) "), "no RTT guard in:\n{log}");
+    let ms = |part: &str| -> Option<f64> { part.trim().split(' ').next()?.parse().ok() };
+    let guard = hurt.split("(sock_diag) ").nth(1).unwrap_or_default();
+    let (before, after) = guard.split_once(" before, ").unwrap_or_default();
+    let (before, after) = (ms(before), ms(after));
+    assert!(matches!((before, after), (Some(b), Some(a)) if a > b), "RTT before {before:?}, after {after:?}: {hurt}");
+    let line = log.lines().find(|l| l.contains("Reverting ")).unwrap_or_default();
+    assert!(line.contains("backs off it there for 60 s"), "{line}");
+    assert_eq!(s.rx.sysctl(RMEM), SMALL_RMEM, "{line}");
+    // A new flow asks for more again: held back by the back-off.
+    let more = with_flow(s, || s.daemon.wait_for_log("backs off it in netns", Duration::from_secs(20)));
+    assert!(more, "no raise held back by the back-off:\n{}", s.daemon.log());
 }

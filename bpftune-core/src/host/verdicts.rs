@@ -12,6 +12,7 @@ use crate::abi::LogLevel;
 use crate::evidence::{self, ChangeKey, Counters, Judgement, SignalSet, Verdict};
 use crate::netns::{self, NsTarget};
 use crate::registry::TunerState;
+use crate::sock_rtt;
 
 /// Reads one namespace's counters for a set of signals (tests replace it).
 pub type CounterReader = Box<dyn FnMut(&NsTarget, SignalSet) -> Option<Counters>>;
@@ -24,22 +25,30 @@ pub type VerdictHook = Box<dyn FnMut(&Judgement, bool)>;
 const FRESH: Duration = Duration::from_millis(100);
 
 /// Read the counters of `signals` in `target` on the namespace worker
-/// (only the files those signals need).
+/// (only the files those signals need, and a `sock_diag` dump only for
+/// the RTT guard).
 pub fn read_counters_proc(target: &NsTarget, signals: SignalSet) -> Option<Counters> {
     let need = evidence::files_for(signals);
+    let rtt = evidence::needs_sock_diag(signals);
     let read = move || {
         let mut files: [Option<String>; 6] = Default::default();
         for (i, f) in evidence::FILES.iter().enumerate().filter(|(i, _)| need[*i]) {
             files[i] = std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).ok();
         }
-        files
+        // A failed dump (no CONFIG_INET_DIAG) leaves the guard unknown.
+        let rtt = if rtt { sock_rtt::sample().ok().and_then(|s| s.mean_ms) } else { None };
+        (files, rtt)
     };
-    let files = match target {
+    let (files, rtt) = match target {
         // The daemon's thread is in its own namespace already.
         NsTarget::Global => read(),
         NsTarget::Netns(h) => netns::run_in(netns::Where::Netns(h), read).ok()?,
     };
-    Some(Counters::parse(&files))
+    let mut counters = Counters::parse(&files);
+    if let Some(ms) = rtt {
+        counters.set(evidence::Signal::TcpRtt, ms);
+    }
+    Some(counters)
 }
 
 impl HostState {
@@ -106,11 +115,12 @@ impl HostState {
         new: &str,
     ) {
         let Some(signal) = evidence::signal_for(scenario, &key.tunable) else { return };
+        let guard = evidence::guard_for(scenario, &key.tunable).map_or(0, evidence::Signal::bit);
         let now = Instant::now();
         let counters = match self.evidence.latest(key.cookie, now, FRESH) {
             Some(c) => Some(c),
             None => {
-                let set = self.evidence.signals(key.cookie) | signal.bit();
+                let set = self.evidence.signals(key.cookie) | signal.bit() | guard;
                 self.sample(key.cookie, now, set)
             }
         };
