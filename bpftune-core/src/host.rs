@@ -320,6 +320,50 @@ impl HostState {
         }
     }
 
+    /// The value as text, as compared and logged: for numbers the
+    /// kernel's tabs become single spaces.
+    pub(super) fn read_current(
+        &mut self,
+        cookie: u64,
+        target: &mut NsTarget,
+        name: &str,
+        string: bool,
+    ) -> io::Result<String> {
+        let t = self.read_at(cookie, target, name)?;
+        Ok(if string { t } else { t.split_whitespace().collect::<Vec<_>>().join(" ") })
+    }
+
+    /// The one way a change reaches the kernel, a tuner's write or a
+    /// revert alike: the daemon journals it first (the write hook), then
+    /// it is written.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn journal_and_write(
+        &mut self,
+        tuner: &str,
+        tunable: &str,
+        cookie: u64,
+        global: bool,
+        target: &mut NsTarget,
+        old: &str,
+        new: &str,
+    ) -> io::Result<()> {
+        if let Some(hook) = self.write_hook.as_mut() {
+            hook(&PlannedWrite {
+                tuner,
+                tunable,
+                netns_cookie: cookie,
+                global,
+                netns: match &*target {
+                    NsTarget::Netns(h) => Some(h),
+                    NsTarget::Global => None,
+                },
+                old,
+                new,
+            });
+        }
+        self.write_at(cookie, target, tunable, new)
+    }
+
     /// Write a sysctl as text in the namespace with that cookie (rollback).
     pub fn write_text(&mut self, cookie: u64, name: &str, text: &str) -> io::Result<()> {
         let r = match self.netns.target(cookie) {
@@ -403,9 +447,7 @@ impl HostState {
             Ok(t) => t,
             Err(_) => return Ok(self.netns_gone(tuner_id, cookie, &info.name)),
         };
-        let old_text = match self.read_at(cookie, &mut target, &info.name) {
-            // The kernel separates values with tabs; keep one spacing everywhere.
-            Ok(t) if !info.is_string() => t.split_whitespace().collect::<Vec<_>>().join(" "),
+        let old_text = match self.read_current(cookie, &mut target, &info.name, info.is_string()) {
             Ok(t) => t,
             Err(e) if netns::is_gone_error(&e) && !global => {
                 return Ok(self.netns_gone(tuner_id, cookie, &info.name));
@@ -451,22 +493,7 @@ impl HostState {
             }
         }
 
-        if let Some(hook) = self.write_hook.as_mut() {
-            hook(&PlannedWrite {
-                tuner: &tuner_name,
-                tunable: &info.name,
-                netns_cookie: cookie,
-                global,
-                netns: match &target {
-                    NsTarget::Netns(h) => Some(h),
-                    NsTarget::Global => None,
-                },
-                old: &old_text,
-                new: &new_text,
-            });
-        }
-
-        match self.write_at(cookie, &mut target, &info.name, &new_text) {
+        match self.journal_and_write(&tuner_name, &info.name, cookie, global, &mut target, &old_text, &new_text) {
             Ok(()) => {}
             Err(e) if netns::is_gone_error(&e) && !global => {
                 return Ok(self.netns_gone(tuner_id, cookie, &info.name));

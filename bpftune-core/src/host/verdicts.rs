@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{HostState, PlannedWrite, same_value};
+use super::{HostState, same_value};
 use crate::abi::LogLevel;
 use crate::evidence::{self, ChangeKey, Counters, Judgement, SignalSet, Verdict};
 use crate::netns::{self, NsTarget};
@@ -170,10 +170,7 @@ impl HostState {
         let string =
             tuner.tunable_index(&key.tunable).and_then(|i| tuner.tunables.get(i)).is_some_and(|i| i.is_string());
         let Ok(mut target) = self.netns.target(key.cookie) else { return false };
-        let now_text = match self.read_at(key.cookie, &mut target, &key.tunable) {
-            Ok(t) => t.split_whitespace().collect::<Vec<_>>().join(" "),
-            Err(_) => return false,
-        };
+        let Ok(now_text) = self.read_current(key.cookie, &mut target, &key.tunable, string) else { return false };
         if !same_value(&now_text, &c.new, string) {
             self.log(
                 LogLevel::Debug,
@@ -184,21 +181,9 @@ impl HostState {
             );
             return false;
         }
-        if let Some(hook) = self.write_hook.as_mut() {
-            hook(&PlannedWrite {
-                tuner: &tuner_name,
-                tunable: &key.tunable,
-                netns_cookie: key.cookie,
-                global: c.global,
-                netns: match &target {
-                    NsTarget::Netns(h) => Some(h),
-                    NsTarget::Global => None,
-                },
-                old: &c.new,
-                new: &c.old,
-            });
-        }
-        if let Err(e) = self.write_at(key.cookie, &mut target, &key.tunable, &c.old) {
+        if let Err(e) =
+            self.journal_and_write(&tuner_name, &key.tunable, key.cookie, c.global, &mut target, &c.new, &c.old)
+        {
             self.log(LogLevel::Err, &format!("could not revert '{}' to ({}): {e}", key.tunable, c.old));
             return false;
         }
