@@ -85,6 +85,15 @@ pub struct VerdictRecord {
     pub before: Option<f64>,
     pub after: Option<f64>,
     pub reverted: bool,
+    /// The guard signal (TCP buffer raises: `tcp_rtt`) and its medians
+    /// before and after; absent from lines of changes without one (and
+    /// from journals written before guards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_after: Option<f64>,
 }
 
 /// What the journal knows about one sysctl in one namespace.
@@ -418,6 +427,9 @@ impl Journal {
             before: c.before.map(|r| r.per_sec),
             after: v.after.map(|r| r.per_sec),
             reverted,
+            guard: c.guard.map(|g| g.name().to_string()),
+            guard_before: c.guard_before.map(|r| r.per_sec),
+            guard_after: v.guard_after.map(|r| r.per_sec),
         });
     }
 
@@ -688,6 +700,9 @@ mod tests {
             before: Some(0.1 + 0.2),
             after: Some(9272385.106312785),
             reverted: true,
+            guard: Some("tcp_rtt".into()),
+            guard_before: Some(41.0),
+            guard_after: Some(50.5),
         };
         j.keep_verdict(v.clone());
         // A verdict on a change the journal holds no entry for is appended
