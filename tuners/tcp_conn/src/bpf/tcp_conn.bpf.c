@@ -8,14 +8,16 @@
  * callbacks, never per packet:
  *
  *   ACTIVE/PASSIVE_ESTABLISHED  once per connection: decide (below) and
- *                               enable STATE and (unless the socket is
- *                               known to run bbr) RETRANS callbacks on
- *                               this socket only.
+ *                               enable, on this socket only, RETRANS
+ *                               callbacks (unless it is known to run bbr;
+ *                               they cost nothing until a segment is
+ *                               retransmitted) and, if it is one to learn
+ *                               from, STATE callbacks.
  *   RETRANS_CB                  per retransmission: if total_retrans >
  *                               segs_out >> 6 (loss above 1/64), switch it
- *                               to bbr, remember the destination as lossy;
- *                               on bbr (or once switched) RETRANS
- *                               callbacks stop.
+ *                               to bbr, remember the destination as lossy,
+ *                               and learn from it at close; on bbr (or
+ *                               once switched) RETRANS callbacks stop.
  *   STATE_CB                    on close (FIN_WAIT1, CLOSE_WAIT, or a reset
  *                               from ESTABLISHED): fold the connection's
  *                               retransmits into the destination's decaying
@@ -35,9 +37,25 @@
  *      close into host->best, so the usual case needs no getsockopt);
  *   3. exploration: 1 connection in EXPLORE_EVERY per destination (from
  *      the REMOTE_HOST_MIN_INSTANCES-th, counted, not random) tries the
- *      candidate with the fewest samples other than what rules 1-2 chose.
+ *      candidate with the fewest samples other than what rules 1-2 chose;
+ *      not while the destination's last QUIET_MAX learned connections all
+ *      closed without a rate sample (they carried no data: an explored
+ *      one would teach nothing either).
  * Tied or unlearned candidates therefore cost nothing per connection but
- * the bounded exploration. Loopback peers are skipped altogether.
+ * the bounded exploration. Loopback peers are skipped altogether (before
+ * any helper call or map lookup).
+ *
+ * Which connections are learned from at close (STATE callbacks; on a
+ * server end they cost two calls, one of them for the move to
+ * ESTABLISHED that follows PASSIVE_ESTABLISHED): each of a destination's
+ * first LEARN_ALL_FIRST, then 1 in LEARN_EVERY (counted), plus every
+ * exploring connection, every connection to a destination remembered as
+ * lossy (so that clean ones can clear it) and every connection switched
+ * on loss. The others make no call after establishment unless they
+ * retransmit. The learned costs are moving averages, so a sample of a busy
+ * destination's connections keeps them as current as all of them would;
+ * the loss rate is folded from the same uniform sample, so it is not
+ * biased either way (beyond the switched connections, which are lossy).
  *
  * Cost of a closed connection (lower is better), relative to the best this
  * destination has shown with any algorithm:
@@ -114,6 +132,7 @@ enum tcp_conn_alg {
 	CC_NONE = 0xff,
 };
 enum tcp_conn_alg tcp_conn_alg_anchor = CC_CUBIC;
+_Static_assert((NR_CC & (NR_CC - 1)) == 0, "NR_CC masks indexes");
 
 /* Why an event was sent: ids.rs's Reason. */
 enum tcp_conn_reason {
@@ -142,6 +161,10 @@ enum tcp_conn_const {
 	REMOTE_HOST_MIN_INSTANCES = 4,	/* first exploring connection */
 	MIN_SAMPLES = 2,		/* before a learned cost counts */
 	COST_MARGIN = RL_SCALE / 8,	/* smallest gap that counts */
+	LEARN_ALL_FIRST = 64,		/* learn from each of the first */
+	LEARN_EVERY = 8,		/* then from 1 connection in 8 */
+	QUIET_MAX = 8,			/* no exploration after so many
+					 * learned closes without data */
 	REMOTE_HOST_MAX = 4096,
 };
 enum tcp_conn_const tcp_conn_const_anchor = 0;
@@ -186,7 +209,10 @@ struct remote_host {
 	 * candidate is clearly worse (see distinct()), else CC_NONE: only
 	 * then may a connection be switched on cost. Updated at close. */
 	__u32 best;
-	__u32 pad;
+	/* Learned closes in a row without a rate sample (saturating at
+	 * QUIET_MAX): connections that carry no data teach nothing, and an
+	 * exploration among them would only cost a bpf_setsockopt. */
+	__u32 quiet;
 	struct cc_metric metrics[NR_CC];
 };
 
@@ -263,20 +289,29 @@ static __always_inline void stat_inc(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* An algorithm index already checked to be below NR_CC, made visibly so
+ * for the verifier. The mask changes nothing (NR_CC is a power of two),
+ * but clang may fold two bound checks into one on (a | b), or check one
+ * copy of a register and index with another, and the verifier then sees
+ * an unbounded index; the empty asm keeps clang from dropping the mask as
+ * redundant. */
+static __always_inline __u32 cc_idx(__u32 alg)
+{
+	asm volatile("" : "+r"(alg));
+	return alg & (NR_CC - 1);
+}
+
 static __always_inline bool candidate(__u32 alg)
 {
 	return alg < NR_CC && (cc_candidates & (1U << alg));
 }
 
-static __always_inline void host_key(struct bpf_sock_ops *skops,
-				     struct remote_host_key *key)
+/* The peer address part of a destination's key (no helper call). */
+static __always_inline void host_addr(struct bpf_sock_ops *skops,
+				      struct remote_host_key *key)
 {
 	__u32 a0 = 0, a1 = 0, a2 = bpf_htonl(0xffff), a3;
 
-	if (have_netns_cookie_helper)
-		key->netns_cookie = bpf_get_netns_cookie(skops);
-	else
-		key->netns_cookie = fallback_netns_cookie;
 	/* The empty asm statements pin each context load in its branch:
 	 * otherwise clang merges them into one load through a computed
 	 * context pointer, which the verifier rejects. */
@@ -297,6 +332,22 @@ static __always_inline void host_key(struct bpf_sock_ops *skops,
 	key->addr[1] = a1;
 	key->addr[2] = a2;
 	key->addr[3] = a3;
+}
+
+static __always_inline void host_cookie(struct bpf_sock_ops *skops,
+					struct remote_host_key *key)
+{
+	if (have_netns_cookie_helper)
+		key->netns_cookie = bpf_get_netns_cookie(skops);
+	else
+		key->netns_cookie = fallback_netns_cookie;
+}
+
+static __always_inline void host_key(struct bpf_sock_ops *skops,
+				     struct remote_host_key *key)
+{
+	host_addr(skops, key);
+	host_cookie(skops, key);
 }
 
 /* Loopback peers (127.0.0.0/8, ::ffff:127.0.0.0/104, ::1) have no path to
@@ -341,7 +392,7 @@ static __always_inline int set_alg(struct bpf_sock_ops *skops, __u32 alg)
 
 	if (alg >= NR_CC)
 		return -1;
-	__builtin_memcpy(name, cc_names[alg], sizeof(name));
+	__builtin_memcpy(name, cc_names[cc_idx(alg)], sizeof(name));
 	return bpf_setsockopt(skops, SOL_TCP, TCP_CONGESTION, name,
 			      sizeof(name));
 }
@@ -376,8 +427,8 @@ static __always_inline bool distinct(struct remote_host *host, __u32 worse,
 
 	if (worse >= NR_CC || better >= NR_CC)
 		return false;
-	w = &host->metrics[worse];
-	b = &host->metrics[better];
+	w = &host->metrics[cc_idx(worse)];
+	b = &host->metrics[cc_idx(better)];
 	if (w->metric_count < MIN_SAMPLES || b->metric_count < MIN_SAMPLES)
 		return false;
 	margin = w->metric_dev + b->metric_dev;
@@ -468,23 +519,37 @@ static __always_inline void send_event(struct bpf_sock_ops *skops,
 	ev->reason = reason;
 	ev->ncandidates = ncand;
 	ev->instances = host->instances;
-	ev->cost = alg < NR_CC ? host->metrics[alg].metric_value : 0;
+	ev->cost = alg < NR_CC ? host->metrics[cc_idx(alg)].metric_value : 0;
 	ev->total_retrans = skops->total_retrans;
 	ev->segs_out = skops->segs_out;
 	if (bpftune_send(&event) == 0)
 		host->flags |= flag;
 }
 
-/* Callbacks this socket needs until it closes: STATE (to learn at close)
- * and, unless it runs bbr already, RETRANS (to switch on loss). */
+/* Callbacks this socket needs until it closes: STATE if it is to be
+ * learned from at close (@learn), and, unless it runs bbr already, RETRANS
+ * (to switch on loss; no call is made unless a segment is retransmitted).
+ * No helper call if nothing is to be added. */
 static __always_inline void enable_callbacks(struct bpf_sock_ops *skops,
-					     bool on_bbr)
+					     bool on_bbr, bool learn)
 {
-	__u32 flags = skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG;
+	__u32 old = skops->bpf_sock_ops_cb_flags, flags = old;
 
+	if (learn)
+		flags |= BPF_SOCK_OPS_STATE_CB_FLAG;
 	if (!on_bbr && candidate(CC_BBR))
 		flags |= BPF_SOCK_OPS_RETRANS_CB_FLAG;
-	bpf_sock_ops_cb_flags_set(skops, flags);
+	if (flags != old)
+		bpf_sock_ops_cb_flags_set(skops, flags);
+}
+
+/* Is the @n-th connection to a destination learned from at close? Each of
+ * the first LEARN_ALL_FIRST, then 1 in LEARN_EVERY (counted, like the
+ * exploration). Callers add the connections that must always be learned:
+ * exploring ones, those to a lossy destination, those switched on loss. */
+static __always_inline bool learn_nth(__u64 n)
+{
+	return n <= LEARN_ALL_FIRST || (n % LEARN_EVERY) == 0;
 }
 
 static __always_inline void on_established(struct bpf_sock_ops *skops)
@@ -493,14 +558,15 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	struct remote_host *host;
 	__u32 alg, reason = 0, best;
 	__u8 cur = CC_NONE;
-	bool known = false, explore;
+	bool known = false, explore, learn;
 	__u64 n;
 
 	if (!skops->sk)
 		return;
-	host_key(skops, &key);
+	host_addr(skops, &key);
 	if (is_loopback(&key))
 		return;		/* no callbacks, no state for this socket */
+	host_cookie(skops, &key);
 
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host) {
@@ -508,7 +574,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 
 		bpf_map_update_elem(&remote_host_map, &key, &new_host,
 				    BPF_NOEXIST);
-		enable_callbacks(skops, false);
+		enable_callbacks(skops, false, true);
 		return;
 	}
 	__sync_fetch_and_add(&host->instances, 1);
@@ -516,14 +582,17 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	 * explore or both not; the rate stays bounded either way. */
 	n = host->instances;
 	explore = n >= REMOTE_HOST_MIN_INSTANCES &&
-		  ((n - REMOTE_HOST_MIN_INSTANCES) % EXPLORE_EVERY) == 0;
+		  ((n - REMOTE_HOST_MIN_INSTANCES) % EXPLORE_EVERY) == 0 &&
+		  host->quiet < QUIET_MAX;
 	best = host->best;
+	learn = explore || learn_nth(n);
 
 	/* What this connection runs unless we switch it; rules 1 and 2. */
 	if ((host->flags & HOST_LOSSY) && candidate(CC_BBR)) {
 		alg = CC_BBR;
 		reason = REASON_REMEMBER;
 		explore = false;	/* no experiments on a lossy path */
+		learn = true;		/* every close may clear "lossy" */
 	} else if (best < NR_CC || explore) {
 		cur = current_alg(skops);
 		known = true;
@@ -534,14 +603,14 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 		}
 	} else {
 		/* The usual case: nothing distinguishes the candidates. */
-		enable_callbacks(skops, false);
+		enable_callbacks(skops, false, learn);
 		return;
 	}
 	if (explore && ncandidates() > 1) {
 		__u32 other = least_sampled(host, alg);
 
 		if (other < NR_CC) {
-			reason = host->metrics[other].metric_count ?
+			reason = host->metrics[cc_idx(other)].metric_count ?
 				 REASON_EXPLORE : REASON_UNTRIED;
 			alg = other;
 		}
@@ -551,13 +620,13 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 		known = true;
 	}
 	if (alg >= NR_CC || alg == cur) {
-		enable_callbacks(skops, cur == CC_BBR);
+		enable_callbacks(skops, cur == CC_BBR, learn);
 		return;
 	}
 	if (bpf_map_lookup_elem(&netns_disabled, &key.netns_cookie))
 		return;		/* an administrator decides here */
 	if (set_alg(skops, alg)) {
-		enable_callbacks(skops, cur == CC_BBR);
+		enable_callbacks(skops, cur == CC_BBR, learn);
 		return;
 	}
 	stat_inc(alg);
@@ -566,7 +635,7 @@ static __always_inline void on_established(struct bpf_sock_ops *skops)
 	if (reason == REASON_COST)
 		send_event(skops, &key, host, alg, cur, reason, ncandidates(),
 			   HOST_REPORTED_LEARNED);
-	enable_callbacks(skops, alg == CC_BBR);
+	enable_callbacks(skops, alg == CC_BBR, learn);
 }
 
 static __always_inline bool lossy(struct bpf_sock_ops *skops)
@@ -623,8 +692,12 @@ static __always_inline void on_retrans(struct bpf_sock_ops *skops)
 	stat_inc(CC_BBR);
 	stat_inc(STAT_LOSS);
 	st->flags |= CONN_SWITCHED;
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags &
-				  ~BPF_SOCK_OPS_RETRANS_CB_FLAG);
+	/* No more RETRANS callbacks; a STATE callback at close in any case,
+	 * to fold this connection's loss into the destination's rate (it may
+	 * not have been one of the connections learned from). */
+	bpf_sock_ops_cb_flags_set(skops, (skops->bpf_sock_ops_cb_flags &
+					  ~BPF_SOCK_OPS_RETRANS_CB_FLAG) |
+				  BPF_SOCK_OPS_STATE_CB_FLAG);
 
 	host = bpf_map_lookup_elem(&remote_host_map, &key);
 	if (!host)
@@ -664,8 +737,13 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 
 	/* No rate sample (e.g. no data was acknowledged): nothing to learn. */
 	min_rtt = skops->rtt_min;
-	if (!min_rtt || min_rtt == 0xffffffff || !skops->rate_interval_us)
+	if (!min_rtt || min_rtt == 0xffffffff || !skops->rate_interval_us) {
+		if (host->quiet < QUIET_MAX)
+			host->quiet++;
 		return;
+	}
+	if (host->quiet)
+		host->quiet = 0;
 	/* Mixed connections (switched on loss) say nothing clean about
 	 * either algorithm; only they have socket storage. */
 	if (skops->total_retrans) {
@@ -685,7 +763,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops)
 		host->min_rtt = min_rtt;
 	if (rate > host->max_rate)
 		host->max_rate = rate;
-	m = &host->metrics[alg];
+	m = &host->metrics[cc_idx(alg)];
 	if (!m->min_rtt || min_rtt < m->min_rtt)
 		m->min_rtt = min_rtt;
 	if (rate > m->max_rate)
