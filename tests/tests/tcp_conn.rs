@@ -6,7 +6,8 @@
 //! summary must count the bbr choices; over IPv4 and over IPv6. Loss-free
 //! connections, which the learner cannot tell apart by algorithm, must
 //! hardly ever be switched (each switch costs a bpf_setsockopt), but the
-//! bounded exploration must run (the 4th connection, then 1 in 64). A
+//! bounded exploration must run (the 4th connection, then 1 in 64 where
+//! connections carry data to learn from). A
 //! destination that stops losing returns to the default once its decaying
 //! loss rate drops (not after one short clean connection); loopback peers
 //! are never tuned, however lossy; and an algorithm whose connections are
@@ -254,27 +255,31 @@ fn loss_free_connections_are_rarely_switched() {
 
     let (_plugins, daemon) = start_daemon();
     // Both ends are tracked: CONNECTIONS connections to the tx side's
-    // destination and as many to the rx side's. Each carries a little data,
-    // so the learner gets a rate sample from every one.
+    // destination and as many to the rx side's. Each carries a little data
+    // from tx to rx, so the sending end gets a rate sample from every one;
+    // the receiving end sends none, gets none, and stops exploring once its
+    // last 8 learned connections (QUIET_MAX) closed without one.
     for _ in 0..CONNECTIONS {
         assert!(bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 16 << 10, None, TIMEOUT) > 0);
     }
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status}\n{log}");
     // The summary counts switches only. Expected: the 1-in-64 explorations
-    // (connections 4, 68, 132, 196 and 260 on each end: 10) and the rare
-    // noise-driven cost switch; the earlier learner switched about two
-    // connections in three when the costs tied.
+    // (connections 4, 68, 132, 196 and 260 on the sending end, the 4th only
+    // on the receiving end: 6) and the rare noise-driven cost switch; the
+    // earlier learner switched about two connections in three when the
+    // costs tied.
     let switched: u64 = ["cubic", "bbr", "reno", "htcp"].iter().filter_map(|a| summary_count(&log, a)).sum();
     assert!(switched <= 2 * CONNECTIONS as u64 / 10, "{switched} of {} connections switched:\n{log}", 2 * CONNECTIONS);
     // Exploration runs, at the bounded rate: the first switch to each
     // destination is its 4th connection trying an untried candidate, and
-    // every later exploring connection is switched too, unless a cost
-    // switch coincides with it (then the exploration may keep the default).
+    // every later exploring connection on the sending end is switched too,
+    // unless a cost switch coincides with it (then the exploration may keep
+    // the default).
     for dst in [veth.b_addr, veth.a_addr] {
         assert!(first_exploration_logged(&log, dst.into()), "no exploration at the 4th connection to {dst}:\n{log}");
     }
-    assert!(switched >= 2 * explorations(CONNECTIONS) - 2, "{switched} switched, too few explorations:\n{log}");
+    assert!(switched >= explorations(CONNECTIONS), "{switched} switched, too few explorations:\n{log}");
     assert!(!log.contains("Because loss rate has exceeded"), "{log}");
     assert_eq!(tx.sysctl(DEFAULT_CC), "cubic");
 }
