@@ -42,6 +42,12 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub const ACTIVE_FOR: Duration = Duration::from_secs(30);
 /// Namespaces sampled at once, at most (the least recently active goes).
 pub const MAX_ACTIVE: usize = 1024;
+/// Namespaces whose RTT guard is read per sample tick, at most: each
+/// `sock_diag` dump walks the kernel's whole established hash table (1-2 ms
+/// of CPU here, `bench/verdicts/RESULTS.md`). Namespaces with a change
+/// waiting for its verdict come first; the others' guards go without
+/// readings that tick.
+pub const MAX_GUARD_READS: usize = 4;
 /// The first back-off after a revert; each further revert of the same
 /// tunable in the same namespace doubles it, up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(60);
@@ -698,9 +704,18 @@ impl Tracker {
         }
         let waiting: Vec<u64> = self.pending.iter().map(|p| p.key.cookie).collect();
         self.active.retain(|c, (until, _)| now < *until || waiting.contains(c));
-        let alive: Vec<(u64, SignalSet)> = self.active.iter().map(|(c, (_, set))| (*c, *set)).collect();
+        let mut alive: Vec<(u64, SignalSet)> = self.active.iter().map(|(c, (_, set))| (*c, *set)).collect();
         self.samples.retain(|c, _| alive.iter().any(|(a, _)| a == c));
         self.next_sample = (!self.active.is_empty()).then(|| now + SAMPLE_EVERY);
+        // The RTT guard's dumps are bounded; waiting changes first, then
+        // the namespaces most recently active.
+        alive.sort_by_key(|(c, _)| {
+            (!waiting.contains(c), std::cmp::Reverse(self.active.get(c).map(|(until, _)| *until)))
+        });
+        let rtt = Signal::TcpRtt.bit();
+        for (_, set) in alive.iter_mut().filter(|(_, set)| set & rtt != 0).skip(MAX_GUARD_READS) {
+            *set &= !rtt;
+        }
         alive
     }
 
@@ -1016,6 +1031,25 @@ mod tests {
         assert_eq!(tr.back_off(key(), t), BACKOFF_MAX);
         tr.forget(7);
         assert!(tr.backing_off(&key(), t).is_none());
+    }
+
+    #[test]
+    fn rtt_reads_are_bounded_per_tick_waiting_changes_first() {
+        let t = Instant::now();
+        let mut tr = Tracker::new();
+        let both = Signal::RxBytes.bit() | Signal::TcpRtt.bit();
+        let n = MAX_GUARD_READS as u64 + 4;
+        for c in 1..=n {
+            tr.note_activity(c, t, both);
+        }
+        // The last namespace has a change waiting for its verdict.
+        let key = ChangeKey { tuner_id: 1, tunable: "net.ipv4.tcp_rmem".into(), cookie: n };
+        tr.changed(key, "tcp_buffer", "need to increase TCP buffer size(s)", false, Signal::RxBytes, "a", "b", t, None);
+        let due = tr.due(t + SAMPLE_EVERY);
+        assert_eq!(due.len(), n as usize, "every namespace's counters are still read");
+        assert_eq!(due[0], (n, both), "the waiting change's namespace first, with its guard");
+        assert_eq!(due.iter().filter(|(_, s)| s & Signal::TcpRtt.bit() != 0).count(), MAX_GUARD_READS);
+        assert!(due.iter().all(|(_, s)| s & Signal::RxBytes.bit() != 0));
     }
 
     #[test]

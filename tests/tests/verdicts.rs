@@ -412,6 +412,9 @@ fn a_receive_buffer_raise_that_only_adds_latency_is_judged_hurt_and_reverted() {
     let line = log.lines().find(|l| l.contains("Reverting ")).unwrap_or_default();
     assert!(line.contains("backs off it there for 60 s"), "{line}");
     assert_eq!(s.rx.sysctl(RMEM), SMALL_RMEM, "{line}");
+    // The journal keeps the guard's numbers with the verdict.
+    let journal = std::fs::read_to_string(JOURNAL).unwrap_or_default();
+    assert!(journal.contains(r#""guard":"tcp_rtt","guard_before":"#), "{journal}");
     // A new flow asks for more again: held back by the back-off.
     let more = with_flow(s, || s.daemon.wait_for_log("backs off it in netns", Duration::from_secs(20)));
     assert!(more, "no raise held back by the back-off:\n{}", s.daemon.log());
