@@ -94,8 +94,8 @@ pub const SIGNALS: usize = 10;
 
 /// A gauge guard is judged `hurt` when its median grew by this factor and
 /// by [`GUARD_MIN_DELTA`] (milliseconds of RTT) at least, and `helped` when
-/// it shrank as much.
-pub const GUARD_RATIO: f64 = 1.15;
+/// it shrank as much: the same tenth by which more bytes count as helped.
+pub const GUARD_RATIO: f64 = 1.1;
 pub const GUARD_MIN_DELTA: f64 = 2.0;
 
 impl Signal {
@@ -955,9 +955,10 @@ mod tests {
     #[test]
     fn guard_rule_and_how_it_combines() {
         use Verdict::*;
-        // RTT in ms: 15 % and 2 ms worse hurts; both are needed.
+        // RTT in ms: a tenth and 2 ms worse hurts; both are needed.
         assert_eq!(judge_guard(rate(40.0), rate(50.0)), Hurt);
-        assert_eq!(judge_guard(rate(40.0), rate(45.0)), Neutral);
+        assert_eq!(judge_guard(rate(40.0), rate(45.0)), Hurt);
+        assert_eq!(judge_guard(rate(40.0), rate(43.0)), Neutral);
         assert_eq!(judge_guard(rate(1.0), rate(2.5)), Neutral, "a 1.5 ms rise is noise");
         assert_eq!(judge_guard(rate(50.0), rate(40.0)), Helped);
         assert_eq!(judge_guard(None, rate(40.0)), Unknown);
