@@ -276,7 +276,12 @@ fn loss_free_connections_are_rarely_switched() {
     // every later exploring connection on the sending end is switched too,
     // unless a cost switch coincides with it (then the exploration may keep
     // the default).
-    for dst in [veth.b_addr, veth.a_addr] {
+    // The receiving end explores once only (at its 4th connection); without
+    // netns cookies (before 5.15) that one event may lose the shared rate
+    // limit to the sending end's event for the same connection, and no
+    // later exploration logs it.
+    let ends = if bpftune_tests::netns_cookies() { vec![veth.b_addr, veth.a_addr] } else { vec![veth.b_addr] };
+    for dst in ends {
         assert!(first_exploration_logged(&log, dst.into()), "no exploration at the 4th connection to {dst}:\n{log}");
     }
     assert!(switched >= explorations(CONNECTIONS), "{switched} switched, too few explorations:\n{log}");
