@@ -1,7 +1,7 @@
 //! Root integration tests of the tcp_buffer tuner: the real daemon with the
 //! real BPF programs, real TCP traffic over veth links between namespaces
-//! made here. Receive- and send-buffer growth per namespace (and in the
-//! global one), SO_RCVBUF-locked sockets left alone, an administrator's
+//! made here (and a delayed TUN path for the send side). Receive- and
+//! send-buffer growth per namespace (and in the global one), SO_RCVBUF-locked sockets left alone, an administrator's
 //! override in one namespace, TCP memory pressure/exhaustion with the
 //! low-memory toggles, a bounded SYN flood growing then shrinking the
 //! SYN backlog, syncookies switched on by a SYN flood under TCP memory
@@ -15,7 +15,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bpftune_tests::{Daemon, Netns, PluginDir, SysctlGuard, Veth, bulk_transfer, sysctl_read, test_lock, values};
+use bpftune_tests::{
+    Daemon, DelayLink, Netns, PluginDir, SysctlGuard, Veth, bulk_transfer, sysctl_read, test_lock, values,
+};
 
 const RMEM: &str = "net.ipv4.tcp_rmem";
 const WMEM: &str = "net.ipv4.tcp_wmem";
@@ -132,10 +134,19 @@ fn wmem_grows_for_a_send_limited_sender() {
     if !bpftune_tests::per_netns_policy_or_skip("wmem_grows_for_a_send_limited_sender") {
         return;
     }
+    if !bpftune_tests::delay::tun_or_skip("wmem_grows_for_a_send_limited_sender") {
+        return;
+    }
     let _l = test_lock();
     let tx = Netns::new("wmtx");
     let rx = Netns::new("wmrx");
-    let veth = Veth::connect(Some(&tx), Some(&rx));
+    // A path with 10 ms of round trip: 64 KiB in flight moves about
+    // 6 MB/s, far below what the forwarder carries, so the send buffer is
+    // what holds the flow back (4 bandwidth-delay products are 256 KiB).
+    // On a bare veth the CPU is the limit instead, the round trip is a few
+    // microseconds, and whether 64 KiB is short of 4 BDPs depends on one
+    // rate sample (the next test).
+    let link = DelayLink::new(&tx, &rx, Duration::from_millis(5));
     let small = "4096 65536 65536";
     tx.set_sysctl(WMEM, small);
     let rx_before = rx.sysctl(WMEM);
@@ -145,7 +156,7 @@ fn wmem_grows_for_a_send_limited_sender() {
     let from = format!("change {WMEM}(min default max) from ({small})");
     // tcp_probe is attached 500 ms in every 4 s: give the sender a dozen
     // windows (the transfer stops as soon as the change is logged).
-    transfer_until(Some(&tx), Some(&rx), veth.b_addr, None, Duration::from_secs(48), || daemon.log().contains(&from));
+    transfer_until(Some(&tx), Some(&rx), link.b_addr, None, Duration::from_secs(48), || daemon.log().contains(&from));
     let after = tx.sysctl(WMEM);
     assert!(max_of(&after) > 65536, "wmem max did not grow: {after}\n{}", daemon.log());
     assert_eq!(&values(&after)[..2], &[4096, 65536]);
