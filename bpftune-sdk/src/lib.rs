@@ -7,7 +7,7 @@
 //! * [`tunables!`], [`scenarios!`]: a tuner's tables; [`Event`]: what its
 //!   BPF sends; [`OwnedSkel`] and [`prepare_object!`]: owning its BPF.
 //! * [`learning`], [`corr`], [`protomem`], [`procfs`], [`kernel`],
-//!   [`NetnsAdmission`]: policy and system building blocks.
+//!   [`netlink`], [`NetnsAdmission`]: policy and system building blocks.
 
 pub use bpftune_abi as abi;
 
@@ -18,6 +18,7 @@ pub mod host;
 pub mod kernel;
 pub mod learning;
 pub mod messages;
+pub mod netlink;
 pub mod netns;
 pub mod netns_admission;
 pub mod per_netns;
