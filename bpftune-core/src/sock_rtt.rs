@@ -12,7 +12,10 @@
 //! dumped, and the host bounds the dumps per second.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use bpftune_sdk::netlink::{self, NLM_F_DUMP, NLM_F_REQUEST, Socket};
 
 /// Sockets looked at per dump, at most: the dump is closed after these
 /// (the kernel ends it), so a namespace with a million connections costs
@@ -28,9 +31,6 @@ const TCP_ESTABLISHED: u32 = 1;
 /// `struct inet_diag_msg`: family, state, timer, retrans, id (48 bytes),
 /// expires, rqueue, wqueue, uid, inode.
 const INET_DIAG_MSG_LEN: usize = 72;
-const NLMSG_HDR_LEN: usize = 16;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
 
 /// Offsets in `struct tcp_info` (stable UAPI, fields only ever appended).
 const TI_LAST_DATA_SENT: usize = 44;
@@ -69,69 +69,29 @@ fn socket_rtt_us(info: &[u8]) -> Option<u32> {
     (us > 0).then_some(us)
 }
 
-/// The mean over the active sockets in a stream of `sock_diag` replies
-/// (whole netlink messages, as read); `Err` on a netlink error message.
-/// Returns whether the dump is over.
-fn take_replies(buf: &[u8], sum_us: &mut f64, sample: &mut RttSample) -> io::Result<bool> {
-    let mut off = 0;
-    while off + NLMSG_HDR_LEN <= buf.len() {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < NLMSG_HDR_LEN || off + len > buf.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated sock_diag reply"));
+/// Count one `sock_diag` reply (an `inet_diag_msg` and its attributes)
+/// into the sum of active sockets' RTTs.
+fn take_reply(payload: &[u8], sum_us: &mut f64, sample: &mut RttSample) {
+    sample.seen += 1;
+    let Some(attrs) = payload.get(INET_DIAG_MSG_LEN..) else { return };
+    for (kind, data) in netlink::attributes(attrs) {
+        if kind == INET_DIAG_INFO
+            && let Some(us) = socket_rtt_us(data)
+        {
+            *sum_us += f64::from(us);
+            sample.active += 1;
         }
-        match kind {
-            NLMSG_DONE => return Ok(true),
-            NLMSG_ERROR => {
-                let code = buf.get(off + 16..off + 20).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                if code == 0 {
-                    return Ok(true);
-                }
-                return Err(io::Error::from_raw_os_error(-code));
-            }
-            SOCK_DIAG_BY_FAMILY => {
-                sample.seen += 1;
-                let mut a = off + NLMSG_HDR_LEN + INET_DIAG_MSG_LEN;
-                while a + 4 <= off + len {
-                    let alen = u16::from_ne_bytes([buf[a], buf[a + 1]]) as usize;
-                    let akind = u16::from_ne_bytes([buf[a + 2], buf[a + 3]]);
-                    if alen < 4 || a + alen > off + len {
-                        break;
-                    }
-                    if akind == INET_DIAG_INFO
-                        && let Some(us) = socket_rtt_us(&buf[a + 4..a + alen])
-                    {
-                        *sum_us += f64::from(us);
-                        sample.active += 1;
-                    }
-                    a += (alen + 3) & !3;
-                }
-            }
-            _ => {}
-        }
-        off += (len + 3) & !3;
     }
-    Ok(false)
 }
 
 /// A `sock_diag` request for the established TCP sockets of `family`
 /// with their `tcp_info`.
 fn request(family: u8, seq: u32) -> Vec<u8> {
-    // nlmsghdr + inet_diag_req_v2 (family, protocol, ext, pad, states, id).
-    let len = NLMSG_HDR_LEN + 8 + 48;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.push(family);
-    m.push(libc::IPPROTO_TCP as u8);
-    m.push(1 << (INET_DIAG_INFO - 1));
-    m.push(0);
-    m.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
-    m.resize(len, 0);
-    m
+    // inet_diag_req_v2: family, protocol, ext, pad, states, id (48 bytes).
+    let mut req = vec![family, libc::IPPROTO_TCP as u8, 1 << (INET_DIAG_INFO - 1), 0];
+    req.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
+    req.resize(8 + 48, 0);
+    netlink::request(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, &req)
 }
 
 /// TCP sockets in use in the calling thread's namespace by family (IPv4,
@@ -160,60 +120,20 @@ pub fn sample() -> io::Result<RttSample> {
     if families == [false, false] {
         return Ok(RttSample::default());
     }
-    // SAFETY: plain socket(2); the fd is owned by OwnedFd right after.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we exclusively own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
-    // SAFETY: tv is a valid timeval of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let sock = Socket::open(libc::NETLINK_SOCK_DIAG, Duration::from_secs(1))?;
     let mut sample = RttSample::default();
     let mut sum_us = 0.0;
-    let mut buf = vec![0u8; 64 << 10];
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        if !families[seq as usize - 1] {
+        if !families[seq as usize - 1] || sample.seen >= MAX_SOCKETS {
             continue;
         }
-        let msg = request(family, seq);
-        // SAFETY: msg is valid for reads of its length; a null address
-        // sends to the kernel on a netlink socket.
-        let n = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        loop {
-            // SAFETY: buf is valid for writes of its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+        // Breaking off a dump at the bound: closing the socket ends it.
+        sock.dump(&request(family, seq), seq, |m| {
+            if m.msg_type == SOCK_DIAG_BY_FAMILY {
+                take_reply(m.payload, &mut sum_us, &mut sample);
             }
-            let done = take_replies(&buf[..n as usize], &mut sum_us, &mut sample)?;
-            if done || n == 0 {
-                break;
-            }
-            if sample.seen >= MAX_SOCKETS {
-                // Closing the socket ends the kernel's dump.
-                return Ok(finish(sample, sum_us));
-            }
-        }
+            if sample.seen >= MAX_SOCKETS { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })?;
     }
     Ok(finish(sample, sum_us))
 }
@@ -264,29 +184,32 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_stream_is_parsed_and_bounded() {
-        // One reply carrying an INET_DIAG_INFO attribute, then DONE.
+    fn a_reply_is_counted_by_its_info_attribute() {
+        // An inet_diag_msg, an attribute of another kind, then INET_DIAG_INFO.
         let ti = info(0, 2000, 30_000, 0, 100, 0);
-        let attr_len = 4 + ti.len();
-        let msg_len = NLMSG_HDR_LEN + INET_DIAG_MSG_LEN + attr_len;
-        let mut buf = Vec::new();
-        buf.extend_from_slice(&(msg_len as u32).to_ne_bytes());
-        buf.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        buf.extend_from_slice(&[0; 10]);
-        buf.extend_from_slice(&[0; INET_DIAG_MSG_LEN]);
-        buf.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-        buf.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
-        buf.extend_from_slice(&ti);
-        buf.extend_from_slice(&(NLMSG_HDR_LEN as u32 + 4).to_ne_bytes());
-        buf.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-        buf.extend_from_slice(&[0; 14]);
+        let mut payload = vec![0u8; INET_DIAG_MSG_LEN];
+        payload.extend_from_slice(&8u16.to_ne_bytes());
+        payload.extend_from_slice(&1u16.to_ne_bytes());
+        payload.extend_from_slice(&[0; 4]);
+        payload.extend_from_slice(&((4 + ti.len()) as u16).to_ne_bytes());
+        payload.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
+        payload.extend_from_slice(&ti);
         let (mut sum, mut s) = (0.0, RttSample::default());
-        assert!(take_replies(&buf, &mut sum, &mut s).expect("parse"));
+        take_reply(&payload, &mut sum, &mut s);
         assert_eq!((s.seen, s.active, sum), (1, 1, 30_000.0));
-        // A length running past the buffer is an error, not a panic.
-        let mut bad = buf.clone();
-        bad[0] = 0xff;
-        assert!(take_replies(&bad, &mut sum, &mut s).is_err());
+        // A reply cut short is seen but not counted, and does not panic.
+        take_reply(&payload[..INET_DIAG_MSG_LEN - 1], &mut sum, &mut s);
+        take_reply(&payload[..INET_DIAG_MSG_LEN + 10], &mut sum, &mut s);
+        assert_eq!((s.seen, s.active), (3, 1));
+    }
+
+    #[test]
+    fn the_request_asks_for_established_sockets_with_info() {
+        let m = request(libc::AF_INET6 as u8, 2);
+        assert_eq!(m.len(), 16 + 56);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), SOCK_DIAG_BY_FAMILY);
+        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, libc::IPPROTO_TCP as u8, 1 << (INET_DIAG_INFO - 1), 0]);
+        assert_eq!(u32::from_ne_bytes([m[20], m[21], m[22], m[23]]), 1 << TCP_ESTABLISHED);
     }
 
     /// A real dump of this namespace sees a loopback connection that is
