@@ -111,9 +111,37 @@ pub fn snmp6_counter(snmp6: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The machine-wide count of one softirq (e.g. `NET_RX:`) from
+/// `/proc/softirqs`, summed over CPUs: a cheap sign of packets moving in
+/// any namespace (loopback and veth included).
+pub fn softirq_total(softirqs: &str, name: &str) -> Option<u64> {
+    let line = softirqs.lines().find(|l| l.trim_start().starts_with(name))?;
+    let mut total = 0u64;
+    for n in line.split_whitespace().skip(1) {
+        total = total.saturating_add(n.parse().ok()?);
+    }
+    Some(total)
+}
+
+/// [`softirq_total`] of `/proc/softirqs`.
+pub fn read_softirq_total(proc_root: &Path, name: &'static str) -> Result<u64, ProcError> {
+    let path = proc_root.join("softirqs");
+    softirq_total(&read(&path)?, name).ok_or(ProcError::Missing { path, field: name })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softirq_totals_sum_the_cpus() {
+        let text = "                    CPU0       CPU1\n          HI:          1          0\n      NET_TX:          5          7\n      NET_RX:     102400        999\n";
+        assert_eq!(softirq_total(text, "NET_RX:"), Some(103_399));
+        assert_eq!(softirq_total(text, "NET_TX:"), Some(12));
+        assert_eq!(softirq_total(text, "BLOCK:"), None);
+        assert_eq!(softirq_total("      NET_RX:     1x\n", "NET_RX:"), None);
+        assert!(read_softirq_total(Path::new("/proc"), "NET_RX:").is_ok());
+    }
 
     /// The only zoneinfo sample in the workspace (tcp_buffer and udp_buffer
     /// use these functions through re-exports and do not test them again).
