@@ -59,8 +59,16 @@ const MEM_CHECK_TICKS: u32 = 1000 / TICK;
 /// grown in steps needs the next step soon). 1/8 of ~90 k calls/s at
 /// ~70 ns is ~0.04 % of the two CPUs of a 20 Gbit/s loopback transfer.
 /// (Windows every 8 s missed a send-limited sender for 20 s once on a
-/// busy machine.)
-const DUTY: DutyConfig = DutyConfig { period: 8, window: 1, hurry: 2 };
+/// busy machine.) A window that saw no segment at all doubles the wait,
+/// up to 64 s, so an idle machine is not interrupted by the text rewrites
+/// of attaching and detaching ([`duty`]).
+const DUTY: DutyConfig = DutyConfig { period: 8, window: 1, hurry: 2, max_idle_shift: 4 };
+
+/// While backed off, packets received machine-wide (`NET_RX` softirqs,
+/// every namespace) in one normal period that wake the windows: 16 a
+/// second. An idle machine has none; the slowest flow worth a larger
+/// buffer (64 KiB a round trip of 200 ms) has hundreds.
+const WAKE_NET_RX: u64 = 64;
 
 /// The tracepoint that fires only when a receiver wants a larger buffer
 /// (6.16+); without it the per-read `tcp_rcv_space_adjust` stands in.
@@ -148,6 +156,10 @@ pub struct TcpBufferTuner {
     /// The per-segment hooks' links while a window is open; dropped
     /// (detached) before the skeleton.
     hot: Vec<Link>,
+    /// Calls of the per-segment hooks when the open window opened.
+    calls_at_open: u64,
+    /// `NET_RX` softirqs at the last look while backed off.
+    net_rx: Option<u64>,
     // Dropped last: the BPF object (its other links live in the skeleton).
     skel: OwnedSkel<BpfSkel>,
 }
@@ -370,17 +382,55 @@ impl TcpBufferTuner {
         self.mem = MemState::Normal;
     }
 
+    /// Calls of the per-segment hooks so far (the receive slot also counts
+    /// `tcp_rcvbuf_grow`, itself a sign of segments arriving).
+    fn hook_calls(&self) -> u64 {
+        self.samples().iter().filter(|s| s.name != "syn_flood_action_sample").map(|s| s.calls).sum()
+    }
+
+    /// Whether packets arrived machine-wide since the last look (the
+    /// first look only takes the count).
+    fn packets_moving(&mut self) -> bool {
+        let Ok(now) = bpftune_sdk::procfs::read_softirq_total(Path::new("/proc"), "NET_RX:") else {
+            // No count to go by: do not stay backed off on a guess.
+            return true;
+        };
+        let before = self.net_rx.replace(now);
+        before.is_some_and(|b| now.saturating_sub(b) >= WAKE_NET_RX)
+    }
+
     /// Open or close the per-segment hooks' window for this tick.
     fn step_duty(&mut self) {
         let open = self.duty.step();
         if !open {
-            // Dropping the links detaches the programs.
-            self.hot.clear();
+            if !self.hot.is_empty() {
+                // Dropping the links detaches the programs.
+                self.hot.clear();
+                let saw = self.hook_calls() > self.calls_at_open;
+                let was_backed_off = self.duty.backed_off();
+                self.duty.window_closed(saw);
+                if self.duty.backed_off() && !was_backed_off {
+                    self.host.debug_log("tcp_buffer: no segment in a window: per-segment hooks back off");
+                }
+            }
+            if self.duty.backed_off() && self.ticks % DUTY.period == 0 {
+                if self.packets_moving() {
+                    self.duty.wake();
+                    self.net_rx = None;
+                    self.host.debug_log(&format!(
+                        "tcp_buffer: packets arriving: per-segment hooks every {} s again",
+                        DUTY.period * TICK / 1000
+                    ));
+                }
+            } else if !self.duty.backed_off() {
+                self.net_rx = None;
+            }
             return;
         }
         if !self.hot.is_empty() {
             return;
         }
+        self.calls_at_open = self.hook_calls();
         let mut progs = vec![&self.skel.get().progs.bpftune_tcp_probe];
         if self.rcv_space_fallback {
             progs.push(&self.skel.get().progs.bpftune_rcv_space_adjust);
@@ -537,6 +587,8 @@ impl Tuner for TcpBufferTuner {
             duty,
             rcv_space_fallback: !rcvbuf_grow,
             hot: Vec::new(),
+            calls_at_open: 0,
+            net_rx: None,
             skel,
         })
     }
