@@ -806,3 +806,60 @@ fn per_segment_hook_is_attached_in_short_windows_only() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{log}");
 }
+
+/// When `tcp_probe` became attached (window openings), polled for `span`.
+fn window_openings(span: Duration) -> Vec<Duration> {
+    let start = Instant::now();
+    let (mut opens, mut was) = (Vec::new(), false);
+    while start.elapsed() < span {
+        let now = raw_tp_links().iter().any(|l| l == "tcp_probe");
+        if now && !was {
+            opens.push(start.elapsed());
+        }
+        was = now;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    opens
+}
+
+/// Each attach and detach of the per-segment hook rewrites kernel text
+/// and interrupts every CPU, so on an idle machine the windows back off
+/// (one every 4 s, then 8, 16, ... up to 64 s); packets arriving again
+/// bring them back to every 4 s within a period or two.
+#[test]
+fn per_segment_windows_back_off_while_idle_and_return_with_traffic() {
+    bpftune_tests::require_root!();
+    let _l = test_lock();
+    let tx = Netns::new("botx");
+    let rx = Netns::new("borx");
+    let veth = Veth::connect(Some(&tx), Some(&rx));
+    let (_p, daemon) = start_daemon();
+
+    // No traffic for 20 s: every 4 s would open 5 windows.
+    let idle = window_openings(Duration::from_secs(20));
+    assert!(idle.len() <= 3, "windows did not back off while idle: opened at {idle:?}\n{}", daemon.log());
+    assert!(daemon.log().contains("no segment in a window: per-segment hooks back off"), "{}", daemon.log());
+
+    // Traffic: the windows come back.
+    let stop = AtomicBool::new(false);
+    let busy = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 1 << 30, None, Duration::from_secs(2));
+            }
+        });
+        let opens = window_openings(Duration::from_secs(16));
+        stop.store(true, Ordering::Relaxed);
+        load.join().expect("transfer thread");
+        opens
+    });
+    eprintln!("windows opened at {idle:?} while idle, at {busy:?} with traffic");
+    assert!(
+        busy.first().is_some_and(|t| *t < Duration::from_secs(10)) && busy.len() >= 2,
+        "windows did not come back with traffic: opened at {busy:?}\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("packets arriving: per-segment hooks every 4 s again"), "{}", daemon.log());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+}
