@@ -10,7 +10,11 @@
 #  - CPU time of all its threads (/proc/<pid>/task/*/schedstat),
 #  - voluntary context switches per second (wake-ups),
 #  - the BPF programs, maps and links it holds (from the fdinfo of its open
-#    file descriptors), and its open file descriptors.
+#    file descriptors), and its open file descriptors,
+#  - function-call interrupts (CAL in /proc/interrupts) on all CPUs: the
+#    cost the daemon puts on the rest of the machine (attaching or
+#    detaching a tracepoint's program rewrites kernel text, and each
+#    rewrite interrupts every CPU), against the same span before it starts.
 #
 # Root only. No traffic; nothing is changed on the host but what the daemon
 # itself may change at start-up on this machine (its log is in the report).
@@ -40,6 +44,15 @@ fd_ids() {
 	cat /proc/"$DAEMON_PID"/fdinfo/* 2>/dev/null | awk -v k="$1:" '$1 == k {print $2}' | sort -un
 }
 
+# Function-call interrupts so far, all CPUs together.
+cal_ipis() {
+	awk '$1 == "CAL:" {for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i} END {print s + 0}' /proc/interrupts
+}
+
+CAL_B0=$(cal_ipis)
+sleep "$IDLE_SECS"
+CAL_BASE=$(($(cal_ipis) - CAL_B0))
+
 T0=$(date +%s%N)
 daemon_start "$PLUG" bpftune_
 # Loaded when the number of programs it holds has not changed for 2 s.
@@ -53,7 +66,9 @@ done
 LOADED_MS=$((($(date +%s%N) - T0) / 1000000))
 sleep "$WARMUP_SECS"
 
+CAL_0=$(cal_ipis)
 read -r CPU_MS PER_MIN SHARE WAKE < <(daemon_idle "$IDLE_SECS")
+CAL_DAEMON=$(($(cal_ipis) - CAL_0))
 RSS=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status")
 HWM=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
 THREADS=$(awk '/^Threads:/ {print $2}' "/proc/$DAEMON_PID/status")
@@ -88,6 +103,9 @@ LOG=$(grep -v 'libbpf:' "$WORK/daemon.log" | sed 's/^/    /')
 	echo "| VmRSS (KiB) | VmHWM (KiB) | CPU ms over ${IDLE_SECS} s | CPU ms per minute | share of one CPU (%) | voluntary context switches per s | threads | open fds |"
 	echo "|---|---|---|---|---|---|---|---|"
 	echo "| $RSS | $HWM | $CPU_MS | $PER_MIN | $SHARE | $WAKE | $THREADS | $FDS |"
+	echo
+	echo "Function-call interrupts on all $(nproc) CPUs over ${IDLE_SECS} s: ${CAL_BASE} before the daemon"
+	echo "started, ${CAL_DAEMON} while it ran idle."
 	echo
 	echo "Start-up until the set of BPF programs it holds stopped changing: ${LOADED_MS} ms"
 	echo "(polled every 2 s, so up to 2 s more than the real time)."
