@@ -70,6 +70,10 @@ const DUTY: DutyConfig = DutyConfig { period: 8, window: 1, hurry: 2, max_idle_s
 /// buffer (64 KiB a round trip of 200 ms) has hundreds.
 const WAKE_NET_RX: u64 = 64;
 
+/// The original's sample names, in `sample_map` order (enum sample_id):
+/// the two per-segment hooks' slots first.
+const SAMPLE_NAMES: [&str; 3] = ["rcv_space_sample", "tcp_probe_sample", "syn_flood_action_sample"];
+
 /// The tracepoint that fires only when a receiver wants a larger buffer
 /// (6.16+); without it the per-read `tcp_rcv_space_adjust` stands in.
 const RCVBUF_GROW_TP: &str = "tcp_rcvbuf_grow";
@@ -382,10 +386,14 @@ impl TcpBufferTuner {
         self.mem = MemState::Normal;
     }
 
-    /// Calls of the per-segment hooks so far (the receive slot also counts
-    /// `tcp_rcvbuf_grow`, itself a sign of segments arriving).
+    /// Calls of the per-segment hooks so far: the first two sample slots
+    /// (the receive slot also counts `tcp_rcvbuf_grow`, itself a sign of
+    /// segments arriving).
     fn hook_calls(&self) -> u64 {
-        self.samples().iter().filter(|s| s.name != "syn_flood_action_sample").map(|s| s.calls).sum()
+        bpftune_sdk::sample::read_samples(&self.skel.get().maps.sample_map, &SAMPLE_NAMES[..2])
+            .iter()
+            .map(|s| s.calls)
+            .sum()
     }
 
     /// Whether packets arrived machine-wide since the last look (the
@@ -410,20 +418,17 @@ impl TcpBufferTuner {
                 let was_backed_off = self.duty.backed_off();
                 self.duty.window_closed(saw);
                 if self.duty.backed_off() && !was_backed_off {
+                    // The NET_RX count starts again from the next look.
+                    self.net_rx = None;
                     self.host.debug_log("tcp_buffer: no segment in a window: per-segment hooks back off");
                 }
             }
-            if self.duty.backed_off() && self.ticks % DUTY.period == 0 {
-                if self.packets_moving() {
-                    self.duty.wake();
-                    self.net_rx = None;
-                    self.host.debug_log(&format!(
-                        "tcp_buffer: packets arriving: per-segment hooks every {} s again",
-                        DUTY.period * TICK / 1000
-                    ));
-                }
-            } else if !self.duty.backed_off() {
-                self.net_rx = None;
+            if self.duty.backed_off() && self.ticks % DUTY.period == 0 && self.packets_moving() {
+                self.duty.wake();
+                self.host.debug_log(&format!(
+                    "tcp_buffer: packets arriving: per-segment hooks every {} s again",
+                    DUTY.period * TICK / 1000
+                ));
             }
             return;
         }
@@ -628,11 +633,7 @@ impl Tuner for TcpBufferTuner {
     }
 
     fn samples(&self) -> Vec<bpftune_sdk::sample::SampleCount> {
-        // The original's sample names, in sample_map order.
-        bpftune_sdk::sample::read_samples(
-            &self.skel.get().maps.sample_map,
-            &["rcv_space_sample", "tcp_probe_sample", "syn_flood_action_sample"],
-        )
+        bpftune_sdk::sample::read_samples(&self.skel.get().maps.sample_map, &SAMPLE_NAMES)
     }
 
     fn fini(&mut self) -> Result<(), String> {
