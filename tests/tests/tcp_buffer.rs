@@ -766,6 +766,24 @@ fn raw_tp_links() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Run `f` while bulk transfers from `tx` to `addr` in `rx` run back to
+/// back on another thread; the transfers stop when `f` returns (a
+/// panicking transfer fails the test when the scope ends).
+fn while_transferring<R>(tx: &Netns, rx: &Netns, addr: impl Into<IpAddr>, f: impl FnOnce() -> R) -> R {
+    let addr: IpAddr = addr.into();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Stops the transfers if `f` panics too (the scope waits for them).
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                bulk_transfer(Some(tx), Some(rx), addr, 1 << 30, None, Duration::from_secs(2));
+            }
+        });
+        f()
+    })
+}
+
 /// The per-segment hook (`tcp_probe`) is attached for short windows only,
 /// during a bulk transfer too: most segments run no tcp_buffer program.
 /// Where `tcp_rcvbuf_grow` exists the receive side is watched there, always.
@@ -778,13 +796,7 @@ fn per_segment_hook_is_attached_in_short_windows_only() {
     let veth = Veth::connect(Some(&tx), Some(&rx));
     let (_p, daemon) = start_daemon();
     let (mut polls, mut attached, mut grow) = (0u32, 0u32, 0u32);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let load = s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 1 << 30, None, Duration::from_secs(2));
-            }
-        });
+    while_transferring(&tx, &rx, veth.b_addr, || {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let links = raw_tp_links();
@@ -793,8 +805,6 @@ fn per_segment_hook_is_attached_in_short_windows_only() {
             grow += u32::from(links.iter().any(|l| l == "tcp_rcvbuf_grow"));
             std::thread::sleep(Duration::from_millis(40));
         }
-        stop.store(true, Ordering::Relaxed);
-        load.join().expect("transfer thread");
     });
     let share = f64::from(attached) / f64::from(polls);
     eprintln!("tcp_probe attached in {attached} of {polls} polls; tcp_rcvbuf_grow in {grow}");
@@ -841,18 +851,7 @@ fn per_segment_windows_back_off_while_idle_and_return_with_traffic() {
     assert!(daemon.log().contains("no segment in a window: per-segment hooks back off"), "{}", daemon.log());
 
     // Traffic: the windows come back.
-    let stop = AtomicBool::new(false);
-    let busy = std::thread::scope(|s| {
-        let load = s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                bulk_transfer(Some(&tx), Some(&rx), veth.b_addr, 1 << 30, None, Duration::from_secs(2));
-            }
-        });
-        let opens = window_openings(Duration::from_secs(16));
-        stop.store(true, Ordering::Relaxed);
-        load.join().expect("transfer thread");
-        opens
-    });
+    let busy = while_transferring(&tx, &rx, veth.b_addr, || window_openings(Duration::from_secs(16)));
     eprintln!("windows opened at {idle:?} while idle, at {busy:?} with traffic");
     assert!(
         busy.first().is_some_and(|t| *t < Duration::from_secs(10)) && busy.len() >= 2,
